@@ -1,0 +1,114 @@
+"""distrcomp: message passing between nodes with four names, on real MPI.
+
+    import distrcomp as dc
+    dc.send((dc.node_id + 1) % dc.n_node, {"hello": dc.node_id})
+    print(dc.recv((dc.node_id - 1) % dc.n_node))
+
+Run it with ``distrcomp run -n 4 prog.py`` (or ``mpiexec -n 4 python prog.py``); plain
+``python prog.py`` is one node. Importing the package does not initialise MPI: the first use of
+``node_id``, ``n_node``, ``comm`` or any function does, on every node (see ``distrcomp.world``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+from .collectives import allgather, allreduce, barrier, bcast, gather, reduce, scatter
+from .errors import DistrCompError, MessageDecodeError
+from .p2p import ANY_SOURCE, ANY_TAG
+from .world import get as _get
+
+__all__ = [
+    "node_id",
+    "n_node",
+    "comm",
+    "send",
+    "recv",
+    "recv_any",
+    "probe",
+    "ANY_SOURCE",
+    "ANY_TAG",
+    "barrier",
+    "bcast",
+    "scatter",
+    "gather",
+    "allgather",
+    "reduce",
+    "allreduce",
+    "DistrCompError",
+    "MessageDecodeError",
+]
+
+__version__ = "0.1.0"
+
+node_id: int
+n_node: int
+comm: Any
+
+
+def __getattr__(name: str) -> Any:
+    # node_id, n_node and comm initialise MPI on first read (PEP 562), not at import.
+    if name == "node_id":
+        return _get().node_id
+    if name == "n_node":
+        return _get().n_node
+    if name == "comm":
+        return _get().comm
+    raise AttributeError(f"module 'distrcomp' has no attribute {name!r}")
+
+
+def send(dest: int, obj: Any, tag: int = 0) -> None:
+    """Send ``obj`` to node ``dest``.
+
+    Never waits for ``dest`` to call ``recv`` and never deadlocks against another node's
+    ``send``: while it waits for MPI, it accepts incoming messages for later ``recv`` calls.
+    Value semantics: once ``send`` returns, changing ``obj`` does not change what ``dest`` gets.
+    numpy arrays travel as raw buffers, uncopied (dtype, shape and C/Fortran order kept; a
+    non-contiguous array is copied once); a large array is handed to MPI in place, so ``send``
+    returns when MPI has taken it. Other objects are pickled (protocol 5, arrays inside them
+    out-of-band, never copied into the pickle stream). Order is kept per (sender, receiver, tag),
+    arrays and other objects mixed. ``dest`` may be this node itself.
+
+    Raises ValueError if ``dest`` is not in ``range(n_node)`` or ``tag`` is negative or too large;
+    TypeError, naming the type, if ``obj`` cannot be pickled (raised before anything is sent).
+    """
+    _get().engine.send(dest, obj, tag)
+
+
+def recv(src: int, tag: int = ANY_TAG, timeout: Optional[float] = None) -> Any:
+    """Return the next message from node ``src`` (``ANY_SOURCE``: from any node) with ``tag``.
+
+    Blocking; while it waits it keeps accepting every node's messages. Messages from one node
+    with one tag arrive in the order they were sent. ``timeout`` in seconds (None: wait forever)
+    raises TimeoutError naming the awaited node and tag; a message that arrives later is still
+    there for the next ``recv``. The returned object is the receiver's own (arrays are new,
+    writable arrays).
+
+    Raises ValueError for a ``src`` outside ``range(n_node)`` (other than ``ANY_SOURCE``) or a bad
+    ``tag``; MessageDecodeError if the message arrived but cannot be unpickled here.
+    """
+    engine = _get().engine
+    engine.check_node("recv: src", src, allow_any=True)
+    engine.check_tag("recv", tag, allow_any=True)
+    return engine.receive(src, tag, timeout)[2]
+
+
+def recv_any(tag: int = ANY_TAG, timeout: Optional[float] = None) -> Tuple[int, Any]:
+    """Like ``recv(ANY_SOURCE, tag, timeout)``, but return ``(src, obj)``: who sent it, and what."""
+    engine = _get().engine
+    engine.check_tag("recv_any", tag, allow_any=True)
+    src, _, obj = engine.receive(ANY_SOURCE, tag, timeout)
+    return src, obj
+
+
+def probe(src: int = ANY_SOURCE, tag: int = ANY_TAG, timeout: Optional[float] = None) -> Tuple[int, int]:
+    """Block until a message from ``src`` with ``tag`` is available; return its ``(src, tag)``.
+
+    The message is not consumed: the next ``recv`` that matches it returns it. ``timeout`` as
+    for :func:`recv` (TimeoutError). Raises ValueError as :func:`recv` does.
+    """
+    engine = _get().engine
+    engine.check_node("probe: src", src, allow_any=True)
+    engine.check_tag("probe", tag, allow_any=True)
+    found_src, found_tag, _ = engine.receive(src, tag, timeout, remove=False)
+    return found_src, found_tag

@@ -1,0 +1,283 @@
+"""The point-to-point engine behind ``send``, ``recv`` and ``probe``.
+
+Design, in one paragraph: every message is a frame plus payloads (see :mod:`distrcomp.wire`),
+sent on distrcomp's private communicator with MPI tag ``2*tag`` for the frame and ``2*tag+1``
+for its payloads. One receive for a frame, from any node with any tag, is always posted. Every
+blocking call (``send`` of a large array, ``recv``, the collectives, the exit handler) waits on
+that receive together with what it is waiting for, and any frame that arrives meanwhile is
+decoded (its payloads received at once) into an arrival-ordered queue that ``recv`` consults
+first. So a node blocked in distrcomp always accepts incoming messages, and a ring where every
+node sends a large array before receiving cannot deadlock.
+
+``send`` keeps value semantics without copying large arrays: a frame is a fresh ``bytes``, and
+when payloads are views of the caller's memory, ``send`` returns only once MPI has completed
+them. When nothing refers to the caller's memory, ``send`` returns at once and MPI completes
+the sends in the background.
+
+Why a payload can never be mistaken for a frame: a node receives a frame's payloads right after
+the frame, before the any-tag receive is posted again, and MPI does not let messages between two
+nodes overtake each other; so the next message from a node that matches the any-tag receive is
+always a frame.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter, deque
+from typing import Any, Deque, List, Optional, Tuple
+
+from .errors import MessageDecodeError
+from .wire import FRAME_MAX, decode, encode
+
+__all__ = ["ANY_SOURCE", "ANY_TAG", "Engine"]
+
+ANY_SOURCE = -1
+ANY_TAG = -1
+
+_EXIT_TIMEOUT = 10.0  # seconds the exit handler waits for this node's sends before warning
+
+
+class _Undecodable:
+    """Stands in the queue for a message that arrived but could not be decoded."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: MessageDecodeError) -> None:
+        self.error = error
+
+
+def _who(src: int) -> str:
+    return "any node" if src == ANY_SOURCE else f"node {src}"
+
+
+def _which(tag: int) -> str:
+    return "any tag" if tag == ANY_TAG else f"tag {tag}"
+
+
+class Engine:
+    """Point-to-point messaging on one communicator. One instance per process (see ``world``)."""
+
+    def __init__(self, comm: Any) -> None:
+        from mpi4py import MPI
+
+        self._MPI = MPI
+        self.comm = comm
+        self.node_id = comm.Get_rank()
+        self.n_node = comm.Get_size()
+        self.max_tag = (MPI.COMM_WORLD.Get_attr(MPI.TAG_UB) - 1) // 2
+        self.failed = False
+        self._closed = False
+        self._frame = bytearray(FRAME_MAX)
+        self._frame_view = memoryview(self._frame)
+        self._status = MPI.Status()
+        self._queue: Deque[Tuple[int, int, Any]] = deque()
+        self._pending: List[Tuple[Any, Any, int]] = []  # (request, buffer kept alive, dest)
+        self._purge_at = 64
+        self._frame_req = comm.Irecv(self._frame, MPI.ANY_SOURCE, MPI.ANY_TAG)
+
+    # ------------------------------------------------------------------ checks
+    def check_node(self, what: str, node: int, allow_any: bool = False) -> None:
+        """Raise ValueError unless ``node`` is a node id (or ANY_SOURCE when allowed)."""
+        if type(node) is not int and not hasattr(node, "__index__"):
+            raise TypeError(f"{what} must be an int node id, got {type(node).__name__}")
+        if allow_any and node == ANY_SOURCE:
+            return
+        if not 0 <= node < self.n_node:
+            raise ValueError(f"{what}={node} but n_node={self.n_node} (node ids are 0..{self.n_node - 1})")
+
+    def check_tag(self, what: str, tag: int, allow_any: bool = False) -> None:
+        """Raise ValueError unless ``0 <= tag <= max_tag`` (or ANY_TAG when allowed)."""
+        if type(tag) is not int and not hasattr(tag, "__index__"):
+            raise TypeError(f"{what}: tag must be an int, got {type(tag).__name__}")
+        if allow_any and tag == ANY_TAG:
+            return
+        if not 0 <= tag <= self.max_tag:
+            raise ValueError(f"{what}: tag={tag} is outside 0..{self.max_tag}")
+
+    # -------------------------------------------------------------------- send
+    def send(self, dest: int, obj: Any, tag: int = 0) -> None:
+        """See :func:`distrcomp.send`."""
+        self.check_node("send: dest", dest)
+        self.check_tag("send", tag)
+        frame, payloads, owned = encode(obj)
+        comm = self.comm
+        mtag = tag << 1
+        self._keep(comm.Isend(frame, dest, mtag), frame, dest)
+        if not payloads:
+            return
+        requests = [comm.Isend(payload, dest, mtag | 1) for payload in payloads]
+        if owned:
+            for request, payload in zip(requests, payloads):
+                self._keep(request, payload, dest)
+        else:
+            for request in requests:
+                self.wait(request)
+
+    def _keep(self, request: Any, buffer: Any, dest: int) -> None:
+        pending = self._pending
+        pending.append((request, buffer, dest))
+        if len(pending) >= self._purge_at:
+            self._purge()
+
+    def _purge(self) -> None:
+        done = self._MPI.Request.Testsome([entry[0] for entry in self._pending]) or []
+        if done:
+            finished = set(done)
+            self._pending = [e for i, e in enumerate(self._pending) if i not in finished]
+        self._purge_at = max(64, 2 * len(self._pending))
+
+    # -------------------------------------------------------------------- wait
+    def wait(self, request: Any) -> None:
+        """Block until ``request`` completes, queueing every message that arrives meanwhile."""
+        MPI = self._MPI
+        status = self._status
+        while True:
+            pair = [request, self._frame_req]
+            index = MPI.Request.Waitany(pair, status)
+            self._frame_req = pair[1]
+            if index == 0:
+                return
+            self._queue.append(self._take_frame(status))
+
+    def _take_frame(self, status: Any) -> Tuple[int, int, Any]:
+        """Decode the frame that just arrived (receiving its payloads), then post the next receive."""
+        MPI = self._MPI
+        src = status.Get_source()
+        mtag = status.Get_tag()
+        size = status.Get_count(MPI.BYTE)
+        comm = self.comm
+
+        def fill(buffer: Any) -> None:
+            comm.Recv(buffer, src, mtag | 1)
+
+        try:
+            obj = decode(self._frame_view[:size], fill)
+        except Exception as exc:  # kept, and raised by the recv that asks for this message
+            obj = _Undecodable(MessageDecodeError(src, mtag >> 1, f"{type(exc).__name__}: {exc}"))
+        finally:
+            self._frame_req = comm.Irecv(self._frame, MPI.ANY_SOURCE, MPI.ANY_TAG)
+        return src, mtag >> 1, obj
+
+    # -------------------------------------------------------------------- recv
+    def _match(self, src: int, tag: int, remove: bool) -> Optional[Tuple[int, int, Any]]:
+        queue = self._queue
+        if not queue:
+            return None
+        for index, entry in enumerate(queue):
+            if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
+                if remove:
+                    del queue[index]
+                return entry
+        return None
+
+    def receive(self, src: int, tag: int, timeout: Optional[float], remove: bool = True) -> Tuple[int, int, Any]:
+        """Block until a message from ``src`` with ``tag`` is here; return ``(src, tag, obj)``.
+
+        With ``remove=False`` the message stays queued (a probe). Raises TimeoutError after
+        ``timeout`` seconds; nothing is lost then.
+        """
+        entry = self._match(src, tag, remove)
+        if entry is None:
+            entry = self._await(src, tag, timeout, remove)
+        obj = entry[2]
+        if remove and type(obj) is _Undecodable:
+            raise obj.error
+        return entry
+
+    def _await(self, src: int, tag: int, timeout: Optional[float], remove: bool) -> Tuple[int, int, Any]:
+        status = self._status
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        delay = 2e-5
+        while True:
+            if deadline is None:
+                self._frame_req.Wait(status)
+            elif not self._frame_req.Test(status):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"recv: node {self.node_id} waited {timeout} s for a message from "
+                        f"{_who(src)} with {_which(tag)}; none arrived"
+                    )
+                time.sleep(min(delay, remaining))
+                delay = min(2 * delay, 1e-3)
+                continue
+            entry = self._take_frame(status)
+            if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
+                if not remove:
+                    self._queue.append(entry)
+                return entry
+            self._queue.append(entry)
+
+    # -------------------------------------------------------------------- exit
+    def close(self) -> None:
+        """Deliver what is in flight, then stop receiving. Called once, at interpreter exit.
+
+        1. Wait for this node's own sends to complete, accepting messages meanwhile, for at
+           most ``DISTRCOMP_EXIT_TIMEOUT`` seconds (default 10); then warn on stderr, naming the
+           destination nodes and counts still pending, and stop waiting for them.
+        2. Wait until every node has reached this point, accepting messages meanwhile, so that a
+           node sending to one that already finished is not left blocked. (``MPI_Finalize``
+           would synchronise here anyway, without accepting anything.)
+        3. Warn about messages that arrived here but were never received, by sender.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if not self.failed:
+            self._flush_pending()
+            if self.n_node > 1:
+                self.wait(self.comm.Ibarrier())
+            self._report_unreceived()
+        self._frame_req.Cancel()
+        self._frame_req.Wait()
+
+    def _flush_pending(self) -> None:
+        MPI = self._MPI
+        limit = _exit_timeout()
+        deadline = time.monotonic() + limit
+        status = self._status
+        while self._pending:
+            requests = [entry[0] for entry in self._pending]
+            if MPI.Request.Testall(requests):
+                self._pending = []
+                return
+            if self._frame_req.Test(status):
+                self._queue.append(self._take_frame(status))
+                continue
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(1e-3)
+        self._purge()
+        if self._pending:
+            counts = Counter(entry[2] for entry in self._pending)
+            where = ", ".join(f"{n} to node {d}" for d, n in sorted(counts.items()))
+            _warn(
+                f"node {self.node_id} is exiting with sends still pending after {limit:g} s "
+                f"({where}); nobody received them"
+            )
+
+    def _report_unreceived(self) -> None:
+        status = self._status
+        while self._frame_req.Test(status):
+            self._queue.append(self._take_frame(status))
+        if self._queue:
+            counts = Counter((entry[0], entry[1]) for entry in self._queue)
+            where = ", ".join(f"{n} from node {s} (tag {t})" for (s, t), n in sorted(counts.items()))
+            _warn(f"node {self.node_id} is exiting with {len(self._queue)} message(s) never received: {where}")
+            self._queue.clear()
+
+
+def _exit_timeout() -> float:
+    raw = os.environ.get("DISTRCOMP_EXIT_TIMEOUT", "")
+    try:
+        return float(raw) if raw.strip() else _EXIT_TIMEOUT
+    except ValueError:
+        _warn(f"DISTRCOMP_EXIT_TIMEOUT={raw!r} is not a number of seconds; using {_EXIT_TIMEOUT:g}")
+        return _EXIT_TIMEOUT
+
+
+def _warn(text: str) -> None:
+    sys.stderr.write(f"distrcomp: warning: {text}\n")
+    sys.stderr.flush()

@@ -1,0 +1,188 @@
+"""How an object becomes one frame plus payload buffers, and back.
+
+This module is the single definition of distrcomp's wire format. It knows nothing of MPI:
+``encode`` returns bytes and buffers, ``decode`` is handed a ``fill`` function that writes
+the next payload into a buffer it allocated. The point-to-point engine and the collectives
+pass their own ``fill`` (an MPI ``Recv`` or ``Ibcast``), so both share one code path.
+
+A message is a *frame* of at most ``FRAME_MAX`` bytes, followed by zero or more *payloads*:
+
+* ``ARRAY`` frame (a plain ``numpy.ndarray`` without Python objects)::
+
+      <BBHHxxq  kind, flags, ndim, len(dtype code), nbytes
+      ndim * <q shape
+      dtype code  (``dtype.str``, or the pickled dtype for structured dtypes)
+      [data]      inline when the whole frame fits in FRAME_MAX, else one payload
+
+  The data travels as raw bytes in the array's own memory order (C or Fortran); a
+  non-contiguous array is copied into C order first. Nothing is pickled.
+
+* ``PICKLE`` frame (everything else)::
+
+      <BBxxIq     kind, flags, number of out-of-band buffers, len(body)
+      [body]      inline when it fits, else the first payload
+
+  ``body`` is the out-of-band buffer lengths (int64 each) followed by a pickle-5 stream.
+  Buffers that pickle hands out of band (numpy arrays inside containers) follow as their own
+  payloads, never copied into the stream.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from typing import Any, Callable, List, Tuple
+
+import numpy as np
+
+__all__ = ["FRAME_MAX", "encode", "decode"]
+
+FRAME_MAX = 16384
+
+_ARRAY, _PICKLE = 1, 2
+_INLINE, _FORTRAN, _DTYPE_PICKLED = 1, 2, 4
+
+_ARRAY_HEAD = struct.Struct("<BBHHxxq")
+_PICKLE_HEAD = struct.Struct("<BBxxIq")
+
+_dtype_codes: dict = {}  # dtype -> (code bytes, flag)
+_code_dtypes: dict = {}  # (code bytes, flag) -> dtype
+
+Fill = Callable[[Any], None]
+
+
+def _dtype_code(dtype: np.dtype) -> Tuple[bytes, int]:
+    entry = _dtype_codes.get(dtype)
+    if entry is None:
+        code = dtype.str.encode()
+        if dtype.fields is None and dtype.subdtype is None and np.dtype(dtype.str) == dtype:
+            entry = (code, 0)
+        else:
+            entry = (pickle.dumps(dtype, protocol=5), _DTYPE_PICKLED)
+        _dtype_codes[dtype] = entry
+    return entry
+
+
+def _dtype_of(code: bytes, flag: int) -> np.dtype:
+    dtype = _code_dtypes.get((code, flag))
+    if dtype is None:
+        dtype = pickle.loads(code) if flag else np.dtype(code.decode())
+        _code_dtypes[(code, flag)] = dtype
+    return dtype
+
+
+def _bytes_of(array: np.ndarray, fortran: bool) -> np.ndarray:
+    """A 1-d uint8 view of a contiguous array's memory (no copy)."""
+    flat = array.T.reshape(-1) if fortran else array.reshape(-1)
+    return flat.view(np.uint8)
+
+
+def _array_fast_path(obj: Any) -> bool:
+    return type(obj) is np.ndarray and not obj.dtype.hasobject and obj.dtype.kind != "T"
+
+
+def encode(obj: Any) -> Tuple[bytes, List[Any], bool]:
+    """Turn ``obj`` into ``(frame, payloads, owned)``.
+
+    ``frame`` is a new ``bytes`` of at most ``FRAME_MAX`` bytes. ``payloads`` are buffers to send
+    after it, in order. ``owned`` is True when no payload shares memory with ``obj``, so the
+    caller may return before the payloads are sent; when False, the payloads are views of the
+    caller's arrays and must be sent before ``obj`` may change.
+
+    Raises TypeError, naming the type, if ``obj`` cannot be pickled.
+    """
+    if _array_fast_path(obj):
+        return _encode_array(obj)
+    return _encode_pickle(obj)
+
+
+def _encode_array(array: np.ndarray) -> Tuple[bytes, List[Any], bool]:
+    owned = False
+    fortran = False
+    if not array.flags.c_contiguous:
+        if array.flags.f_contiguous:
+            fortran = True
+        else:
+            array = np.ascontiguousarray(array)
+            owned = True
+    code, dflag = _dtype_code(array.dtype)
+    flags = dflag | (_FORTRAN if fortran else 0)
+    nbytes = array.nbytes
+    shape = struct.pack(f"<{array.ndim}q", *array.shape)
+    head_len = _ARRAY_HEAD.size + len(shape) + len(code)
+    if head_len + nbytes <= FRAME_MAX:
+        head = _ARRAY_HEAD.pack(_ARRAY, flags | _INLINE, array.ndim, len(code), nbytes)
+        data = _bytes_of(array, fortran) if nbytes else b""
+        return b"".join((head, shape, code, data)), [], True
+    if head_len > FRAME_MAX:  # a dtype too large to describe in a frame: let pickle carry it
+        return _encode_pickle(array)
+    head = _ARRAY_HEAD.pack(_ARRAY, flags, array.ndim, len(code), nbytes)
+    return b"".join((head, shape, code)), [_bytes_of(array, fortran)], owned
+
+
+def _encode_pickle(obj: Any) -> Tuple[bytes, List[Any], bool]:
+    buffers: List[pickle.PickleBuffer] = []
+    try:
+        stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    except Exception as exc:
+        raise TypeError(f"cannot pickle object of type {type(obj).__qualname__}: {exc}") from exc
+    # Empty buffers travel as a zero length only: a zero-byte payload would be a message of its own.
+    raws = [buffer.raw() for buffer in buffers]
+    lengths = struct.pack(f"<{len(raws)}q", *(raw.nbytes for raw in raws))
+    payloads = [raw for raw in raws if raw.nbytes]
+    body_len = len(lengths) + len(stream)
+    if _PICKLE_HEAD.size + body_len <= FRAME_MAX:
+        head = _PICKLE_HEAD.pack(_PICKLE, _INLINE, len(raws), body_len)
+        return b"".join((head, lengths, stream)), payloads, not payloads
+    head = _PICKLE_HEAD.pack(_PICKLE, 0, len(raws), body_len)
+    return head, [lengths + stream, *payloads], not payloads
+
+
+def decode(frame: memoryview, fill: Fill) -> Any:
+    """Rebuild the object from its ``frame``, calling ``fill(buffer)`` once per payload, in order.
+
+    ``frame`` may be reused by the caller afterwards: nothing returned refers to it. Every payload
+    is filled before anything is unpickled, so a failure to unpickle leaves no payload unread;
+    that failure propagates as the unpickler raised it.
+    """
+    kind = frame[0]
+    if kind == _ARRAY:
+        return _decode_array(frame, fill)
+    if kind == _PICKLE:
+        return _decode_pickle(frame, fill)
+    raise ValueError(f"not a distrcomp frame (kind byte {kind})")
+
+
+def _decode_array(frame: memoryview, fill: Fill) -> np.ndarray:
+    _, flags, ndim, code_len, nbytes = _ARRAY_HEAD.unpack_from(frame)
+    offset = _ARRAY_HEAD.size
+    shape = struct.unpack_from(f"<{ndim}q", frame, offset)
+    offset += 8 * ndim
+    dtype = _dtype_of(bytes(frame[offset : offset + code_len]), flags & _DTYPE_PICKLED)
+    offset += code_len
+    fortran = bool(flags & _FORTRAN)
+    out = np.empty(shape, dtype, order="F" if fortran else "C")
+    if nbytes:
+        target = _bytes_of(out, fortran)
+        if flags & _INLINE:
+            target[:] = np.frombuffer(frame, np.uint8, nbytes, offset)
+        else:
+            fill(target)
+    return out
+
+
+def _decode_pickle(frame: memoryview, fill: Fill) -> Any:
+    _, flags, n_buffers, body_len = _PICKLE_HEAD.unpack_from(frame)
+    if flags & _INLINE:
+        body = frame[_PICKLE_HEAD.size : _PICKLE_HEAD.size + body_len]
+    else:
+        body = memoryview(bytearray(body_len))
+        fill(body)
+    lengths = struct.unpack_from(f"<{n_buffers}q", body)
+    buffers = []
+    for length in lengths:
+        buffer = bytearray(length)
+        if length:
+            fill(buffer)
+        buffers.append(buffer)
+    return pickle.loads(body[8 * n_buffers :], buffers=buffers)

@@ -1,0 +1,100 @@
+"""MPI initialisation on first use: node_id, n_node, the communicators, abort on error.
+
+Importing distrcomp does not initialise MPI (the launcher imports the package and must never
+call ``MPI_Init``). The first use of ``node_id``, ``n_node``, ``comm``, ``send``, ``recv`` or a
+collective calls :func:`get`, which initialises MPI through mpi4py. That first use is
+collective: every node must reach it, as with ``MPI_Init`` itself.
+
+At initialisation distrcomp also
+
+* duplicates ``COMM_WORLD`` into a private communicator, so that its messages and a user's
+  direct mpi4py calls (even ``recv(source=ANY_SOURCE)``) never see each other;
+* installs a ``sys.excepthook`` that, when ``n_node > 1``, prints the traceback and then calls
+  ``MPI_Abort`` so that the other nodes do not wait forever for a node that died. Set the
+  environment variable ``DISTRCOMP_ABORT_ON_ERROR=0`` to opt out;
+* registers :mod:`faulthandler` on ``SIGUSR1`` (the launcher's ``--timeout`` sends it), which
+  prints the stack of every thread to stderr;
+* registers an exit handler that delivers what is still in flight (see ``p2p.Engine.close``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import faulthandler
+import os
+import signal
+import sys
+from typing import Any, NamedTuple, Optional
+
+__all__ = ["World", "get", "initialized"]
+
+
+class World(NamedTuple):
+    """What initialisation produced; one instance per process."""
+
+    MPI: Any  # the mpi4py.MPI module
+    comm: Any  # MPI.COMM_WORLD, the user's
+    private: Any  # distrcomp's own duplicate of COMM_WORLD
+    node_id: int
+    n_node: int
+    engine: Any  # p2p.Engine
+
+
+_world: Optional[World] = None
+
+
+def initialized() -> bool:
+    """True once :func:`get` has initialised MPI in this process."""
+    return _world is not None
+
+
+def get() -> World:
+    """Return the process's :class:`World`, initialising MPI on the first call (collective)."""
+    global _world
+    if _world is None:
+        _world = _init()
+    return _world
+
+
+def _init() -> World:
+    from mpi4py import MPI
+
+    from .p2p import Engine
+
+    comm = MPI.COMM_WORLD
+    private = comm.Dup()
+    private.Set_name("distrcomp")
+    world = World(MPI, comm, private, comm.Get_rank(), comm.Get_size(), Engine(private))
+    _install_excepthook(world)
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+    atexit.register(_at_exit, world)
+    return world
+
+
+def _abort_on_error() -> bool:
+    return os.environ.get("DISTRCOMP_ABORT_ON_ERROR", "1").strip().lower() not in ("0", "no", "false", "off")
+
+
+def _install_excepthook(world: World) -> None:
+    previous = sys.excepthook
+
+    def excepthook(etype: type, value: BaseException, tb: Any) -> None:
+        previous(etype, value, tb)
+        if world.n_node > 1 and _abort_on_error():
+            sys.stderr.write(
+                f"distrcomp: node {world.node_id} of {world.n_node} raised {etype.__name__}; "
+                "aborting every node (DISTRCOMP_ABORT_ON_ERROR=0 turns this off)\n"
+            )
+            sys.stderr.flush()
+            sys.stdout.flush()
+            world.comm.Abort(1)
+        world.engine.failed = True
+
+    sys.excepthook = excepthook
+
+
+def _at_exit(world: World) -> None:
+    if world.MPI.Is_finalized():
+        return
+    world.engine.close()
