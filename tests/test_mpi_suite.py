@@ -1,0 +1,56 @@
+"""Runs tests/mpi under real mpiexec at 1, 2 and 4 ranks and fails if any rank fails.
+
+Each rank writes a JUnit report; a size passes only if mpiexec exits 0, every rank's report
+exists, every rank ran at least one test, and no rank has a failure or error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import TESTS, mpiexec_argv
+
+import subprocess
+
+SUITE_TIMEOUT = 600
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_mpi_suite(n: int, tmp_path) -> None:
+    argv = [
+        *mpiexec_argv(n), sys.executable, "-m", "pytest", "--with-mpi", "-q",
+        "-p", "no:cacheprovider", "-x", str(TESTS / "mpi"),
+    ]
+    env = {**os.environ, "DISTRCOMP_JUNIT_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=SUITE_TIMEOUT, env=env)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"")[-6000:]
+        pytest.fail(f"mpi suite at {n} ranks did not finish in {SUITE_TIMEOUT} s:\n{out!r}")
+    output = (done.stdout + done.stderr)[-12000:]
+    problems = []
+    for rank in range(n):
+        report = tmp_path / f"rank-{rank}.xml"
+        if not report.exists():
+            problems.append(f"rank {rank}: no report")
+            continue
+        suite = ET.parse(report).getroot()
+        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+        ran = int(suite.get("tests", 0)) - int(suite.get("skipped", 0))
+        bad = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        if ran <= 0:
+            problems.append(f"rank {rank}: ran no test")
+        if bad:
+            names = [
+                case.get("classname", "") + "::" + case.get("name", "")
+                for case in suite.iter("testcase")
+                if case.find("failure") is not None or case.find("error") is not None
+            ]
+            problems.append(f"rank {rank}: {bad} failed: {', '.join(names)}")
+    if done.returncode != 0:
+        problems.append(f"mpiexec exited {done.returncode}")
+    assert not problems, f"at {n} ranks: " + "; ".join(problems) + "\n" + output
