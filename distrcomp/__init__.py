@@ -11,7 +11,7 @@ Run it with ``distrcomp run -n 4 prog.py`` (or ``mpiexec -n 4 python prog.py``);
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any
 
 from .collectives import allgather, allreduce, barrier, bcast, gather, reduce, scatter
 from .errors import DistrCompError, MessageDecodeError
@@ -19,24 +19,24 @@ from .p2p import ANY_SOURCE, ANY_TAG
 from .world import get as _get
 
 __all__ = [
-    "node_id",
-    "n_node",
-    "comm",
-    "send",
-    "recv",
-    "recv_any",
-    "probe",
     "ANY_SOURCE",
     "ANY_TAG",
-    "barrier",
-    "bcast",
-    "scatter",
-    "gather",
-    "allgather",
-    "reduce",
-    "allreduce",
     "DistrCompError",
     "MessageDecodeError",
+    "allgather",
+    "allreduce",
+    "barrier",
+    "bcast",
+    "comm",
+    "gather",
+    "n_node",
+    "node_id",
+    "probe",
+    "recv",
+    "recv_any",
+    "reduce",
+    "scatter",
+    "send",
 ]
 
 __version__ = "0.1.0"
@@ -75,7 +75,7 @@ def send(dest: int, obj: Any, tag: int = 0) -> None:
     _get().engine.send(dest, obj, tag)
 
 
-def recv(src: int, tag: int = ANY_TAG, timeout: Optional[float] = None) -> Any:
+def recv(src: int, tag: int = ANY_TAG, timeout: float | None = None) -> Any:
     """Return the next message from node ``src`` (``ANY_SOURCE``: from any node) with ``tag``.
 
     Blocking; while it waits it keeps accepting every node's messages. Messages from one node
@@ -93,7 +93,7 @@ def recv(src: int, tag: int = ANY_TAG, timeout: Optional[float] = None) -> Any:
     return engine.receive(src, tag, timeout)[2]
 
 
-def recv_any(tag: int = ANY_TAG, timeout: Optional[float] = None) -> Tuple[int, Any]:
+def recv_any(tag: int = ANY_TAG, timeout: float | None = None) -> tuple[int, Any]:
     """Like ``recv(ANY_SOURCE, tag, timeout)``, but return ``(src, obj)``: who sent it, and what."""
     engine = _get().engine
     engine.check_tag("recv_any", tag, allow_any=True)
@@ -101,7 +101,7 @@ def recv_any(tag: int = ANY_TAG, timeout: Optional[float] = None) -> Tuple[int, 
     return src, obj
 
 
-def probe(src: int = ANY_SOURCE, tag: int = ANY_TAG, timeout: Optional[float] = None) -> Tuple[int, int]:
+def probe(src: int = ANY_SOURCE, tag: int = ANY_TAG, timeout: float | None = None) -> tuple[int, int]:
     """Block until a message from ``src`` with ``tag`` is available; return its ``(src, tag)``.
 
     The message is not consumed: the next ``recv`` that matches it returns it. ``timeout`` as

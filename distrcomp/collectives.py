@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Any, Callable, List, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Callable, Union
 
 import numpy as np
 
 from . import wire
 from .world import get
 
-__all__ = ["barrier", "bcast", "scatter", "gather", "allgather", "reduce", "allreduce"]
+__all__ = ["allgather", "allreduce", "barrier", "bcast", "gather", "reduce", "scatter"]
 
 Op = Union[str, Callable[[Any, Any], Any]]
 
@@ -91,7 +92,7 @@ def _decode_flat(frame: memoryview, data: memoryview) -> Any:
     return wire.decode(frame, fill)
 
 
-def _gatherv(local: np.ndarray, root: Optional[int]) -> Optional[List[memoryview]]:
+def _gatherv(local: np.ndarray, root: int | None) -> list[memoryview] | None:
     """Gather each node's byte buffer to ``root`` (to all nodes when ``root`` is None)."""
     world = get()
     comm, wait, n = world.private, world.engine.wait, world.n_node
@@ -116,7 +117,7 @@ def _gatherv(local: np.ndarray, root: Optional[int]) -> Optional[List[memoryview
     return [view[d : d + c] for d, c in zip(displs.tolist(), counts.tolist())]
 
 
-def _gather(obj: Any, root: Optional[int]) -> Optional[List[Any]]:
+def _gather(obj: Any, root: int | None) -> list[Any] | None:
     frame, data = _encode_flat(obj)
     frames = _gatherv(np.frombuffer(frame, np.uint8), root)
     datas = _gatherv(data, root)
@@ -125,7 +126,7 @@ def _gather(obj: Any, root: Optional[int]) -> Optional[List[Any]]:
     return [_decode_flat(f, d) for f, d in zip(frames, datas)]
 
 
-def gather(obj: Any, root: int = 0) -> Optional[List[Any]]:
+def gather(obj: Any, root: int = 0) -> list[Any] | None:
     """Return, at ``root``, the list of every node's ``obj`` in node order; None elsewhere.
 
     Blocking; every item is a copy (also ``root``'s own). Raises ValueError for a bad ``root``,
@@ -135,14 +136,14 @@ def gather(obj: Any, root: int = 0) -> Optional[List[Any]]:
     return _gather(obj, root)
 
 
-def allgather(obj: Any) -> List[Any]:
+def allgather(obj: Any) -> list[Any]:
     """Return, on every node, the list of every node's ``obj`` in node order (copies); blocking."""
     result = _gather(obj, None)
     assert result is not None
     return result
 
 
-def scatter(objs: Optional[Sequence[Any]] = None, root: int = 0) -> Any:
+def scatter(objs: Sequence[Any] | None = None, root: int = 0) -> Any:
     """Give node ``i`` a copy of ``objs[i]``, where ``objs`` is ``root``'s sequence; blocking.
 
     ``objs`` is read only at ``root`` and must have exactly ``n_node`` items there (a numpy array
@@ -150,7 +151,7 @@ def scatter(objs: Optional[Sequence[Any]] = None, root: int = 0) -> Any:
     """
     world = get()
     world.engine.check_node("scatter: root", root)
-    comm, wait, n = world.private, world.engine.wait, world.n_node
+    _comm, _wait, n = world.private, world.engine.wait, world.n_node
     if world.node_id == root:
         if objs is None or len(objs) != n:
             got = "None" if objs is None else f"{len(objs)} items"
@@ -165,7 +166,7 @@ def scatter(objs: Optional[Sequence[Any]] = None, root: int = 0) -> Any:
     return _decode_flat(memoryview(frame), memoryview(data))
 
 
-def _scatterv(pieces: Optional[List[np.ndarray]], root: int) -> np.ndarray:
+def _scatterv(pieces: list[np.ndarray] | None, root: int) -> np.ndarray:
     world = get()
     comm, wait = world.private, world.engine.wait
     mine = np.zeros(1, np.int64)

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 from collections import Counter, deque
-from typing import Any, Deque, List, Optional, Tuple
+from typing import Any
 
 from .errors import MessageDecodeError
 from .wire import FRAME_MAX, decode, encode
@@ -67,13 +67,12 @@ class Engine:
         self.node_id = comm.Get_rank()
         self.n_node = comm.Get_size()
         self.max_tag = (MPI.COMM_WORLD.Get_attr(MPI.TAG_UB) - 1) // 2
-        self.failed = False
         self._closed = False
         self._frame = bytearray(FRAME_MAX)
         self._frame_view = memoryview(self._frame)
         self._status = MPI.Status()
-        self._queue: Deque[Tuple[int, int, Any]] = deque()
-        self._pending: List[Tuple[Any, Any, int]] = []  # (request, buffer kept alive, dest)
+        self._queue: deque[tuple[int, int, Any]] = deque()
+        self._pending: list[tuple[Any, Any, int]] = []  # (request, buffer kept alive, dest)
         self._purge_at = 64
         self._frame_req = comm.Irecv(self._frame, MPI.ANY_SOURCE, MPI.ANY_TAG)
 
@@ -141,7 +140,7 @@ class Engine:
                 return
             self._queue.append(self._take_frame(status))
 
-    def _take_frame(self, status: Any) -> Tuple[int, int, Any]:
+    def _take_frame(self, status: Any) -> tuple[int, int, Any]:
         """Decode the frame that just arrived (receiving its payloads), then post the next receive."""
         MPI = self._MPI
         src = status.Get_source()
@@ -154,14 +153,14 @@ class Engine:
 
         try:
             obj = decode(self._frame_view[:size], fill)
-        except Exception as exc:  # kept, and raised by the recv that asks for this message
+        except Exception as exc:  # noqa: BLE001 - kept; the recv that asks for this message raises it
             obj = _Undecodable(MessageDecodeError(src, mtag >> 1, f"{type(exc).__name__}: {exc}"))
         finally:
             self._frame_req = comm.Irecv(self._frame, MPI.ANY_SOURCE, MPI.ANY_TAG)
         return src, mtag >> 1, obj
 
     # -------------------------------------------------------------------- recv
-    def _match(self, src: int, tag: int, remove: bool) -> Optional[Tuple[int, int, Any]]:
+    def _match(self, src: int, tag: int, remove: bool) -> tuple[int, int, Any] | None:
         queue = self._queue
         if not queue:
             return None
@@ -172,7 +171,7 @@ class Engine:
                 return entry
         return None
 
-    def receive(self, src: int, tag: int, timeout: Optional[float], remove: bool = True) -> Tuple[int, int, Any]:
+    def receive(self, src: int, tag: int, timeout: float | None, remove: bool = True) -> tuple[int, int, Any]:
         """Block until a message from ``src`` with ``tag`` is here; return ``(src, tag, obj)``.
 
         With ``remove=False`` the message stays queued (a probe). Raises TimeoutError after
@@ -186,7 +185,7 @@ class Engine:
             raise obj.error
         return entry
 
-    def _await(self, src: int, tag: int, timeout: Optional[float], remove: bool) -> Tuple[int, int, Any]:
+    def _await(self, src: int, tag: int, timeout: float | None, remove: bool) -> tuple[int, int, Any]:
         status = self._status
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         delay = 2e-5
@@ -225,11 +224,10 @@ class Engine:
         if self._closed:
             return
         self._closed = True
-        if not self.failed:
-            self._flush_pending()
-            if self.n_node > 1:
-                self.wait(self.comm.Ibarrier())
-            self._report_unreceived()
+        self._flush_pending()
+        if self.n_node > 1:
+            self.wait(self.comm.Ibarrier())
+        self._report_unreceived()
         self._frame_req.Cancel()
         self._frame_req.Wait()
 

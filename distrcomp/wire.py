@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import pickle
 import struct
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["FRAME_MAX", "encode", "decode"]
+__all__ = ["FRAME_MAX", "decode", "encode"]
 
 FRAME_MAX = 16384
 
@@ -51,7 +51,7 @@ _code_dtypes: dict = {}  # (code bytes, flag) -> dtype
 Fill = Callable[[Any], None]
 
 
-def _dtype_code(dtype: np.dtype) -> Tuple[bytes, int]:
+def _dtype_code(dtype: np.dtype) -> tuple[bytes, int]:
     entry = _dtype_codes.get(dtype)
     if entry is None:
         code = dtype.str.encode()
@@ -81,7 +81,7 @@ def _array_fast_path(obj: Any) -> bool:
     return type(obj) is np.ndarray and not obj.dtype.hasobject and obj.dtype.kind != "T"
 
 
-def encode(obj: Any) -> Tuple[bytes, List[Any], bool]:
+def encode(obj: Any) -> tuple[bytes, list[Any], bool]:
     """Turn ``obj`` into ``(frame, payloads, owned)``.
 
     ``frame`` is a new ``bytes`` of at most ``FRAME_MAX`` bytes. ``payloads`` are buffers to send
@@ -96,7 +96,7 @@ def encode(obj: Any) -> Tuple[bytes, List[Any], bool]:
     return _encode_pickle(obj)
 
 
-def _encode_array(array: np.ndarray) -> Tuple[bytes, List[Any], bool]:
+def _encode_array(array: np.ndarray) -> tuple[bytes, list[Any], bool]:
     owned = False
     fortran = False
     if not array.flags.c_contiguous:
@@ -120,8 +120,8 @@ def _encode_array(array: np.ndarray) -> Tuple[bytes, List[Any], bool]:
     return b"".join((head, shape, code)), [_bytes_of(array, fortran)], owned
 
 
-def _encode_pickle(obj: Any) -> Tuple[bytes, List[Any], bool]:
-    buffers: List[pickle.PickleBuffer] = []
+def _encode_pickle(obj: Any) -> tuple[bytes, list[Any], bool]:
+    buffers: list[pickle.PickleBuffer] = []
     try:
         stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     except Exception as exc:

@@ -24,7 +24,7 @@ import faulthandler
 import os
 import signal
 import sys
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 __all__ = ["World", "get", "initialized"]
 
@@ -40,7 +40,7 @@ class World(NamedTuple):
     engine: Any  # p2p.Engine
 
 
-_world: Optional[World] = None
+_world: World | None = None
 
 
 def initialized() -> bool:
@@ -89,7 +89,6 @@ def _install_excepthook(world: World) -> None:
             sys.stderr.flush()
             sys.stdout.flush()
             world.comm.Abort(1)
-        world.engine.failed = True
 
     sys.excepthook = excepthook
 

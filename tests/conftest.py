@@ -4,10 +4,11 @@ test_mpi_suite.py), jobs/ (whole MPI jobs as subprocesses), launcher/ (the CLI),
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Sequence, Union
 
 import pytest
 
@@ -21,12 +22,10 @@ os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool:
     # tests/mpi holds pytest-mpi tests: collected only inside mpiexec (--with-mpi).
-    if collection_path == TESTS / "mpi" and not config.getoption("--with-mpi", default=False):
-        return True
-    return False
+    return bool(collection_path == TESTS / "mpi" and not config.getoption("--with-mpi", default=False))
 
 
-def mpiexec_argv(n: int) -> List[str]:
+def mpiexec_argv(n: int) -> list[str]:
     """``mpiexec -n N`` for the installed MPI, oversubscribing where that MPI needs it."""
     from distrcomp.launcher.flavor import detect
 
@@ -36,23 +35,29 @@ def mpiexec_argv(n: int) -> List[str]:
 
 def run_job(
     n: int,
-    command: Union[str, Path, Sequence[str]],
+    command: str | Path | Sequence[str],
     timeout: float = 120,
-    env: Union[dict, None] = None,
+    env: dict | None = None,
     **kwargs,
 ) -> subprocess.CompletedProcess:
     """Run ``command`` (a .py path, or an argv) on ``n`` ranks under real mpiexec; capture output."""
     if isinstance(command, (str, Path)):
         command = [sys.executable, str(command)]
+    argv = [*mpiexec_argv(n), *command]
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [*mpiexec_argv(n), *command],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-        **kwargs,
-    )
+    # A session of its own, so that on timeout the whole job (mpiexec and every rank) is killed
+    # and no rank outlives the test.
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
+        start_new_session=True, **kwargs,
+    ) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+            raise subprocess.TimeoutExpired(argv, timeout, out, err) from None
+    return subprocess.CompletedProcess(argv, process.returncode, out, err)
 
 
 @pytest.fixture

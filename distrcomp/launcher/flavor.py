@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import List, NamedTuple
+from typing import NamedTuple
 
 __all__ = ["Flavor", "MPIError", "detect", "find_mpiexec"]
 
@@ -30,7 +30,7 @@ class Flavor(NamedTuple):
     mpiexec: str
     version: str
 
-    def oversubscribe_args(self) -> List[str]:
+    def oversubscribe_args(self) -> list[str]:
         """Arguments that let more processes than cores run on one host."""
         return ["--oversubscribe"] if self.name == OPENMPI else []
 
@@ -55,7 +55,7 @@ def find_mpiexec() -> str:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _detect(mpiexec: str) -> Flavor:
     try:
         done = subprocess.run(

@@ -27,3 +27,11 @@ def dc():
 
     distrcomp.node_id  # noqa: B018 - first use initialises MPI on every rank
     return distrcomp
+
+
+@pytest.fixture(autouse=True)
+def _in_step(dc):
+    """Every rank finishes a test before any rank starts the next one, so that a test's
+    any-source receive can only see that test's messages."""
+    yield
+    dc.barrier()

@@ -1,0 +1,103 @@
+"""Whole jobs as subprocesses under real mpiexec: start-up, uncaught errors, exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from conftest import run_job
+
+
+def script(tmp_path, body: str, name: str = "prog.py"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def test_import_does_not_initialise_mpi_and_first_use_does():
+    code = (
+        "import sys, distrcomp\n"
+        "assert 'mpi4py.MPI' not in sys.modules, 'import initialised MPI'\n"
+        "print(distrcomp.node_id, distrcomp.n_node)\n"
+        "assert 'mpi4py.MPI' in sys.modules\n"
+    )
+    done = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "1"]  # singleton: plain python is one node
+
+
+def test_singleton_send_recv_and_collectives(tmp_path):
+    prog = script(tmp_path, """
+        import numpy as np, distrcomp as dc
+        dc.send(0, np.arange(5))
+        assert dc.recv(0).tolist() == [0, 1, 2, 3, 4]
+        assert dc.allreduce(3) == 3 and dc.bcast("x") == "x" and dc.gather(1) == [1]
+        print("ok")
+    """)
+    done = subprocess.run(check=False, args=[sys.executable, str(prog)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_uncaught_exception_aborts_the_whole_job_promptly(tmp_path, n):
+    prog = script(tmp_path, """
+        import distrcomp as dc
+        if dc.node_id == 1:
+            raise ValueError("boom on node one")
+        dc.recv(1)  # would wait forever without the abort
+    """)
+    start = time.monotonic()
+    done = run_job(n, prog, timeout=60)
+    elapsed = time.monotonic() - start
+    assert done.returncode != 0
+    assert elapsed < 30, f"abort took {elapsed:.1f} s"
+    assert "Traceback (most recent call last)" in done.stderr
+    assert "ValueError: boom on node one" in done.stderr
+    assert f"node 1 of {n} raised ValueError; aborting every node" in done.stderr
+
+
+def test_abort_can_be_turned_off(tmp_path):
+    prog = script(tmp_path, """
+        import time, distrcomp as dc
+        if dc.node_id == 1:
+            raise ValueError("boom")
+        time.sleep(1)
+        print("node 0 finished its work", flush=True)
+    """)
+    done = run_job(2, prog, timeout=60, env={"DISTRCOMP_ABORT_ON_ERROR": "0"})
+    assert "ValueError: boom" in done.stderr
+    assert "aborting every node" not in done.stderr
+    assert "node 0 finished its work" in done.stdout
+    assert done.returncode != 0
+
+
+def test_message_never_received_is_reported_and_the_job_ends(tmp_path):
+    prog = script(tmp_path, """
+        import numpy as np, distrcomp as dc
+        if dc.node_id == 0:
+            dc.send(1, np.zeros(8 << 20))  # large: needs node 1 to take it
+            dc.send(1, "small", tag=4)
+        print("done", dc.node_id, flush=True)
+    """)
+    done = run_job(2, prog, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "node 1 is exiting with 2 message(s) never received: 1 from node 0 (tag 0), 1 from node 0 (tag 4)" in done.stderr
+    assert sorted(done.stdout.split("\n")) == ["", "done 0", "done 1"]
+
+
+def test_sends_pending_at_exit_are_waited_for_a_bounded_time_then_named(tmp_path):
+    prog = script(tmp_path, """
+        import time, numpy as np, distrcomp as dc
+        if dc.node_id == 0:
+            # a strided array is copied, so send returns at once and the copy stays pending
+            dc.send(1, np.zeros(16 << 20)[::2])
+            dc.send(1, np.zeros(16 << 20)[::2])
+        else:
+            time.sleep(6)  # busy elsewhere, not receiving, past node 0's exit wait
+    """)
+    done = run_job(2, prog, timeout=60, env={"DISTRCOMP_EXIT_TIMEOUT": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "node 0 is exiting with sends still pending after 1 s (2 to node 1)" in done.stderr
