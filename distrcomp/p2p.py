@@ -28,6 +28,8 @@ import time
 from collections import Counter, deque
 from typing import Any
 
+import numpy as np
+
 from .errors import MessageDecodeError
 from .wire import FRAME_MAX, decode, encode
 
@@ -72,8 +74,10 @@ class Engine:
         self._frame_view = memoryview(self._frame)
         self._status = MPI.Status()
         self._queue: deque[tuple[int, int, Any]] = deque()
-        self._pending: list[tuple[Any, Any, int]] = []  # (request, buffer kept alive, dest)
+        self._pending: list[tuple[Any, Any, int, int]] = []  # (request, buffer kept alive, dest, nth)
         self._purge_at = 64
+        self._sent = [0] * self.n_node  # messages sent to each node, for the exit handshake
+        self._n_received = 0  # frames taken, from any node
         self._frame_req = comm.Irecv(self._frame, MPI.ANY_SOURCE, MPI.ANY_TAG)
 
     # ------------------------------------------------------------------ checks
@@ -103,6 +107,7 @@ class Engine:
         frame, payloads, owned = encode(obj)
         comm = self.comm
         mtag = tag << 1
+        self._sent[dest] += 1
         self._keep(comm.Isend(frame, dest, mtag), frame, dest)
         if not payloads:
             return
@@ -116,7 +121,7 @@ class Engine:
 
     def _keep(self, request: Any, buffer: Any, dest: int) -> None:
         pending = self._pending
-        pending.append((request, buffer, dest))
+        pending.append((request, buffer, dest, self._sent[dest]))
         if len(pending) >= self._purge_at:
             self._purge()
 
@@ -147,6 +152,7 @@ class Engine:
         mtag = status.Get_tag()
         size = status.Get_count(MPI.BYTE)
         comm = self.comm
+        self._n_received += 1
 
         def fill(buffer: Any) -> None:
             comm.Recv(buffer, src, mtag | 1)
@@ -215,18 +221,29 @@ class Engine:
 
         1. Wait for this node's own sends to complete, accepting messages meanwhile, for at
            most ``DISTRCOMP_EXIT_TIMEOUT`` seconds (default 10); then warn on stderr, naming the
-           destination nodes and counts still pending, and stop waiting for them.
-        2. Wait until every node has reached this point, accepting messages meanwhile, so that a
-           node sending to one that already finished is not left blocked. (``MPI_Finalize``
-           would synchronise here anyway, without accepting anything.)
-        3. Warn about messages that arrived here but were never received, by sender.
+           destination nodes and counts still pending.
+        2. Learn how many messages were sent to this node in all (a reduce-scatter of every
+           node's per-destination counts, so this waits until every node has reached exit, as
+           ``MPI_Finalize`` would, but accepting messages meanwhile).
+        3. Accept messages until every message sent here has arrived; then every send of this
+           node has been matched, so waiting for them to complete cannot hang, and MPI never
+           finalizes while still reading a buffer that Python is about to free.
+        4. Warn about messages that arrived here but were never received, by sender and tag.
         """
         if self._closed:
             return
         self._closed = True
         self._flush_pending()
-        if self.n_node > 1:
-            self.wait(self.comm.Ibarrier())
+        # Reduce-scatter, not alltoall: MPICH's Ialltoall on one rank matches our any-tag receive.
+        sent = np.array(self._sent, np.int64)
+        expected = np.zeros(1, np.int64)
+        self.wait(self.comm.Ireduce_scatter_block(sent, expected, self._MPI.SUM))
+        status = self._status
+        while self._n_received < expected[0]:
+            self._frame_req.Wait(status)
+            self._queue.append(self._take_frame(status))
+        self._MPI.Request.Waitall([entry[0] for entry in self._pending])
+        self._pending = []
         self._report_unreceived()
         self._frame_req.Cancel()
         self._frame_req.Wait()
@@ -249,17 +266,15 @@ class Engine:
             time.sleep(1e-3)
         self._purge()
         if self._pending:
-            counts = Counter(entry[2] for entry in self._pending)
+            messages = {(entry[2], entry[3]) for entry in self._pending}
+            counts = Counter(dest for dest, _ in messages)
             where = ", ".join(f"{n} to node {d}" for d, n in sorted(counts.items()))
             _warn(
                 f"node {self.node_id} is exiting with sends still pending after {limit:g} s "
-                f"({where}); nobody received them"
+                f"({where}); nobody has received them yet, waiting for every node to exit"
             )
 
     def _report_unreceived(self) -> None:
-        status = self._status
-        while self._frame_req.Test(status):
-            self._queue.append(self._take_frame(status))
         if self._queue:
             counts = Counter((entry[0], entry[1]) for entry in self._queue)
             where = ", ".join(f"{n} from node {s} (tag {t})" for (s, t), n in sorted(counts.items()))
