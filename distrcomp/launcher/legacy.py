@@ -361,9 +361,12 @@ def _check_module_scope(tree: ast.Module, text: str, path: PathLike) -> None:
     """
     for statement in tree.body:
         if isinstance(statement, (ast.Assign, ast.AnnAssign)):
-            # Its targets are read by _bindings; its value may still hide a walrus or a mutation.
-            if statement.value is not None:
-                _check_node(statement.value, None, text, path)
+            # A plain name target is what _bindings reads; any other target (commands[0] = ...,
+            # unpacking) and the value (a walrus, a mutating call) are checked.
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            for part in [*targets, statement.value]:
+                if part is not None and not isinstance(part, ast.Name):
+                    _check_node(part, None, text, path)
             continue
         _check_node(statement, None, text, path)
 
@@ -393,7 +396,7 @@ def _rebinding(node: ast.AST, block: str | None, text: str) -> tuple[str, str] |
     """``(name, how)`` if ``node`` itself binds, deletes or changes one of the three names."""
     if isinstance(node, ast.Name) and node.id in _NAMES:
         if isinstance(node.ctx, ast.Store):
-            return node.id, f"assigned inside {block}" if block else "assigned by a statement"
+            return node.id, f"assigned inside {block}" if block else "assigned by unpacking"
         if isinstance(node.ctx, ast.Del):
             return node.id, "deleted with del"
     target = getattr(node, "target", None)
