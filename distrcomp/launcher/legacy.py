@@ -2,7 +2,8 @@
 
 * :func:`compat_dir` / :func:`with_compat_path`: where the drop-in ``message`` module lives, so
   that ``import message as ms`` works on the nodes without a top-level ``message`` module in
-  site-packages. Under plain ``mpiexec``::
+  site-packages; :func:`uses_legacy_message` tells whether a script needs it (so that other
+  scripts' own ``message`` modules are never shadowed). Under plain ``mpiexec``::
 
       PYTHONPATH=$(distrcomp compat-path) mpiexec -n 4 python legacy.py
 
@@ -35,6 +36,7 @@ __all__ = [
     "compat_dir",
     "py2_problem",
     "read_master",
+    "uses_legacy_message",
     "with_compat_path",
 ]
 
@@ -77,6 +79,34 @@ def with_compat_path(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+_IMPORTS_MESSAGE = re.compile(
+    r"^[ \t]*(?:import[ \t]+(?:[\w.]+[ \t]*,[ \t]*)*message\b|from[ \t]+message[ \t]+import\b)",
+    re.MULTILINE,
+)
+
+
+def uses_legacy_message(path: PathLike) -> bool:
+    """True if the script at ``path`` imports ``message`` (the old library's module).
+
+    The launcher puts :func:`compat_dir` on the nodes' path only for such scripts: the compat
+    directory comes before site-packages, so adding it for every script would shadow any other
+    package named ``message``. Reads the file, never runs it; a script Python 3 cannot parse is
+    searched line by line. Raises OSError if it cannot be read.
+    """
+    data = Path(path).read_bytes()
+    try:
+        tree = ast.parse(data, filename=os.fspath(path))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return bool(_IMPORTS_MESSAGE.search(data.decode("utf-8", "replace")))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            if any(alias.name.split(".")[0] == "message" for alias in node.names):
+                return True
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "message":
+            return True
+    return False
+
+
 # --------------------------------------------------------------------------- master.py
 class LegacyMaster(NamedTuple):
     """The settings of an old ``master.py``.
@@ -95,11 +125,12 @@ class LegacyMasterError(DistrCompError, ValueError):
     """master.py cannot be read as constants; the message names the file and line.
 
     ``str(error)`` is ``"master.py:7: commands must be a list of strings, got a function call
-    (get_commands())"``; ``line`` is None when the problem is not on one line.
+    (get_commands())"``. ``line`` is 1-based, 0 when the problem is not on one line (as for
+    the launcher's PeersFileError).
     """
 
-    def __init__(self, path: PathLike, line: int | None, reason: str) -> None:
-        where = f"{os.fspath(path)}:{line}" if line else os.fspath(path)
+    def __init__(self, path: PathLike, line: int, reason: str) -> None:
+        where = f"{os.fspath(path)}:{line}" if line > 0 else os.fspath(path)
         super().__init__(f"{where}: {reason}")
         self.path = os.fspath(path)
         self.line = line
@@ -133,7 +164,7 @@ def read_master(path: PathLike) -> LegacyMaster:
     except SyntaxError as error:
         statements = _statements_despite(error, text, path)
     except (RecursionError, MemoryError):
-        raise LegacyMasterError(path, None, "is too deeply nested to be read") from None
+        raise LegacyMasterError(path, 0, "is too deeply nested to be read") from None
     else:
         _check_module_scope(tree, text, path)
         statements = tree.body
@@ -149,12 +180,12 @@ def _read_text(path: PathLike) -> str:
     try:
         data = Path(path).read_bytes()
     except OSError as error:
-        raise LegacyMasterError(path, None, f"cannot read: {error.strerror or error}") from error
+        raise LegacyMasterError(path, 0, f"cannot read: {error.strerror or error}") from error
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
         return data.decode(encoding)
     except (SyntaxError, LookupError, UnicodeDecodeError) as error:
-        raise LegacyMasterError(path, None, f"cannot decode: {error}") from error
+        raise LegacyMasterError(path, 0, f"cannot decode: {error}") from error
 
 
 def _assigned_literals(
@@ -297,7 +328,7 @@ def _as_files(entry: tuple[Any, int] | None, path: PathLike) -> list[str]:
 def _as_commands(entry: tuple[Any, int] | None, path: PathLike) -> list[str]:
     if entry is None:
         raise LegacyMasterError(
-            path, None, "defines no commands; expected a line like commands = ['python job.py']"
+            path, 0, "defines no commands; expected a line like commands = ['python job.py']"
         )
     value, line = entry
     commands = _strings("commands", value, line, path)
@@ -376,7 +407,7 @@ def _check_node(node: ast.AST, block: str | None, text: str, path: PathLike) -> 
     if problem is not None:
         name, how = problem
         raise LegacyMasterError(
-            path, getattr(node, "lineno", None),
+            path, getattr(node, "lineno", 0),
             f"{name} is {how}; {Path(path).name} may only assign it a literal at top level "
             f"(e.g. {name} = [...]), since it is read without running the file",
         )
@@ -449,7 +480,7 @@ def _statements_despite(error: SyntaxError, text: str, path: PathLike) -> list[a
         statements.extend(module.body)
     if not statements:
         raise LegacyMasterError(
-            path, error.lineno,
+            path, error.lineno or 0,
             f"{_syntax_reason(error, text)}; no top-level files/commands/timelimit "
             "assignment could be read around it",
         )

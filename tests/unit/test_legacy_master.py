@@ -227,7 +227,7 @@ def test_missing_commands(tmp_path: Path) -> None:
         f"{tmp_path / 'master.py'}: defines no commands; expected a line like "
         "commands = ['python job.py']"
     )
-    assert error.line is None
+    assert error.line == 0
 
 
 def test_missing_file_and_undecodable_file(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from distrcomp.launcher.legacy import compat_dir, py2_problem, with_compat_path
+from distrcomp.launcher.legacy import compat_dir, py2_problem, uses_legacy_message, with_compat_path
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,6 +116,37 @@ def test_script_is_compiled_not_run(tmp_path: Path) -> None:
 def test_missing_script_raises_oserror(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         py2_problem(tmp_path / "nope.py")
+
+
+# ---------------------------------------------------------------------- uses_legacy_message
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("import message as ms\nms.setup_connection()\n", True),
+        ("import os, message\n", True),
+        ("from message import *\n", True),
+        ("from message import send, recv\n", True),
+        ("def main():\n    import message\n", True),
+        ("try:\n    import message as ms\nexcept ImportError:\n    ms = None\n", True),
+        ('import message as ms\nprint "py2", ms.node_id\n', True),  # Python 2: line search
+        ('print "py2"\nfrom message import send\n', True),
+        ('print "py2"\nimport os, message\n', True),
+        ('print "py2"\nimport message_queue\n', False),
+        ("import distrcomp as dc\n", False),
+        ("import messages\nimport message_queue\n", False),
+        ("from email import message\n", False),
+        ("from . import message\n", False),
+        ("x = 'import message'\n# import message\n", False),
+        ('print "py2"\n', False),
+    ],
+)
+def test_uses_legacy_message(tmp_path: Path, text: str, expected: bool) -> None:
+    assert uses_legacy_message(script(tmp_path, text)) is expected
+
+
+def test_uses_legacy_message_on_the_examples() -> None:
+    assert uses_legacy_message(ROOT / "examples" / "legacy_ring.py")
+    assert not uses_legacy_message(ROOT / "examples" / "ring.py")
 
 
 # ------------------------------------------------------------------------ compat directory
