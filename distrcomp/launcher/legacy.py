@@ -140,13 +140,14 @@ class LegacyMasterError(DistrCompError, ValueError):
 def read_master(path: PathLike) -> LegacyMaster:
     """Read ``files``, ``commands`` and ``timelimit`` from an old ``master.py``, never running it.
 
-    The file is parsed, not executed. Each constant must be assigned once, at top level, a
-    literal: ``files`` a list (or tuple) of strings, ``commands`` a non-empty list of non-empty
-    strings, ``timelimit`` a positive number of seconds. The rest of the file (the old tool's
-    own code, imports, functions) is ignored, unless it rebinds or changes one of the three
-    names at module level (inside an ``if``, a loop, by ``+=``, ``.append()``, an import...):
-    then the value the old tool used is unknown and that is an error. If a name is assigned
-    several times at top level, the last assignment counts, as in Python.
+    The file is parsed, not executed. Each constant must be assigned a literal at top level:
+    ``files`` a list (or tuple) of strings, ``commands`` a non-empty list of non-empty strings,
+    ``timelimit`` a positive number of seconds. If a name is assigned several times at top
+    level, the last assignment counts, as in Python. The rest of the file (the old tool's own
+    code, imports, functions) is ignored, unless it visibly rebinds or changes one of the three
+    names: at module level inside an ``if``, a loop, ``with`` or ``try``, by ``+=``,
+    ``.append()``, item assignment, ``del``, an import, a ``def``; or in a function that
+    declares it ``global``. Then the value the old tool used is unknown, and that is an error.
 
     Missing ``files`` means ``[]``; missing ``timelimit`` means None (no limit); missing
     ``commands`` is an error, since there would be nothing to run.
@@ -412,7 +413,18 @@ def _check_node(node: ast.AST, block: str | None, text: str, path: PathLike) -> 
             f"(e.g. {name} = [...]), since it is read without running the file",
         )
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-        return  # a scope of its own
+        # A scope of its own: only a ``global`` declaration there reaches the constants.
+        for inner_node in ast.walk(node):
+            if isinstance(inner_node, ast.Global):
+                for name in inner_node.names:
+                    if name in _NAMES:
+                        raise LegacyMasterError(
+                            path, inner_node.lineno,
+                            f"{name} is declared global in {_scope_name(node)}, which may "
+                            f"change it when the old tool runs; {Path(path).name} is read "
+                            "without running it, so only a literal at top level counts",
+                        )
+        return
     inner = _BLOCKS.get(type(node), block)
     for child in ast.iter_child_nodes(node):
         if isinstance(child, ast.comprehension):
@@ -421,6 +433,13 @@ def _check_node(node: ast.AST, block: str | None, text: str, path: PathLike) -> 
                 _check_node(part, inner, text, path)
             continue
         _check_node(child, inner, text, path)
+
+
+def _scope_name(node: ast.AST) -> str:
+    if isinstance(node, ast.Lambda):
+        return "a lambda"
+    kind = "class" if isinstance(node, ast.ClassDef) else "function"
+    return f"{kind} {node.name}()" if kind == "function" else f"class {node.name}"
 
 
 def _rebinding(node: ast.AST, block: str | None, text: str) -> tuple[str, str] | None:

@@ -17,7 +17,7 @@ from distrcomp.launcher.legacy import LegacyMaster, LegacyMasterError, read_mast
 
 def write(tmp_path: Path, text: str, name: str = "master.py") -> Path:
     path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
 
 
@@ -129,7 +129,9 @@ def test_python2_master_is_still_read(tmp_path: Path) -> None:
 @settings(max_examples=60, deadline=None)
 def test_any_literal_round_trips(tmp_path_factory, files, commands, timelimit) -> None:
     path = tmp_path_factory.mktemp("m") / "master.py"
-    path.write_text(f"files = {files!r}\ncommands = {commands!r}\ntimelimit = {timelimit!r}\n")
+    path.write_text(
+        f"files = {files!r}\ncommands = {commands!r}\ntimelimit = {timelimit!r}\n", encoding="utf-8"
+    )
     assert read_master(path) == LegacyMaster(files, commands, float(timelimit))
 
 
@@ -190,6 +192,10 @@ def test_line_of_the_culprit_inside_a_multiline_list(tmp_path: Path) -> None:
         ("commands = ['a']\nprint(timelimit := 5)\n", 2, "timelimit is assigned with :="),
         ("files, commands = ['a'], ['b']\n", 1, "files is assigned by unpacking"),
         ("commands = ['a']\nx = commands.pop()\n", 2, "commands is changed by commands.pop()"),
+        ("commands = ['a']\ndef load():\n    global x, commands\n    commands = read()\n", 3,
+         "commands is declared global in function load()"),
+        ("commands = ['a']\nclass C:\n    def m(self):\n        global files\n", 4,
+         "files is declared global in class C"),
     ],
 )
 def test_module_level_rebinding_is_rejected(tmp_path: Path, text: str, line: int, expected: str) -> None:
@@ -297,8 +303,9 @@ def test_nothing_in_master_py_is_executed(tmp_path: Path, template: str) -> None
     # so the assertion at the end can fail.
     probe = tmp_path / "CONTROL"
     control = tmp_path / "control.py"
+    text = path.read_text(encoding="utf-8")
     control.write_text(
-        path.read_text().replace(str(marker), str(probe)).replace("print 'py2'\n", "")
+        text.replace(str(marker), str(probe)).replace("print 'py2'\n", ""), encoding="utf-8"
     )
     subprocess.run([sys.executable, str(control)], cwd=tmp_path, timeout=60, check=False)
     assert probe.exists(), "the control run did not create its marker"

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def script(tmp_path: Path, text: str, name: str = "old.py") -> Path:
     path = tmp_path / name
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
