@@ -249,6 +249,31 @@ def test_recv_minus_one_mixed_with_normal_recvs(job, tmp_path: Path, n: int) -> 
     assert "never received" not in done.stderr
 
 
+@pytest.mark.parametrize("n", [2, 4])
+def test_all_to_all_sends_first_then_recv_minus_one(job, tmp_path: Path, n: int) -> None:
+    done = legacy_job(job, tmp_path, n, """
+        import numpy as np
+        import message as ms
+
+        ms.setup_connection()
+        me, n = ms.node_id, ms.n_node
+        for other in range(n):                    # everybody sends 16 MiB to everybody first
+            if other != me:
+                ms.send(other, (me, np.full(2**21, me * 100 + other, dtype=np.int64)))
+        got = []
+        while len(got) < n - 1:
+            src = ms.recv(-1)
+            who, data = ms.recv(src)
+            assert who == src and src not in got and (data == src * 100 + me).all(), src
+            got.append(src)
+        print("node %i got %s" % (me, sorted(got)))
+    """)
+    out = ok(done)
+    for k in range(n):
+        assert f"node {k} got {[j for j in range(n) if j != k]}" in out
+    assert "never received" not in done.stderr
+
+
 # ------------------------------------------------------------- the chain nobody finishes
 @pytest.mark.parametrize("size", ["small", "64MiB"])
 @pytest.mark.parametrize("n", [2, 4])
