@@ -108,10 +108,13 @@ def send(idx: int, data: Any) -> None:
     """Send ``data`` to node ``idx``; returns without waiting for ``idx`` to call ``recv``.
 
     Never deadlocks against other nodes' sends, whatever the message size (a ring where every
-    node sends first is fine): a large numpy array is handed to MPI in place, and ``send``
-    returns once the receiving node's distrcomp has taken it, which it does inside any
-    distrcomp call, including its own ``send``. Value semantics: changing ``data`` afterwards
-    does not change what ``idx`` gets. Order is kept between any two nodes.
+    node sends first is fine). Small messages and pickled objects return at once. A large
+    numpy array (alone or inside another object) is handed to MPI in place, uncopied, and
+    ``send`` returns once the receiving node's distrcomp has taken it, which happens inside any
+    distrcomp call there, including its own ``send``: while the receiver computes without
+    calling distrcomp, such a ``send`` waits (the old library's background thread did not).
+    Value semantics: changing ``data`` afterwards does not change what ``idx`` gets. Order is
+    kept between any two nodes.
 
     Raises SelfMessageError (a ValueError) if ``idx`` is this node; ValueError if ``idx`` is
     not in ``range(n_node)``; TypeError if ``idx`` is not an integer or ``data`` cannot be
