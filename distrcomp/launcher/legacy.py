@@ -480,8 +480,9 @@ def _statements_despite(error: SyntaxError, text: str, path: PathLike) -> list[a
     """Parse, one by one, the top-level statements that start with one of the three names.
 
     For a master.py that is Python 2 code (``print "..."``), which ``ast`` cannot parse as a
-    whole. The tokenizer still reads such a file; a statement at column 0 that begins with
-    ``files``, ``commands`` or ``timelimit`` is cut out and parsed alone.
+    whole. The tokenizer still reads such a file; every module-level statement (not inside a
+    block) that begins with ``files``, ``commands`` or ``timelimit`` is cut out and parsed
+    alone. Blocks cannot be checked for rebinding here, since they are not parsed.
     """
     lines = text.splitlines(keepends=True)
     statements: list[ast.stmt] = []
