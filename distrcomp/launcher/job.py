@@ -33,7 +33,7 @@ from .command import mpiexec_argv, node_argv
 from .flavor import Flavor
 from .node import STOP_GRACE
 from .relay import LineBuffer, Output, Sink
-from .report import EXIT_TIMEOUT, NodeResult, exit_status, root_cause, summary
+from .report import EXIT_TIMEOUT, NodeResult, abort_code, exit_status, root_cause, summary
 
 __all__ = ["Job", "JobSpec", "forwarded_names"]
 
@@ -128,7 +128,7 @@ class Job:
         self.mpiexec_rc: int | None = None
         self.mpiexec_exited_at = 0.0
         self.mpiexec_buffers: dict[int, LineBuffer] = {}
-        self.mpiexec_tail: deque[str] = deque(maxlen=6)
+        self.mpiexec_tail: deque[str] = deque(maxlen=12)
         self.signals: list[int] = []
         self.stop_reason: str | None = None  # "failure", "timeout" or "signal"
         self.stop_signal = 0
@@ -405,9 +405,15 @@ class Job:
         if not data:
             self.selector.unregister(fd)
         if lines:
+            self._mpiexec_lines(lines)
+
+    def _mpiexec_lines(self, lines: bytes) -> None:
+        # Once the launcher stops the job, mpiexec's reports ("BAD TERMINATION ...") describe
+        # what the launcher did; they are kept for the summary instead of shown.
+        if self.stop_reason is None:
             self.output.launcher_lines("[mpiexec] ", lines)
-            text = lines.decode("utf-8", "replace").splitlines()
-            self.mpiexec_tail.extend(line for line in text if line.strip(" =\t"))
+        text = lines.decode("utf-8", "replace").splitlines()
+        self.mpiexec_tail.extend(line for line in text if line.strip(" =\t"))
 
     # -- ending ------------------------------------------------------------------------------
     def _begin_stop(self, reason: str, now: float) -> None:
@@ -488,7 +494,7 @@ class Job:
                 data = b""
             lines = buffer.feed(data) if data else buffer.finish()
             if lines:
-                self.output.launcher_lines("[mpiexec] ", lines)
+                self._mpiexec_lines(lines)
             if not data:
                 return
 
@@ -518,6 +524,7 @@ class Job:
                 result.lost = True  # connected, never reported, and now gone
             if not result.ok:
                 result.stderr_tail = self.output.last_stderr(result.node)
+                result.aborted = abort_code(self.output.stderr_end(result.node))
         self.output.close()
         cause = root_cause(self.results)
         headline = None
@@ -532,7 +539,10 @@ class Job:
                         f"nodes still running then: {names}")
             code = EXIT_TIMEOUT
         elif cause is not None:
-            code = exit_status(cause.returncode) if cause.returncode is not None else 0
+            if cause.aborted is not None:
+                code = cause.aborted & 0xFF
+            elif cause.returncode is not None:
+                code = exit_status(cause.returncode)
             code = code or self.mpiexec_rc or 1
         elif self.mpiexec_rc:
             headline = f"distrcomp: mpiexec exited with code {self.mpiexec_rc}"

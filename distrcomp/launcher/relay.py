@@ -189,6 +189,10 @@ class Output:
         text = bytes(self._nodes[node].tail).decode("utf-8", "replace")
         return [line for line in text.splitlines() if line.strip()][-count:]
 
+    def stderr_end(self, node: int) -> str:
+        """The last few KiB ``node`` wrote on stderr, decoded."""
+        return bytes(self._nodes[node].tail).decode("utf-8", "replace")
+
     def flush(self) -> None:
         """Write what is queued on stdout and stderr."""
         for sink in self._sinks.values():

@@ -8,15 +8,23 @@ expired; 130 / 143 / 129 when the launcher was interrupted by SIGINT / SIGTERM /
 
 from __future__ import annotations
 
+import re
 import signal
 from dataclasses import dataclass, field
 
-__all__ = ["EXIT_TIMEOUT", "EXIT_USAGE", "NodeResult", "describe", "exit_status", "root_cause",
-           "summary"]
+__all__ = ["EXIT_TIMEOUT", "EXIT_USAGE", "NodeResult", "abort_code", "describe", "exit_status",
+           "root_cause", "summary"]
 
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 124
 _CONSEQUENTIAL = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)  # how MPI and we stop nodes
+# What MPICH, Open MPI and distrcomp's excepthook print on the stderr of a process that aborts.
+_ABORT = re.compile(
+    r"MPI_Abort\(\s*\w+\s*,\s*(-?\d+)\s*\)"  # MPICH: called MPI_Abort(MPI_COMM_WORLD, 1)
+    r"|MPI_ABORT was invoked.*?errorcode\s+(-?\d+)"  # Open MPI
+    r"|(aborting every node)",  # distrcomp, before it calls MPI_Abort(1)
+    re.DOTALL,
+)
 
 
 @dataclass
@@ -37,11 +45,21 @@ class NodeResult:
     stopped: bool = False
     failed_at: float | None = None
     stderr_tail: list[str] = field(default_factory=list)
+    aborted: int | None = None  # the error code, if the node called MPI_Abort
 
     @property
     def ok(self) -> bool:
         """True if the node's command exited with status 0."""
         return self.returncode == 0 and not self.lost
+
+
+def abort_code(stderr: str) -> int | None:
+    """The error code of an ``MPI_Abort`` the node's stderr reports, or None if none does."""
+    match = _ABORT.search(stderr)
+    if match is None:
+        return None
+    code = match.group(1) or match.group(2)
+    return int(code) if code is not None else 1
 
 
 def exit_status(returncode: int) -> int:
@@ -66,7 +84,9 @@ def describe(result: NodeResult) -> str:
     if code is None:
         return "still running when the launcher gave up on it"
     text = f"killed by {_signal_name(-code)}" if code < 0 else f"exit code {code}"
-    if result.stopped:
+    if result.aborted is not None:
+        return f"called MPI_Abort with error code {result.aborted} ({text})"
+    if result.stopped and code < 0:
         text += " (stopped by distrcomp)"
     return text
 
@@ -74,28 +94,29 @@ def describe(result: NodeResult) -> str:
 def root_cause(results: list[NodeResult], settle: float = 1.0) -> NodeResult | None:
     """The failure that ended the job, or None if no node failed.
 
-    Failures the launcher caused by stopping nodes don't count unless there is nothing else.
-    Among the others, the first observed wins, except that a failure observed within ``settle``
-    seconds after it is preferred when the first is a death by SIGKILL/SIGTERM/SIGINT or a lost
-    wrapper and the later one is not: when a node calls ``MPI_Abort``, MPI kills every other
-    node in the same instant, and the node that aborted is the cause.
+    The first failure observed that the launcher did not cause by stopping the node (if all
+    were caused so, the first of all) -- unless it is a death by SIGKILL/SIGTERM/SIGINT or a
+    lost wrapper and, within ``settle`` seconds after it, some node failed otherwise (an exit
+    code, another signal, or a reported ``MPI_Abort``): that node is the cause. When a node
+    calls ``MPI_Abort``, MPI kills every node in the same instant, the aborting one too.
     """
-    failed = [r for r in results if not r.ok and r.failed_at is not None]
-    primary = [r for r in failed if not r.stopped] or failed
-    if not primary:
+    failed = sorted(
+        (r for r in results if not r.ok and r.failed_at is not None),
+        key=lambda r: (r.failed_at, r.node),
+    )
+    if not failed:
         return None
-    primary.sort(key=lambda r: (r.failed_at, r.node))
-    first = primary[0]
+    first = next((r for r in failed if not r.stopped), failed[0])
     if _consequential(first):
-        for later in primary[1:]:
-            if later.failed_at - first.failed_at > settle:  # type: ignore[operator]
-                break
-            if not _consequential(later):
-                return later
+        for other in failed:
+            if not _consequential(other) and abs(other.failed_at - first.failed_at) <= settle:  # type: ignore[operator]
+                return other
     return first
 
 
 def _consequential(result: NodeResult) -> bool:
+    if result.aborted is not None:
+        return False
     code = result.returncode
     return result.lost or code is None or (code < 0 and -code in _CONSEQUENTIAL)
 
