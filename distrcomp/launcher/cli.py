@@ -138,10 +138,26 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _glue_mpi_args(argv: list[str]) -> list[str]:
+    """``--mpi-args "-x y"`` → ``--mpi-args=-x y``: argparse would take a value that starts
+    with ``-`` for an option. Only before the command (the first ``--`` or ``*.py`` word)."""
+    glued: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "--" or word.endswith(".py"):
+            glued.append(word)
+            glued.extend(words)
+            break
+        if word == "--mpi-args":
+            word = "--mpi-args=" + next(words, "")
+        glued.append(word)
+    return glued
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``distrcomp`` console script; returns the exit code."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_glue_mpi_args(list(sys.argv[1:] if argv is None else argv)))
     try:
         if args.subcommand == "run":
             return _run(args)

@@ -41,6 +41,8 @@ __all__ = ["main", "STOP_GRACE"]
 STOP_GRACE = 3.0  # seconds between the stop signal and SIGKILL
 _DRAIN = 2.0  # after the command exits, how long a pipe held open by an escaped process is read
 _TICK = 0.1
+_COALESCE = 0.002  # seconds queued lines may wait for more before they are sent
+_BATCH = 1 << 18  # send at once when this much is queued
 _RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -162,6 +164,8 @@ class _Relay:
         self.signals: List[int] = []
         self.launcher_gone = False
         self.stub_gone = False
+        self.outgoing: List[tuple] = []  # (kind, bytearray of whole lines) not yet sent
+        self.outgoing_size = 0
         self.kill_at: Optional[float] = None
 
     # -- setup -----------------------------------------------------------------------------
@@ -229,7 +233,12 @@ class _Relay:
         returncode: Optional[int] = None
         drain_until = 0.0
         while True:
-            for key, _ in selector.select(_TICK):
+            # While lines wait to be sent, look only briefly for more: writes that come in
+            # bursts of small pieces then travel in a few large frames instead of many small.
+            events = selector.select(_COALESCE if self.outgoing else _TICK)
+            if not events or self.outgoing_size >= _BATCH:
+                self._flush_lines()
+            for key, _ in events:
                 if key.data == "pipe":
                     fd = key.fd
                     try:
@@ -265,6 +274,7 @@ class _Relay:
             if returncode is not None and (not buffers or now >= drain_until):
                 for fd, buffer in buffers.items():
                     self._send_lines(kinds[fd], buffer.finish())
+                self._flush_lines()
                 selector.close()
                 child.stdout.close()
                 child.stderr.close()
@@ -337,8 +347,20 @@ class _Relay:
 
     # -- talking to the launcher -----------------------------------------------------------
     def _send_lines(self, kind: int, data: bytes) -> None:
-        if data:
-            self._send(channel.encode(kind, data))
+        """Queue whole lines of ``kind``; consecutive lines of one stream share a frame."""
+        if not data:
+            return
+        if self.outgoing and self.outgoing[-1][0] == kind and self.outgoing[-1][1].endswith(b"\n"):
+            self.outgoing[-1][1].extend(data)
+        else:
+            self.outgoing.append((kind, bytearray(data)))
+        self.outgoing_size += len(data)
+
+    def _flush_lines(self) -> None:
+        if self.outgoing:
+            self._send(b"".join(channel.encode(kind, bytes(data)) for kind, data in self.outgoing))
+            self.outgoing.clear()
+            self.outgoing_size = 0
 
     def _send(self, frame: bytes) -> None:
         if self.launcher_gone or self.sock is None:
