@@ -24,12 +24,28 @@ import json
 import secrets
 import socket
 import struct
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 __all__ = [
-    "ENV_ADDRESS", "ENV_SECRET", "ENV_JOB", "OUT", "ERR", "HELLO", "EXIT", "STOP", "DUMP", "BYE",
-    "ChannelError", "new_secret", "encode", "encode_json", "FrameReader", "ServerHandshake",
-    "connect", "format_address", "parse_address",
+    "BYE",
+    "DUMP",
+    "ENV_ADDRESS",
+    "ENV_JOB",
+    "ENV_SECRET",
+    "ERR",
+    "EXIT",
+    "HELLO",
+    "OUT",
+    "STOP",
+    "ChannelError",
+    "FrameReader",
+    "ServerHandshake",
+    "connect",
+    "encode",
+    "encode_json",
+    "format_address",
+    "new_secret",
+    "parse_address",
 ]
 
 ENV_ADDRESS = "DISTRCOMP_RELAY"  # host:port of the launcher's listener
@@ -68,7 +84,7 @@ def encode(kind: int, payload: bytes = b"") -> bytes:
     return _HEADER.pack(kind, len(payload)) + payload
 
 
-def encode_json(kind: int, value: Dict[str, Any]) -> bytes:
+def encode_json(kind: int, value: dict[str, Any]) -> bytes:
     """One frame whose payload is ``value`` as JSON."""
     return encode(kind, json.dumps(value).encode())
 
@@ -79,7 +95,7 @@ class FrameReader:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Add received bytes; return the frames now complete, in order.
 
         Raises ChannelError for a frame longer than MAX_FRAME.
@@ -118,7 +134,7 @@ class ServerHandshake:
         self.greeting = MAGIC + self._nonce
         self.reply = b""
 
-    def feed(self, data: bytes) -> Optional[int]:
+    def feed(self, data: bytes) -> int | None:
         """Consume handshake bytes. Raises ChannelError if the proof is wrong or too long."""
         self._buffer += data
         if len(self._buffer) > self.SIZE:
@@ -185,7 +201,7 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def parse_address(text: str) -> Tuple[str, int]:
+def parse_address(text: str) -> tuple[str, int]:
     """Inverse of :func:`format_address`. Raises ChannelError for a malformed address."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not host:

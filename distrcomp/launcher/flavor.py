@@ -12,9 +12,10 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import List, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
-__all__ = ["Flavor", "MPIError", "MPICH", "OPENMPI", "FLAVORS", "detect", "find_mpiexec", "forced"]
+__all__ = ["FLAVORS", "MPICH", "OPENMPI", "Flavor", "MPIError", "detect", "find_mpiexec", "forced"]
 
 MPICH, OPENMPI = "mpich", "openmpi"
 FLAVORS = (MPICH, OPENMPI)
@@ -31,15 +32,15 @@ class Flavor(NamedTuple):
     mpiexec: str
     version: str
 
-    def oversubscribe_args(self) -> List[str]:
+    def oversubscribe_args(self) -> list[str]:
         """Arguments that let more processes than cores run on one host."""
         return ["--oversubscribe"] if self.name == OPENMPI else []
 
-    def hostfile_args(self, path: str) -> List[str]:
+    def hostfile_args(self, path: str) -> list[str]:
         """Arguments that make mpiexec place the processes as the hostfile at ``path`` says."""
         return ["--hostfile", path] if self.name == OPENMPI else ["-f", path]
 
-    def env_args(self, names: Sequence[str]) -> List[str]:
+    def env_args(self, names: Sequence[str]) -> list[str]:
         """Arguments that forward the environment variables ``names`` (values taken from
         mpiexec's own environment, never written on the command line) to every process."""
         if not names:
@@ -69,7 +70,7 @@ def find_mpiexec() -> str:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _detect(mpiexec: str) -> Flavor:
     try:
         done = subprocess.run(

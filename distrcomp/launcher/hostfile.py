@@ -6,8 +6,6 @@ Open MPI: ``name slots=N`` per line (IPv6 addresses are fine).
 
 from __future__ import annotations
 
-from typing import List
-
 from .flavor import MPICH, OPENMPI
 from .peers import Host
 
@@ -24,7 +22,7 @@ class HostfileError(ValueError):
         self.reason = reason
 
 
-def render(hosts: List[Host], flavor: str) -> str:
+def render(hosts: list[Host], flavor: str) -> str:
     """The hostfile for ``flavor`` (``"mpich"`` or ``"openmpi"``) listing ``hosts`` in order.
 
     Ends with a newline. Raises HostfileError for an IPv6 address with MPICH (naming the host

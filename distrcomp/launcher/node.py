@@ -31,12 +31,12 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 from . import channel, procs
 from .relay import LineBuffer
 
-__all__ = ["main", "STOP_GRACE"]
+__all__ = ["STOP_GRACE", "main"]
 
 STOP_GRACE = 3.0  # seconds between the stop signal and SIGKILL
 _DRAIN = 2.0  # after the command exits, how long a pipe held open by an escaped process is read
@@ -47,7 +47,7 @@ _RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command after ``--`` as this node; returns (stub) the command's exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--"]:
@@ -75,7 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             os.setpgid(0, 0)
             code = _Relay(node, address, secret, args, stub, inherited).run()
-        except BaseException as exc:  # the relay must never return into the stub's code
+        except BaseException as exc:  # noqa: BLE001 - the relay must never return into the stub
             sys.stderr.write(f"distrcomp node {node}: relay failed: {exc!r}\n")
         finally:
             sys.stderr.flush()
@@ -83,7 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return _stub(relay_pid, inherited)
 
 
-def _rank() -> Optional[int]:
+def _rank() -> int | None:
     for name in _RANK_VARIABLES:
         value = os.environ.get(name, "")
         if value.isdigit():
@@ -91,7 +91,7 @@ def _rank() -> Optional[int]:
     return None
 
 
-def _open_fds() -> List[int]:
+def _open_fds() -> list[int]:
     """Descriptors above stderr this process inherited (MPI's, and whatever mpiexec leaked)."""
     try:
         listed = [int(fd) for fd in os.listdir("/proc/self/fd")]
@@ -146,7 +146,7 @@ class _Relay:
     """Runs the command, forwards its output, obeys the launcher. One per node."""
 
     def __init__(
-        self, node: int, address: str, secret: str, command: List[str], stub: int,
+        self, node: int, address: str, secret: str, command: list[str], stub: int,
         inherited: Sequence[int],
     ) -> None:
         self.node = node
@@ -158,15 +158,15 @@ class _Relay:
         # Under MPICH the stub leads its own process group, which MPI kills on abort: the
         # command joins it. Otherwise (Open MPI) the command gets a process group of its own.
         self.shares_stub_group = os.getpgid(stub) == stub
-        self.sock: Optional[socket.socket] = None
-        self.child: Optional[subprocess.Popen] = None
+        self.sock: socket.socket | None = None
+        self.child: subprocess.Popen | None = None
         self.group = 0
-        self.signals: List[int] = []
+        self.signals: list[int] = []
         self.launcher_gone = False
         self.stub_gone = False
-        self.outgoing: List[tuple] = []  # (kind, bytearray of whole lines) not yet sent
+        self.outgoing: list[tuple] = []  # (kind, bytearray of whole lines) not yet sent
         self.outgoing_size = 0
-        self.kill_at: Optional[float] = None
+        self.kill_at: float | None = None
 
     # -- setup -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -193,7 +193,7 @@ class _Relay:
 
     def _start(self) -> int:
         env = dict(os.environ)  # ENV_SECRET and ENV_ADDRESS were removed in main()
-        group: Dict[str, object] = {}
+        group: dict[str, object] = {}
         pgid = self.stub if self.shares_stub_group else 0
         if sys.version_info >= (3, 11):
             group["process_group"] = pgid
@@ -230,7 +230,7 @@ class _Relay:
         selector.register(self.sock, selectors.EVENT_READ, "launcher")
         selector.register(wake, selectors.EVENT_READ, "signal")
         frames = channel.FrameReader()
-        returncode: Optional[int] = None
+        returncode: int | None = None
         drain_until = 0.0
         while True:
             # While lines wait to be sent, look only briefly for more: writes that come in
@@ -327,7 +327,7 @@ class _Relay:
             if procs.catches(pid, signal.SIGUSR1):
                 procs.send_signal(pid, signal.SIGUSR1)
 
-    def _members(self) -> List[int]:
+    def _members(self) -> list[int]:
         members = procs.group_members(self.group, exclude=(self.stub, os.getpid()))
         child = self.child
         if child is not None and child.returncode is None and child.pid not in members:

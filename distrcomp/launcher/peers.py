@@ -18,9 +18,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Union
+from typing import NamedTuple
 
-__all__ = ["Host", "PeersFileError", "MAX_SLOTS", "parse_peers", "read_peers", "node_hosts"]
+__all__ = ["MAX_SLOTS", "Host", "PeersFileError", "node_hosts", "parse_peers", "read_peers"]
 
 MAX_SLOTS = 4096  # far above any real machine; stops `slots=10**12` from planning absurd jobs
 
@@ -54,7 +54,7 @@ class Host(NamedTuple):
         return ":" in self.name
 
 
-def read_peers(path: Union[str, Path]) -> List[Host]:
+def read_peers(path: str | Path) -> list[Host]:
     """Read and parse the peers file at ``path`` (see the module docstring for the format).
 
     Raises PeersFileError for an unreadable file (line 0) or any malformed line.
@@ -66,7 +66,7 @@ def read_peers(path: Union[str, Path]) -> List[Host]:
     return parse_peers(data, str(path))
 
 
-def parse_peers(data: Union[bytes, str], path: str = "peers.txt") -> List[Host]:
+def parse_peers(data: bytes | str, path: str = "peers.txt") -> list[Host]:
     """Parse the text of a peers file; ``path`` only names it in errors.
 
     Returns the hosts in file order (at least one). Raises PeersFileError, with the 1-based line
@@ -77,11 +77,11 @@ def parse_peers(data: Union[bytes, str], path: str = "peers.txt") -> List[Host]:
         text = _decode(data, path)
     else:
         text = data
-    hosts: List[Host] = []
-    seen: Dict[str, int] = {}
+    hosts: list[Host] = []
+    seen: dict[str, int] = {}
     lines = text.split("\n")
     for number, raw in enumerate(lines, start=1):
-        line = raw[:-1] if raw.endswith("\r") else raw
+        line = raw.removesuffix("\r")
         host = _parse_line(line, number, path)
         if host is None:
             continue
@@ -97,7 +97,7 @@ def parse_peers(data: Union[bytes, str], path: str = "peers.txt") -> List[Host]:
     return hosts
 
 
-def node_hosts(hosts: List[Host], n: Optional[int] = None) -> List[str]:
+def node_hosts(hosts: list[Host], n: int | None = None) -> list[str]:
     """Host name of each node id: hosts in file order, each repeated for its slots.
 
     ``n`` (default: all slots) takes the first ``n``. Raises ValueError if ``n`` is not positive
@@ -121,7 +121,7 @@ def _decode(data: bytes, path: str) -> str:
         raise PeersFileError(path, line, f"not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
 
 
-def _parse_line(line: str, number: int, path: str) -> Optional[Host]:
+def _parse_line(line: str, number: int, path: str) -> Host | None:
     def fail(reason: str) -> PeersFileError:
         return PeersFileError(path, number, reason)
 

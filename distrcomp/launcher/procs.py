@@ -7,9 +7,9 @@ the processes they know by pid.
 from __future__ import annotations
 
 import os
-from typing import Iterator, List, Optional, Tuple
+from collections.abc import Iterator
 
-__all__ = ["group_members", "catches", "processes_with_env", "send_signal"]
+__all__ = ["catches", "group_members", "processes_with_env", "send_signal"]
 
 _PROC = "/proc"
 
@@ -24,7 +24,7 @@ def _pids() -> Iterator[int]:
             yield int(name)
 
 
-def _stat_fields(pid: int) -> Optional[List[str]]:
+def _stat_fields(pid: int) -> list[str] | None:
     """Fields of /proc/PID/stat after the command name (which may hold spaces and parens)."""
     try:
         with open(f"{_PROC}/{pid}/stat", "rb") as handle:
@@ -34,7 +34,7 @@ def _stat_fields(pid: int) -> Optional[List[str]]:
     return data[data.rfind(b")") + 2:].decode("ascii", "replace").split()
 
 
-def group_members(pgid: int, exclude: Tuple[int, ...] = ()) -> List[int]:
+def group_members(pgid: int, exclude: tuple[int, ...] = ()) -> list[int]:
     """Live (non-zombie) processes in process group ``pgid``, except the pids in ``exclude``."""
     members = []
     for pid in _pids():
@@ -59,7 +59,7 @@ def catches(pid: int, signum: int) -> bool:
     return False
 
 
-def processes_with_env(name: str, value: str, exclude: Tuple[int, ...] = ()) -> List[Tuple[int, str]]:
+def processes_with_env(name: str, value: str, exclude: tuple[int, ...] = ()) -> list[tuple[int, str]]:
     """``(pid, command name)`` of this user's live processes whose environment has ``name=value``."""
     needle = f"{name}={value}".encode()
     found = []

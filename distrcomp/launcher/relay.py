@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Dict, List, Optional
+from typing import IO
 
-__all__ = ["MAX_LINE", "LineBuffer", "Sink", "Output", "tag"]
+__all__ = ["MAX_LINE", "LineBuffer", "Output", "Sink", "tag"]
 
 MAX_LINE = 4 << 20  # a line longer than this is forwarded in pieces rather than held in memory
 _FLUSH_AT = 1 << 16
@@ -99,19 +99,22 @@ class Sink:
 class _NodeLog:
     """What is kept of one node's output: grouped blocks, files, and the last stderr lines."""
 
-    def __init__(self, node: int, host: str, directory: Optional[Path], grouped: bool) -> None:
+    def __init__(self, node: int, host: str, directory: Path | None, grouped: bool) -> None:
         self.node = node
         self.host = host
         self.tag = tag(node, host).encode("utf-8")
-        self.files: Dict[str, IO[bytes]] = {}
+        self.files: dict[str, IO[bytes]] = {}
         if directory is not None:
+            # open for the whole job, closed by close()
             self.files = {
-                stream: open(directory / f"node-{node}.{stream}", "wb") for stream in ("out", "err")
+                stream: open(directory / f"node-{node}.{stream}", "wb")  # noqa: SIM115
+                for stream in ("out", "err")
             }
-        self.blocks: Dict[str, IO[bytes]] = {}
+        self.blocks: dict[str, IO[bytes]] = {}
         if grouped:
             self.blocks = {
-                stream: tempfile.SpooledTemporaryFile(_GROUP_SPOOL) for stream in ("out", "err")
+                stream: tempfile.SpooledTemporaryFile(_GROUP_SPOOL)  # noqa: SIM115
+                for stream in ("out", "err")
             }
         self.tail = bytearray()  # the end of stderr, for the failure summary
         self.done = False
@@ -134,12 +137,12 @@ class Output:
 
     def __init__(
         self,
-        hosts: List[str],
+        hosts: list[str],
         stdout: Sink,
         stderr: Sink,
         tagged: bool = True,
         grouped: bool = False,
-        directory: Optional[Path] = None,
+        directory: Path | None = None,
     ) -> None:
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
@@ -184,7 +187,7 @@ class Output:
         if self._grouped:
             self._show_due(every=False)
 
-    def last_stderr(self, node: int, count: int = 3) -> List[str]:
+    def last_stderr(self, node: int, count: int = 3) -> list[str]:
         """The last ``count`` non-empty lines ``node`` wrote on stderr, decoded for display."""
         text = bytes(self._nodes[node].tail).decode("utf-8", "replace")
         return [line for line in text.splitlines() if line.strip()][-count:]
@@ -226,7 +229,7 @@ class Output:
                         chunk = chunk[:cut]
                     self._sinks[stream].write(chunk)
             self._sinks["out"].write(
-                f"--------(Node {log.node} {log.host} return)--------\n".encode("utf-8")
+                f"--------(Node {log.node} {log.host} return)--------\n".encode()
             )
             self.flush()
             log.shown = True

@@ -47,7 +47,7 @@ def test_group_prints_blocks_in_node_order(launch, program):
     done = launch("run", "-n", "3", "--group", program("writer.py"), "500")
     assert done.returncode == 0, done
     blocks = re.split(r"^--------\(Node (\d+) localhost return\)--------\n", done.stdout,
-                      flags=re.M)
+                      flags=re.MULTILINE)
     # text before marker 0, "0", text before marker 1, "1", ..., trailing text
     assert blocks[1::2] == ["0", "1", "2"], done.stdout[-500:]
     assert blocks[-1] == ""

@@ -9,7 +9,12 @@ import pytest
 from distrcomp.launcher.command import mpiexec_argv, node_argv, user_command
 from distrcomp.launcher.flavor import Flavor
 from distrcomp.launcher.report import (
-    NodeResult, abort_code, describe, exit_status, root_cause, summary,
+    NodeResult,
+    abort_code,
+    describe,
+    exit_status,
+    root_cause,
+    summary,
 )
 
 
