@@ -34,7 +34,6 @@ __all__ = [
     "ENV_SECRET",
     "ERR",
     "EXIT",
-    "HELLO",
     "OUT",
     "STOP",
     "ChannelError",
@@ -53,7 +52,7 @@ ENV_SECRET = "DISTRCOMP_RELAY_SECRET"  # hex; removed from the environment of th
 ENV_JOB = "DISTRCOMP_JOB"  # unique job id; every process of the job carries it
 
 # node → launcher
-OUT, ERR, HELLO, EXIT = 1, 2, 3, 4
+OUT, ERR, EXIT = 1, 2, 4  # EXIT's payload: JSON {"returncode": N}
 # launcher → node
 STOP, DUMP, BYE = 10, 11, 12
 

@@ -382,7 +382,7 @@ class Job:
                 now = time.monotonic()
                 result.failed_at = now
                 self._begin_stop("failure", now)
-        # HELLO (pid, host of the node) is informational; unknown kinds are ignored
+        # unknown kinds are ignored: a newer wrapper may say more than this launcher knows
 
     def _node_lost(self, node: int) -> None:
         result = self.results[node]

@@ -213,8 +213,6 @@ class _Relay:
         finally:
             _close(self.inherited)
         self.group = pgid or self.child.pid
-        hello = {"pid": self.child.pid, "stub": self.stub, "host": socket.gethostname()}
-        self._send(channel.encode_json(channel.HELLO, hello))
         return 0
 
     # -- the command's lifetime ------------------------------------------------------------

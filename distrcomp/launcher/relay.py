@@ -15,6 +15,7 @@ the terminal, one ``write`` per batch of whole lines, so lines from different no
 from __future__ import annotations
 
 import os
+import select
 import tempfile
 from pathlib import Path
 from typing import IO
@@ -85,7 +86,8 @@ class Sink:
             while view and not self.broken:
                 try:
                     written = os.write(self.fd, view)
-                except BlockingIOError:
+                except BlockingIOError:  # a non-blocking terminal or pipe that is full
+                    select.select([], [self.fd], [], 1.0)
                     continue
                 except BrokenPipeError:
                     self.broken = True
