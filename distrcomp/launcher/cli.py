@@ -232,8 +232,10 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise _UsageError(f"{peers}: {exc}") from None
         hostfile_text = _render(hosts, flavor.name, peers)
+        used = [host for host in hosts if host.name in set(names)]
     else:
         names = ["localhost"] * (args.n or 1)
+        used = []
 
     try:
         mpi_args = shlex.split(args.mpi_args)
@@ -250,11 +252,33 @@ def _run(args: argparse.Namespace) -> int:
         command=command, hosts=names, flavor=flavor, hostfile_text=hostfile_text,
         mpi_args=mpi_args, env=env, timeout=args.timeout, tagged=not args.no_tag,
         grouped=args.group, output_dir=args.output_dir,
-        oversubscribe=peers is None,  # -n N on one machine may exceed its cores
     )
     if args.dry_run:
         return _dry_run(spec, peers)
+    spec.bind = _relay_address(used, peers or "")
     return Job(spec).run()
+
+
+def _relay_address(hosts, peers: str) -> str:
+    """Where the launcher listens for its nodes: loopback when every host is this machine,
+    else the local address of the route to the first other host (multi-host launching is
+    another issue's; this keeps the channel ready for it)."""
+    import socket
+
+    here = {"localhost", socket.gethostname().lower()}
+    for host in hosts:
+        name = host.name.rstrip(".").lower()
+        if name in here or name.startswith("127.") or name == "::1":
+            continue
+        try:
+            family, _, _, _, address = socket.getaddrinfo(host.name, 9, type=socket.SOCK_DGRAM)[0]
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect(address)  # sends nothing: only asks the kernel for the route
+                return probe.getsockname()[0]
+        except OSError as exc:
+            raise _UsageError(f"{peers}:{host.line}: cannot reach host {host.name!r}: {exc}") \
+                from None
+    return "127.0.0.1"
 
 
 def _dry_run(spec, peers: str | None) -> int:

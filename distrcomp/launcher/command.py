@@ -36,17 +36,16 @@ def mpiexec_argv(
     hostfile: str | None = None,
     env_names: Sequence[str] = (),
     mpi_args: Sequence[str] = (),
-    oversubscribe: bool = False,
 ) -> list[str]:
     """The mpiexec command line starting ``program`` as ``n`` processes.
 
     ``hostfile`` (None: every process on this machine) places them; ``env_names`` are forwarded
     by name (values come from mpiexec's environment, so secrets never appear here);
-    ``mpi_args`` are passed through just before the program.
+    ``mpi_args`` are passed through just before the program. Oversubscription is always
+    allowed: the slots a peers file gives (or ``-n`` on one machine) are what the user wants,
+    even beyond the cores MPI counts.
     """
-    argv = [flavor.mpiexec]
-    if oversubscribe:
-        argv += flavor.oversubscribe_args()
+    argv = [flavor.mpiexec, *flavor.oversubscribe_args()]
     if hostfile is not None:
         argv += flavor.hostfile_args(hostfile)
     argv += ["-n", str(n)]

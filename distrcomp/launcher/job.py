@@ -67,7 +67,6 @@ class JobSpec:
     grouped: bool = False
     output_dir: Path | None = None
     bind: str = "127.0.0.1"
-    oversubscribe: bool = False
 
     @property
     def n(self) -> int:
@@ -79,7 +78,6 @@ class JobSpec:
         return mpiexec_argv(
             self.flavor, self.n, node_argv(self.command), hostfile=hostfile,
             env_names=forwarded_names(self.env), mpi_args=self.mpi_args,
-            oversubscribe=self.oversubscribe,
         )
 
 
@@ -128,7 +126,7 @@ class Job:
         self.mpiexec_rc: int | None = None
         self.mpiexec_exited_at = 0.0
         self.mpiexec_buffers: dict[int, LineBuffer] = {}
-        self.mpiexec_tail: deque[str] = deque(maxlen=12)
+        self.mpiexec_held: deque[str] = deque(maxlen=12)  # mpiexec's last lines not shown
         self.signals: list[int] = []
         self.stop_reason: str | None = None  # "failure", "timeout" or "signal"
         self.stop_signal = 0
@@ -412,8 +410,9 @@ class Job:
         # what the launcher did; they are kept for the summary instead of shown.
         if self.stop_reason is None:
             self.output.launcher_lines("[mpiexec] ", lines)
+            return
         text = lines.decode("utf-8", "replace").splitlines()
-        self.mpiexec_tail.extend(line for line in text if line.strip(" =\t"))
+        self.mpiexec_held.extend(line for line in text if line.strip(" =\t"))
 
     # -- ending ------------------------------------------------------------------------------
     def _begin_stop(self, reason: str, now: float) -> None:
@@ -548,9 +547,9 @@ class Job:
             headline = f"distrcomp: mpiexec exited with code {self.mpiexec_rc}"
             code = self.mpiexec_rc
         lines = list(self.notes)
-        if code and any(not r.started or r.lost for r in self.results) and self.mpiexec_tail:
+        if code and any(not r.started or r.lost for r in self.results) and self.mpiexec_held:
             lines.append("distrcomp: mpiexec's last words:")
-            lines.extend(f"  | {text}" for text in self.mpiexec_tail)
+            lines.extend(f"  | {text}" for text in self.mpiexec_held)
         lines += summary(self.results, elapsed, cause, headline)
         err = Sink(self.stderr_fd)
         err.write("".join(line + "\n" for line in lines).encode("utf-8", "replace"))

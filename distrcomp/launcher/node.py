@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             sys.stderr.flush()
             os._exit(code)
-    return _stub(relay_pid, inherited)
+    return _stub(relay_pid)
 
 
 def _rank() -> int | None:
@@ -122,11 +122,13 @@ def _close(fds: Sequence[int], keep: Sequence[int] = ()) -> None:
                 pass
 
 
-def _stub(relay_pid: int, inherited: Sequence[int]) -> int:
-    """The process MPI started: forwards termination signals to the relay, waits, mirrors its status."""
-    # The command has MPI's descriptors; the stub holding copies would hide the command's exit
-    # from MPI (it watches the PMI socket).
-    _close(inherited)
+def _stub(relay_pid: int) -> int:
+    """The process MPI started: forwards termination signals to the relay, waits, mirrors its status.
+
+    The stub keeps its copies of MPI's descriptors (MPICH's PMI socket) open until the end, so
+    a command that dies does not make MPI kill every node at once: the launcher stops them in
+    order and knows which node failed first. (``MPI_Abort`` still kills at once, by design.)
+    """
 
     def forward(signum: int, _frame: object) -> None:
         procs.send_signal(relay_pid, signum)

@@ -90,7 +90,8 @@ def test_signal_to_the_launcher_stops_every_node(start, program, tmp_path, signu
 
 def test_non_python_failure(launch):
     done = launch("run", "-n", "2", "--", "sh", "-c",
-                  'if [ "$PMI_RANK" = 1 ]; then echo bye >&2; exit 5; fi; sleep 60',
+                  'r=${PMI_RANK:-$OMPI_COMM_WORLD_RANK}; '
+                  'if [ "$r" = 1 ]; then echo bye >&2; exit 5; fi; sleep 60',
                   timeout=FAULT_BOUND * 2)
     assert done.returncode == 5, done
     assert "node 1 (localhost) failed: exit code 5" in done.stderr

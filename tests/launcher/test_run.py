@@ -36,7 +36,8 @@ def test_python_dash_m_and_double_dash_form(launch):
 
 
 def test_non_python_command(launch):
-    script = "echo out from $PMI_RANK; echo err from $PMI_RANK >&2; printf 'no newline'"
+    script = ("r=${PMI_RANK:-$OMPI_COMM_WORLD_RANK}; "
+              "echo out from $r; echo err from $r >&2; printf 'no newline'")
     done = launch("run", "-n", "2", "--", "sh", "-c", script)
     assert done.returncode == 0, done
     out = sorted(tagged_lines(done.stdout))

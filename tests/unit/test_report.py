@@ -90,8 +90,7 @@ def test_user_command_runs_py_files_with_this_python():
                "-x", "B", "-v", "P"]),
 ])
 def test_mpiexec_argv_per_flavor(flavor, expected):
-    argv = mpiexec_argv(flavor, 4, ["P"], hostfile="/t/h", env_names=["A", "B"], mpi_args=["-v"],
-                        oversubscribe=True)
+    argv = mpiexec_argv(flavor, 4, ["P"], hostfile="/t/h", env_names=["A", "B"], mpi_args=["-v"])
     assert argv == expected
 
 
