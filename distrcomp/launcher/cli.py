@@ -256,7 +256,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(spec, peers)
     spec.bind = _relay_address(used, peers or "")
-    return Job(spec).run()
+    try:
+        return Job(spec).run()
+    except OSError as exc:  # mpiexec cannot be started, no socket can be bound, ...
+        raise _UsageError(f"run: cannot launch {spec.flavor.mpiexec}: {exc}") from None
 
 
 def _relay_address(hosts, peers: str) -> str:

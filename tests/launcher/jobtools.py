@@ -1,5 +1,8 @@
 """Helpers for the CLI tests: ``distrcomp`` as a real subprocess under real mpiexec.
 
+Plain functions rather than fixtures: a ``conftest.py`` here would shadow ``tests/conftest.py``
+for the ``from conftest import ...`` in tests/test_mpi_suite.py.
+
 Every launch carries a unique marker in its environment; after the launcher has exited, the
 ``launch``/``start`` helpers fail the test if any process with that marker is still alive (the
 launcher must leave no process of the job behind, whatever happened).
@@ -89,6 +92,21 @@ class Launch:
 
     def __repr__(self) -> str:
         return f"exit {self.returncode}\n--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}"
+
+
+def start(cwd: Path, *args: str, env: dict | None = None) -> Launch:
+    """Start ``distrcomp ARGS`` in ``cwd`` (marked, stdin closed); returns the Launch."""
+    return Launch(args, cwd, env)
+
+
+def launch(cwd: Path, *args: str, env: dict | None = None, timeout: float = 120) -> Launch:
+    """Run ``distrcomp ARGS`` in ``cwd`` to its end (and check that nothing is left over)."""
+    return start(cwd, *args, env=env).wait(timeout)
+
+
+def program(name: str) -> str:
+    """Path of tests/launcher/programs/``name``."""
+    return str(PROGRAMS / name)
 
 
 def wait_for_files(paths: Sequence[Path], timeout: float = 60) -> None:

@@ -9,7 +9,7 @@ import signal
 import time
 
 import pytest
-from jobtools import wait_for_files
+from jobtools import launch, program, start, wait_for_files
 
 FAULT_BOUND = 30  # generous: "within a few seconds" on a loaded 2-core machine
 
@@ -24,8 +24,8 @@ def summary_rows(stderr: str) -> dict[int, str]:
     return rows
 
 
-def test_nonzero_exit_ends_the_job(launch, program):
-    done = launch("run", "-n", "3", program("exits.py"), "3", timeout=FAULT_BOUND * 2)
+def test_nonzero_exit_ends_the_job(tmp_path):
+    done = launch(tmp_path, "run", "-n", "3", program("exits.py"), "3", timeout=FAULT_BOUND * 2)
     assert done.returncode == 3, done
     assert "distrcomp: node 1 (localhost) failed: exit code 3" in done.stderr, done
     rows = summary_rows(done.stderr)
@@ -35,8 +35,8 @@ def test_nonzero_exit_ends_the_job(launch, program):
     assert done.elapsed < FAULT_BOUND
 
 
-def test_exception_calls_abort_and_names_the_node(launch, program):
-    done = launch("run", "-n", "3", program("raises.py"), timeout=FAULT_BOUND * 2)
+def test_exception_calls_abort_and_names_the_node(tmp_path):
+    done = launch(tmp_path, "run", "-n", "3", program("raises.py"), timeout=FAULT_BOUND * 2)
     assert done.returncode == 1, done  # MPI_Abort's error code
     assert "distrcomp: node 2 (localhost) failed: called MPI_Abort with error code 1" in done.stderr
     # the traceback written just before MPI killed the node is not lost
@@ -44,8 +44,8 @@ def test_exception_calls_abort_and_names_the_node(launch, program):
     assert done.elapsed < FAULT_BOUND
 
 
-def test_sigkill_of_one_node(start, program, tmp_path):
-    job = start("run", "-n", "3", program("blocked.py"), str(tmp_path))
+def test_sigkill_of_one_node(tmp_path):
+    job = start(tmp_path, "run", "-n", "3", program("blocked.py"), str(tmp_path))
     ready = [tmp_path / f"ready-{node}" for node in range(3)]
     wait_for_files(ready)
     os.kill(int(ready[1].read_text()), signal.SIGKILL)
@@ -57,8 +57,8 @@ def test_sigkill_of_one_node(start, program, tmp_path):
     assert summary_rows(done.stderr)[1] == "killed by SIGKILL"
 
 
-def test_timeout_prints_stacks_and_exits_124(launch, program, tmp_path):
-    done = launch("run", "-n", "2", "--timeout", "3", program("blocked.py"), str(tmp_path),
+def test_timeout_prints_stacks_and_exits_124(tmp_path):
+    done = launch(tmp_path, "run", "-n", "2", "--timeout", "3", program("blocked.py"), str(tmp_path),
                   timeout=FAULT_BOUND * 2)
     assert done.returncode == 124, done
     assert re.search(r"time limit of 3 s exceeded; still running: node 0 \(localhost\), "
@@ -75,8 +75,8 @@ def test_timeout_prints_stacks_and_exits_124(launch, program, tmp_path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_to_the_launcher_stops_every_node(start, program, tmp_path, signum):
-    job = start("run", "-n", "3", program("blocked.py"), str(tmp_path))
+def test_signal_to_the_launcher_stops_every_node(tmp_path, signum):
+    job = start(tmp_path, "run", "-n", "3", program("blocked.py"), str(tmp_path))
     wait_for_files([tmp_path / f"ready-{node}" for node in range(3)])
     job.proc.send_signal(signum)
     sent_at = time.monotonic()
@@ -88,8 +88,8 @@ def test_signal_to_the_launcher_stops_every_node(start, program, tmp_path, signu
     assert set(summary_rows(done.stderr)) == {0, 1, 2}
 
 
-def test_non_python_failure(launch):
-    done = launch("run", "-n", "2", "--", "sh", "-c",
+def test_non_python_failure(tmp_path):
+    done = launch(tmp_path, "run", "-n", "2", "--", "sh", "-c",
                   'r=${PMI_RANK:-$OMPI_COMM_WORLD_RANK}; '
                   'if [ "$r" = 1 ]; then echo bye >&2; exit 5; fi; sleep 60',
                   timeout=FAULT_BOUND * 2)
@@ -99,8 +99,8 @@ def test_non_python_failure(launch):
     assert done.elapsed < FAULT_BOUND
 
 
-def test_background_children_do_not_survive(launch):
+def test_background_children_do_not_survive(tmp_path):
     # the command leaves a sleeping child behind: it must not outlive the node
-    done = launch("run", "-n", "2", "--", "sh", "-c", "sleep 300 & echo started")
+    done = launch(tmp_path, "run", "-n", "2", "--", "sh", "-c", "sleep 300 & echo started")
     assert done.returncode == 0, done
     assert done.elapsed < FAULT_BOUND

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from jobtools import tagged_lines
+from jobtools import launch, program, tagged_lines
 
 LINES = 50_000
 BODY = re.compile(r"n(\d) (\d+) (x*)")
@@ -31,8 +31,8 @@ def check_node_lines(lines: list[tuple[int, str]], nodes: list[int], count: int)
     assert ended == set(nodes), "a final line without newline was lost"
 
 
-def test_integrity_4_nodes_50k_unbuffered_partial_writes(launch, program):
-    done = launch("run", "-n", "4", program("writer.py"), str(LINES), timeout=300)
+def test_integrity_4_nodes_50k_unbuffered_partial_writes(tmp_path):
+    done = launch(tmp_path, "run", "-n", "4", program("writer.py"), str(LINES), timeout=300)
     assert done.returncode == 0, done
     out = tagged_lines(done.stdout)  # fails on any line that is not "[node K · localhost] ..."
     assert {host for _, host, _ in out} == {"localhost"}
@@ -43,8 +43,8 @@ def test_integrity_4_nodes_50k_unbuffered_partial_writes(launch, program):
     assert len(err) == 4 * (LINES // 1000)
 
 
-def test_group_prints_blocks_in_node_order(launch, program):
-    done = launch("run", "-n", "3", "--group", program("writer.py"), "500")
+def test_group_prints_blocks_in_node_order(tmp_path):
+    done = launch(tmp_path, "run", "-n", "3", "--group", program("writer.py"), "500")
     assert done.returncode == 0, done
     blocks = re.split(r"^--------\(Node (\d+) localhost return\)--------\n", done.stdout,
                       flags=re.MULTILINE)
@@ -55,9 +55,9 @@ def test_group_prints_blocks_in_node_order(launch, program):
         check_node_lines([(node, text) for text in blocks[2 * node].splitlines()], [node], 500)
 
 
-def test_output_dir_keeps_each_node_raw(launch, program, tmp_path):
+def test_output_dir_keeps_each_node_raw(tmp_path):
     logs = tmp_path / "logs"
-    done = launch("run", "-n", "2", "--output-dir", str(logs), program("writer.py"), "300")
+    done = launch(tmp_path, "run", "-n", "2", "--output-dir", str(logs), program("writer.py"), "300")
     assert done.returncode == 0, done
     for node in range(2):
         out = (logs / f"node-{node}.out").read_text()
@@ -67,8 +67,8 @@ def test_output_dir_keeps_each_node_raw(launch, program, tmp_path):
     assert len(tagged_lines(done.stdout)) == 602  # still relayed to the terminal too
 
 
-def test_no_tag_is_raw_passthrough(launch):
-    done = launch("run", "-n", "1", "--no-tag", "--", "sh", "-c",
+def test_no_tag_is_raw_passthrough(tmp_path):
+    done = launch(tmp_path, "run", "-n", "1", "--no-tag", "--", "sh", "-c",
                   "printf 'a b\\n[node x] c\\nno newline'")
     assert done.returncode == 0, done
     assert done.stdout == "a b\n[node x] c\nno newline"

@@ -7,6 +7,7 @@ import shlex
 import sys
 
 import pytest
+from jobtools import launch
 
 BAD_PEERS = [
     # (file content, line, reason)
@@ -40,10 +41,10 @@ BAD_PEERS = [
 
 @pytest.mark.parametrize(("content", "line", "reason"), BAD_PEERS,
                          ids=[f"{i}-{case[2][:24]}" for i, case in enumerate(BAD_PEERS)])
-def test_malformed_peers_file_launches_nothing(launch, tmp_path, content, line, reason):
+def test_malformed_peers_file_launches_nothing(tmp_path, content, line, reason):
     (tmp_path / "peers.txt").write_bytes(content)
     witness = tmp_path / "ran"
-    done = launch("run", "--", "sh", "-c", f"touch {shlex.quote(str(witness))}")
+    done = launch(tmp_path, "run", "--", "sh", "-c", f"touch {shlex.quote(str(witness))}")
     assert done.returncode == 2, done
     assert done.stderr.startswith(f"distrcomp: peers.txt:{line}: "), done.stderr
     assert reason in done.stderr, done.stderr
@@ -51,12 +52,12 @@ def test_malformed_peers_file_launches_nothing(launch, tmp_path, content, line, 
     assert not witness.exists(), "something was launched"
 
 
-def test_ipv6_cannot_be_written_for_mpich(launch, tmp_path):
+def test_ipv6_cannot_be_written_for_mpich(tmp_path):
     (tmp_path / "peers.txt").write_text("localhost\n::1 slots=2\n")
-    done = launch("hostfile", "peers.txt", "--format", "mpich")
+    done = launch(tmp_path, "hostfile", "peers.txt", "--format", "mpich")
     assert done.returncode == 2
     assert done.stderr.startswith("distrcomp: peers.txt:2: MPICH hostfiles cannot hold")
-    ok = launch("hostfile", "peers.txt", "--format", "openmpi")
+    ok = launch(tmp_path, "hostfile", "peers.txt", "--format", "openmpi")
     assert ok.stdout == "localhost slots=1\n::1 slots=2\n"
 
 
@@ -67,13 +68,13 @@ PEERS = "# cluster\n10.0.0.2\n10.0.0.3 slots=4\nnode7.cluster:2  # MPICH style\n
     ("mpich", "10.0.0.2:1\n10.0.0.3:4\nnode7.cluster:2\n"),
     ("openmpi", "10.0.0.2 slots=1\n10.0.0.3 slots=4\nnode7.cluster slots=2\n"),
 ])
-def test_hostfile_and_dry_run_for_both_mpis(launch, tmp_path, flavor, hostfile):
+def test_hostfile_and_dry_run_for_both_mpis(tmp_path, flavor, hostfile):
     (tmp_path / "peers.txt").write_text(PEERS)
-    shown = launch("hostfile", "peers.txt", "--format", flavor)
+    shown = launch(tmp_path, "hostfile", "peers.txt", "--format", flavor)
     assert shown.returncode == 0 and shown.stdout == hostfile
 
     (tmp_path / "prog.py").write_text("print('never run')\n")
-    dry = launch("run", "--mpi", flavor, "--dry-run", "-x", "OMP_NUM_THREADS=2",
+    dry = launch(tmp_path, "run", "--mpi", flavor, "--dry-run", "-x", "OMP_NUM_THREADS=2",
                  "--mpi-args", "--verbose", "prog.py", "arg 1")
     assert dry.returncode == 0, dry
     lines = dry.stdout.splitlines()
@@ -95,8 +96,8 @@ def test_hostfile_and_dry_run_for_both_mpis(launch, tmp_path, flavor, hostfile):
     assert "never run" not in dry.stdout + dry.stderr
 
 
-def test_dry_run_without_peers_runs_locally(launch, tmp_path):
-    dry = launch("run", "-n", "3", "--mpi", "openmpi", "--dry-run", "--", "hostname")
+def test_dry_run_without_peers_runs_locally(tmp_path):
+    dry = launch(tmp_path, "run", "-n", "3", "--mpi", "openmpi", "--dry-run", "--", "hostname")
     assert dry.returncode == 0, dry
     lines = dry.stdout.splitlines()
     assert lines[0] == "# no hostfile: every node runs on this machine"

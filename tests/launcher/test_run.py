@@ -7,13 +7,13 @@ import re
 import subprocess
 import sys
 
-from jobtools import ROOT, tagged_lines
+from jobtools import ROOT, launch, program, tagged_lines
 
 RING = str(ROOT / "examples" / "ring.py")
 
 
-def test_ring_on_four_local_nodes(launch):
-    done = launch("run", "-n", "4", RING)
+def test_ring_on_four_local_nodes(tmp_path):
+    done = launch(tmp_path, "run", "-n", "4", RING)
     assert done.returncode == 0, done
     lines = tagged_lines(done.stdout)
     assert sorted(node for node, _, _ in lines) == [0, 1, 2, 3]
@@ -23,22 +23,22 @@ def test_ring_on_four_local_nodes(launch):
     assert re.search(r"^Total time : \d+\.\d{3} s$", done.stderr, re.MULTILINE), done
 
 
-def test_default_is_one_node(launch):
-    done = launch("run", RING)
+def test_default_is_one_node(tmp_path):
+    done = launch(tmp_path, "run", RING)
     assert done.returncode == 0, done
     assert tagged_lines(done.stdout) == [(0, "localhost", "node 0 of 1 got: 'hello from node 0'")]
 
 
-def test_python_dash_m_and_double_dash_form(launch):
-    done = launch("run", "-n", "2", "--", sys.executable, RING)
+def test_python_dash_m_and_double_dash_form(tmp_path):
+    done = launch(tmp_path, "run", "-n", "2", "--", sys.executable, RING)
     assert done.returncode == 0, done
     assert len(tagged_lines(done.stdout)) == 2
 
 
-def test_non_python_command(launch):
+def test_non_python_command(tmp_path):
     script = ("r=${PMI_RANK:-$OMPI_COMM_WORLD_RANK}; "
               "echo out from $r; echo err from $r >&2; printf 'no newline'")
-    done = launch("run", "-n", "2", "--", "sh", "-c", script)
+    done = launch(tmp_path, "run", "-n", "2", "--", "sh", "-c", script)
     assert done.returncode == 0, done
     out = sorted(tagged_lines(done.stdout))
     assert out == [(0, "localhost", "no newline"), (0, "localhost", "out from 0"),
@@ -47,15 +47,15 @@ def test_non_python_command(launch):
     assert sorted(err) == ["[node 0 \u00b7 localhost] err from 0", "[node 1 \u00b7 localhost] err from 1"]
 
 
-def test_command_not_found_is_exit_127(launch):
-    done = launch("run", "-n", "2", "--", "no-such-program-distrcomp")
+def test_command_not_found_is_exit_127(tmp_path):
+    done = launch(tmp_path, "run", "-n", "2", "--", "no-such-program-distrcomp")
     assert done.returncode == 127, done
     assert "cannot run 'no-such-program-distrcomp'" in done.stderr
 
 
-def test_peers_file_gives_localhost_three_slots(launch, program, tmp_path):
+def test_peers_file_gives_localhost_three_slots(tmp_path):
     (tmp_path / "peers.txt").write_text("# three nodes here\nlocalhost slots=3\n")
-    done = launch("run", program("env.py"))  # ./peers.txt is the default
+    done = launch(tmp_path, "run", program("env.py"))  # ./peers.txt is the default
     assert done.returncode == 0, done
     lines = tagged_lines(done.stdout)
     assert sorted(node for node, _, _ in lines) == [0, 1, 2]
@@ -64,24 +64,24 @@ def test_peers_file_gives_localhost_three_slots(launch, program, tmp_path):
         assert text.startswith(f"rank {node} size 3 "), text  # mpi4py under the wrapper
 
 
-def test_peers_and_n_take_the_first_slots(launch, program, tmp_path):
+def test_peers_and_n_take_the_first_slots(tmp_path):
     peers = tmp_path / "hosts.txt"
     peers.write_text("localhost:3\n")
-    done = launch("run", "-n", "2", "--peers", str(peers), program("env.py"))
+    done = launch(tmp_path, "run", "-n", "2", "--peers", str(peers), program("env.py"))
     assert done.returncode == 0, done
     assert sorted(text.split()[:4] for _, _, text in tagged_lines(done.stdout)) == [
         ["rank", "0", "size", "2"], ["rank", "1", "size", "2"]]
 
 
-def test_more_nodes_than_slots_is_a_usage_error(launch, program, tmp_path):
+def test_more_nodes_than_slots_is_a_usage_error(tmp_path):
     (tmp_path / "peers.txt").write_text("localhost slots=2\n")
-    done = launch("run", "-n", "3", program("env.py"))
+    done = launch(tmp_path, "run", "-n", "3", program("env.py"))
     assert done.returncode == 2, done
     assert "peers.txt: 3 nodes asked for, but the peers file offers only 2 slots" in done.stderr
 
 
-def test_environment_forwarding_and_secret_hygiene(launch, program):
-    done = launch("run", "-n", "2", "-x", "DC_TEST_A=alpha", "-x", "DC_TEST_B",
+def test_environment_forwarding_and_secret_hygiene(tmp_path):
+    done = launch(tmp_path, "run", "-n", "2", "-x", "DC_TEST_A=alpha", "-x", "DC_TEST_B",
                   program("env.py"), env={"DC_TEST_B": "beta"})
     assert done.returncode == 0, done
     for node, _, text in tagged_lines(done.stdout):
@@ -93,9 +93,9 @@ def test_environment_forwarding_and_secret_hygiene(launch, program):
         assert fields["DISTRCOMP_JOB"] != "-"
 
 
-def test_mpi_args_pass_through(launch, program):
+def test_mpi_args_pass_through(tmp_path):
     # hydra's -prepend-rank is harmless here: it only affects lines mpiexec itself relays
-    done = launch("run", "-n", "2", "--mpi-args", "-prepend-rank", program("env.py"))
+    done = launch(tmp_path, "run", "-n", "2", "--mpi-args", "-prepend-rank", program("env.py"))
     assert done.returncode == 0, done
     assert len(tagged_lines(done.stdout)) == 2
 
@@ -131,7 +131,7 @@ def test_help_is_documentation_and_needs_no_mpi():
     assert top.returncode == 0 and "run" in top.stdout and "hostfile" in top.stdout
 
 
-def test_usage_errors_exit_2_with_one_line(launch, tmp_path):
+def test_usage_errors_exit_2_with_one_line(tmp_path):
     for args, needle in [
         (("run",), "no COMMAND given"),
         (("run", "missing.py"), "missing.py: no such file"),
@@ -139,7 +139,7 @@ def test_usage_errors_exit_2_with_one_line(launch, tmp_path):
         (("run", "-x", "1BAD=x", "--", "true"), "not a valid environment variable name"),
         (("run", "--peers", "nope.txt", "--", "true"), "nope.txt: cannot read"),
     ]:
-        done = launch(*args)
+        done = launch(tmp_path, *args)
         assert done.returncode == 2, (args, str(done))
         assert needle in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr
