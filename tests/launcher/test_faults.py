@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import time
+from pathlib import Path
 
 import pytest
-from jobtools import launch, program, start, wait_for_files
+from jobtools import launch, processes_with_mark, program, start, wait_for_files
 
 FAULT_BOUND = 30  # generous: "within a few seconds" on a loaded 2-core machine
 
@@ -104,3 +106,28 @@ def test_background_children_do_not_survive(tmp_path):
     done = launch(tmp_path, "run", "-n", "2", "--", "sh", "-c", "sleep 300 & echo started")
     assert done.returncode == 0, done
     assert done.elapsed < FAULT_BOUND
+
+
+def test_relay_channel_is_closed_to_others_and_secret_stays_off_command_lines(tmp_path):
+    job = start(tmp_path, "run", "-n", "2", program("blocked.py"), str(tmp_path))
+    wait_for_files([tmp_path / f"ready-{node}" for node in range(2)])
+    environments, command_lines = [], []
+    for pid in processes_with_mark(job.mark):
+        pid = pid.split()[0]
+        try:
+            environments.append(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+            command_lines.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+        except OSError:
+            continue
+    address = next(entry.split(b"=", 1)[1].decode() for env in environments for entry in env
+                   if entry.startswith(b"DISTRCOMP_RELAY="))
+    secret = next(entry.split(b"=", 1)[1] for env in environments for entry in env
+                  if entry.startswith(b"DISTRCOMP_RELAY_SECRET="))
+    assert all(secret not in line for line in command_lines)
+    host, port = address.rsplit(":", 1)
+    assert host == "127.0.0.1"  # a one-machine job listens on loopback only
+    # every node has connected, so the launcher no longer listens at all
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=5).close()
+    job.proc.send_signal(signal.SIGTERM)
+    assert job.wait(timeout=FAULT_BOUND * 2).returncode == 143

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from jobtools import ROOT, launch, program, tagged_lines
 
@@ -126,9 +127,10 @@ def test_help_is_documentation_and_needs_no_mpi():
     for needle in ("--peers", "--timeout", "--group", "--output-dir", "--no-tag", "--dry-run",
                    "--mpi-args", "slots=4", "exit status", "examples:"):
         assert needle in done.stdout
-    top = subprocess.run([sys.executable, "-m", "distrcomp", "--help"], capture_output=True,
-                         text=True, timeout=60, check=False)
-    assert top.returncode == 0 and "run" in top.stdout and "hostfile" in top.stdout
+    script = Path(sys.executable).with_name("distrcomp")  # the console script
+    for argv in ([sys.executable, "-m", "distrcomp", "--help"], [str(script), "--help"]):
+        top = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert top.returncode == 0 and "run" in top.stdout and "hostfile" in top.stdout
 
 
 def test_usage_errors_exit_2_with_one_line(tmp_path):
