@@ -203,7 +203,8 @@ class Job:
     # -- the loop ----------------------------------------------------------------------------
     def _loop(self, wake: socket.socket) -> None:
         while True:
-            for key, _ in self.selector.select(0.25):
+            # mpiexec's exit is polled: often once every node has reported, rarely otherwise
+            for key, _ in self.selector.select(0.02 if self.bye_at is not None else 0.25):
                 what = key.data
                 if what == "listen":
                     self._accept()

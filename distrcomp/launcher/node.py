@@ -263,7 +263,13 @@ class _Relay:
                 self._stop(signal.SIGTERM)
             now = time.monotonic()
             if returncode is None:
-                returncode = child.poll()
+                if buffers:
+                    returncode = child.poll()
+                else:  # both pipes closed: the command is exiting, wait for it briefly
+                    try:
+                        returncode = child.wait(_TICK)
+                    except subprocess.TimeoutExpired:
+                        pass
                 if returncode is not None:
                     drain_until = now + _DRAIN
                     self._signal_group(signal.SIGTERM)  # what the command left behind
