@@ -10,6 +10,8 @@ from pathlib import Path
 
 from jobtools import ROOT, launch, program, tagged_lines
 
+from distrcomp.launcher.flavor import detect
+
 RING = str(ROOT / "examples" / "ring.py")
 
 
@@ -95,8 +97,9 @@ def test_environment_forwarding_and_secret_hygiene(tmp_path):
 
 
 def test_mpi_args_pass_through(tmp_path):
-    # hydra's -prepend-rank is harmless here: it only affects lines mpiexec itself relays
-    done = launch(tmp_path, "run", "-n", "2", "--mpi-args", "-prepend-rank", program("env.py"))
+    # harmless options that only affect lines mpiexec itself would relay
+    option = "--tag-output" if detect().name == "openmpi" else "-prepend-rank"
+    done = launch(tmp_path, "run", "-n", "2", "--mpi-args", option, program("env.py"))
     assert done.returncode == 0, done
     assert len(tagged_lines(done.stdout)) == 2
 
