@@ -204,9 +204,11 @@ class _Relay:
         try:
             # close_fds=False: the command needs MPI's inherited descriptors; the relay's own
             # (socket, pipes) are non-inheritable, so they do not leak into it.
+            # Input goes to node 0 only (as MPI forwards it); the others read an empty stdin
+            # rather than a pipe mpiexec never closes.
             self.child = subprocess.Popen(
-                self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=False,
-                env=env, **group,
+                self.command, stdin=None if self.node == 0 else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=False, env=env, **group,
             )
         except OSError as exc:
             message = f"distrcomp: cannot run {self.command[0]!r}: {exc.strerror or exc}\n"

@@ -62,15 +62,18 @@ def assert_no_leftovers(mark: str, within: float = 3.0) -> None:
 class Launch:
     """A started ``distrcomp`` process; :meth:`wait` collects its output and checks leftovers."""
 
-    def __init__(self, args: Sequence[str], cwd: Path, env: dict | None) -> None:
+    def __init__(self, args: Sequence[str], cwd: Path, env: dict | None,
+                 stdin: bytes | None = None) -> None:
         self.mark = uuid.uuid4().hex
         full_env = {**os.environ, **(env or {}), MARK: self.mark}
         full_env.pop("PYTHONUNBUFFERED", None)
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "distrcomp", *args], cwd=cwd, env=full_env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
+        self.input = stdin
         self.stdout = ""
         self.stderr = ""
         self.returncode: int | None = None
@@ -78,7 +81,7 @@ class Launch:
 
     def wait(self, timeout: float = 120) -> Launch:
         try:
-            out, err = self.proc.communicate(timeout=timeout)
+            out, err = self.proc.communicate(self.input, timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, err = self.proc.communicate()
@@ -94,14 +97,15 @@ class Launch:
         return f"exit {self.returncode}\n--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}"
 
 
-def start(cwd: Path, *args: str, env: dict | None = None) -> Launch:
-    """Start ``distrcomp ARGS`` in ``cwd`` (marked, stdin closed); returns the Launch."""
-    return Launch(args, cwd, env)
+def start(cwd: Path, *args: str, env: dict | None = None, stdin: bytes | None = None) -> Launch:
+    """Start ``distrcomp ARGS`` in ``cwd`` (marked; stdin ``stdin``, else empty)."""
+    return Launch(args, cwd, env, stdin)
 
 
-def launch(cwd: Path, *args: str, env: dict | None = None, timeout: float = 120) -> Launch:
+def launch(cwd: Path, *args: str, env: dict | None = None, timeout: float = 120,
+           stdin: bytes | None = None) -> Launch:
     """Run ``distrcomp ARGS`` in ``cwd`` to its end (and check that nothing is left over)."""
-    return start(cwd, *args, env=env).wait(timeout)
+    return start(cwd, *args, env=env, stdin=stdin).wait(timeout)
 
 
 def program(name: str) -> str:

@@ -50,6 +50,12 @@ def test_non_python_command(tmp_path):
     assert sorted(err) == ["[node 0 \u00b7 localhost] err from 0", "[node 1 \u00b7 localhost] err from 1"]
 
 
+def test_stdin_goes_to_node_0_others_read_nothing(tmp_path):
+    done = launch(tmp_path, "run", "-n", "2", "--", "cat", stdin=b"hello\nworld\n", timeout=60)
+    assert done.returncode == 0, done
+    assert tagged_lines(done.stdout) == [(0, "localhost", "hello"), (0, "localhost", "world")]
+
+
 def test_command_not_found_is_exit_127(tmp_path):
     done = launch(tmp_path, "run", "-n", "2", "--", "no-such-program-distrcomp")
     assert done.returncode == 127, done
