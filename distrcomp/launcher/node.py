@@ -15,7 +15,9 @@ Three processes per node, so that nothing of the node is lost when MPI kills it:
 When a node calls ``MPI_Abort``, MPICH kills the process group of every node with SIGKILL. The
 relay is outside that group: it still reads what the command wrote before dying (its last
 traceback lines are often the most important output of the job) and reports the exit status.
-The command inherits MPI's environment and file descriptors (MPICH's ``PMI_FD``) unchanged.
+The command inherits MPI's environment and file descriptors (MPICH's ``PMI_FD``) unchanged;
+the stub keeps its own copies open, so a command that crashes does not make MPI kill every
+node at once -- the launcher stops them and knows which node failed first.
 
 Exit status: the command's (128 + N when killed by signal N). The relay exits once the launcher
 says goodbye, or at once if the launcher is gone (after stopping the command).
@@ -23,7 +25,6 @@ says goodbye, or at once if the launcher is gone (after stopping the command).
 
 from __future__ import annotations
 
-import fcntl
 import os
 import selectors
 import signal
@@ -92,34 +93,30 @@ def _rank() -> int | None:
 
 
 def _open_fds() -> list[int]:
-    """Descriptors above stderr this process inherited (MPI's, and whatever mpiexec leaked)."""
+    """Inheritable descriptors above stderr: those this process got from mpiexec (MPI's own,
+    and whatever else it leaked). Python's own descriptors are not inheritable."""
     try:
         listed = [int(fd) for fd in os.listdir("/proc/self/fd")]
     except OSError:
         return []
     fds = []
     for fd in sorted(listed):
-        # the listing includes the descriptor listdir itself used, closed by now
-        if fd > 2 and _is_open(fd):
-            fds.append(fd)
+        if fd <= 2:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                fds.append(fd)
+        except OSError:  # the descriptor listdir itself used, closed by now
+            continue
     return fds
 
 
-def _is_open(fd: int) -> bool:
-    try:
-        fcntl.fcntl(fd, fcntl.F_GETFD)
-    except OSError:
-        return False
-    return True
-
-
-def _close(fds: Sequence[int], keep: Sequence[int] = ()) -> None:
+def _close(fds: Sequence[int]) -> None:
     for fd in fds:
-        if fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _stub(relay_pid: int) -> int:
