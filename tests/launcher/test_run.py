@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from jobtools import ROOT, launch, program, tagged_lines
 
 from distrcomp.launcher.flavor import detect
@@ -51,6 +52,8 @@ def test_non_python_command(tmp_path):
 
 
 def test_stdin_goes_to_node_0_others_read_nothing(tmp_path):
+    if detect().name == "openmpi":
+        pytest.skip("Open MPI 5 never closes rank 0's stdin, even under plain mpiexec")
     done = launch(tmp_path, "run", "-n", "2", "--", "cat", stdin=b"hello\nworld\n", timeout=60)
     assert done.returncode == 0, done
     assert tagged_lines(done.stdout) == [(0, "localhost", "hello"), (0, "localhost", "world")]
