@@ -429,7 +429,7 @@ class Job:
                 result.stopped = True
 
     def _time_limit(self, now: float, timeout: float) -> None:
-        running = [r for r in self.results if r.returncode is None and not r.lost]
+        running = [r for r in self.results if r.started and r.returncode is None and not r.lost]
         self.timed_out = [r.node for r in running]
         names = ", ".join(f"node {r.node} ({r.host})" for r in running) or "none"
         self.output.note(
