@@ -32,9 +32,10 @@ Nodes: with a peers file (--peers FILE, or ./peers.txt if present), one host per
 placed in file order, `host slots=N` or `host:N` for several nodes on a host; -n takes the
 first N slots. Without one, -n N nodes (default 1) run on this machine.
 
-The first node that fails (non-zero exit, killed, or lost) ends the job: every other node is
-stopped (SIGTERM, then SIGKILL after a few seconds) and no process of the job survives the
-launcher. Python nodes run with PYTHONUNBUFFERED=1 unless it is set.
+The first node that fails (non-zero exit, killed, MPI_Abort, or lost) ends the job: every
+other node is stopped (SIGTERM, then SIGKILL after a few seconds) and no process of the job
+survives the launcher. Ctrl-C does the same (a second Ctrl-C kills at once). Python nodes run
+with PYTHONUNBUFFERED=1 unless it is set. Piped input goes to node 0; the others read none.
 """
 
 _RUN_EPILOG = """\
