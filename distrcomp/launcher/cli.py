@@ -1,13 +1,301 @@
-"""argparse front end of the ``distrcomp`` command (placeholder until the launcher lands)."""
+"""The ``distrcomp`` command: ``distrcomp run`` launches a program on the nodes and relays
+their output; ``distrcomp hostfile`` shows the hostfile a peers file becomes.
+
+Usage errors (bad option, bad peers file, no MPI found) print one line on stderr and exit 2
+before anything is launched. Nothing here imports ``mpi4py``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
+import re
+import shlex
 import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
 
+_RUN_DESCRIPTION = """\
+Run COMMAND as N nodes under mpiexec and relay every node's output, line by line, tagged with
+the node id and host:
 
-def main(argv: list[str] | None = None) -> int:
+    [node 2 · 10.0.0.3] text
+
+A line is never split or mixed with another node's line. stdout lines go to stdout, stderr
+lines to stderr; the summary (total time; on failure, a table of the nodes that failed with
+their last stderr lines) goes to stderr.
+
+Nodes: with a peers file (--peers FILE, or ./peers.txt if present), one host per line, nodes
+placed in file order, `host slots=N` or `host:N` for several nodes on a host; -n takes the
+first N slots. Without one, -n N nodes (default 1) run on this machine.
+
+The first node that fails (non-zero exit, killed, MPI_Abort, or lost) ends the job: every
+other node is stopped (SIGTERM, then SIGKILL after a few seconds) and no process of the job
+survives the launcher. Ctrl-C does the same (a second Ctrl-C kills at once). Python nodes run
+with PYTHONUNBUFFERED=1 unless it is set. Piped input goes to node 0; the others read none.
+"""
+
+_RUN_EPILOG = """\
+examples:
+  distrcomp run -n 4 examples/ring.py          4 nodes on this machine
+  distrcomp run --peers peers.txt prog.py ARG  one node per slot in peers.txt
+  distrcomp run -n 2 -- sh -c 'g++ main.cpp && ./a.out'
+  distrcomp run -n 4 --timeout 60 prog.py      stop after 60 s, print Python stacks
+  distrcomp run -n 4 --group prog.py           each node's output as one block
+  distrcomp run -n 4 --output-dir logs prog.py also logs/node-<id>.out and .err
+  distrcomp run -n 2 -x OMP_NUM_THREADS=2 --mpi-args "-bind-to core" prog.py
+  distrcomp run --peers peers.txt --dry-run prog.py   show hostfile and mpiexec line
+
+peers.txt:
+  # comment                    blank lines and comments are ignored
+  10.0.0.2                     1 slot
+  10.0.0.3 slots=4             Open MPI style
+  node7.cluster:2              MPICH style
+  fe80::1 slots=2              IPv6 ([fe80::1]:2 in MPICH style)
+
+exit status:
+  0 all nodes succeeded; else the exit status of the node whose failure ended the job
+  (128+N if killed by signal N); 124 time limit; 130 SIGINT; 143 SIGTERM; 129 SIGHUP;
+  2 usage error (nothing launched)
+"""
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class _UsageError(Exception):
+    """A problem with the command line or its inputs: one line on stderr, exit 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distrcomp",
+        description="Message passing with node_id, n_node, send, recv: the launcher.",
+    )
+    commands = parser.add_subparsers(dest="subcommand", metavar="{run,hostfile}")
+    run = commands.add_parser(
+        "run", help="run a program on the nodes, relaying their output",
+        description=_RUN_DESCRIPTION, epilog=_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="distrcomp run [-n N] [--peers FILE] [options] [--] COMMAND [ARGS...]",
+    )
+    run.add_argument("-n", type=_positive_int, metavar="N",
+                     help="number of nodes (default: every slot of the peers file, else 1)")
+    run.add_argument("--peers", metavar="FILE",
+                     help="peers file: one host per line (default: ./peers.txt if present)")
+    run.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                     help="stop every node after SECONDS, print the stacks of Python nodes, "
+                          "exit 124")
+    layout = run.add_mutually_exclusive_group()
+    layout.add_argument("--group", action="store_true",
+                        help="print each node's whole output as one block when it finishes, "
+                             "in node order")
+    layout.add_argument("--no-tag", action="store_true",
+                        help="no [node ...] prefix: the nodes' bytes as written (lines still "
+                             "whole)")
+    run.add_argument("--output-dir", metavar="DIR", type=Path,
+                     help="also write node-<id>.out and node-<id>.err for each node into DIR")
+    run.add_argument("--mpi-args", default="", metavar='"ARGS"',
+                     help="extra options for mpiexec, as one shell-quoted string")
+    run.add_argument("-x", dest="env", action="append", default=[], metavar="VAR[=VALUE]",
+                     help="forward environment variable VAR to every node (setting it to "
+                          "VALUE first); repeatable")
+    run.add_argument("--mpi", choices=("mpich", "openmpi"),
+                     help="assume this MPI instead of detecting it (for --dry-run elsewhere)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the hostfile and the exact mpiexec command line, run nothing")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
+                     help="program and arguments; a .py file runs with this Python")
+
+    hostfile = commands.add_parser(
+        "hostfile", help="print the hostfile a peers file becomes",
+        description="Print the hostfile for the MPI installed (or --format) from a peers file.",
+    )
+    hostfile.add_argument("file", metavar="FILE", help="peers file")
+    hostfile.add_argument("--format", choices=("mpich", "openmpi"),
+                          help="hostfile syntax (default: that of the installed MPI)")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _glue_mpi_args(argv: list[str]) -> list[str]:
+    """``--mpi-args "-x y"`` → ``--mpi-args=-x y``: argparse would take a value that starts
+    with ``-`` for an option. Only before the command (the first ``--`` or ``*.py`` word)."""
+    glued: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "--" or word.endswith(".py"):
+            glued.append(word)
+            glued.extend(words)
+            break
+        if word == "--mpi-args":
+            word = "--mpi-args=" + next(words, "")
+        glued.append(word)
+    return glued
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``distrcomp`` console script; returns the exit code."""
-    sys.stderr.write("distrcomp: the launcher is not implemented yet\n")
+    parser = _parser()
+    args = parser.parse_args(_glue_mpi_args(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        if args.subcommand == "run":
+            return _run(args)
+        if args.subcommand == "hostfile":
+            return _hostfile(args)
+    except _UsageError as exc:
+        sys.stderr.write(f"distrcomp: {exc}\n")
+        return 2
+    parser.print_help(sys.stderr)
     return 2
+
+
+def _flavor(name: str | None):
+    from .flavor import MPIError, detect, forced
+
+    if name:
+        return forced(name)
+    try:
+        return detect()
+    except MPIError as exc:
+        raise _UsageError(str(exc)) from None
+
+
+def _read_peers(path: str):
+    from .peers import PeersFileError, read_peers
+
+    try:
+        return read_peers(path)
+    except PeersFileError as exc:
+        raise _UsageError(str(exc)) from None
+
+
+def _render(hosts, flavor_name: str, path: str) -> str:
+    from .hostfile import HostfileError, render
+
+    try:
+        return render(hosts, flavor_name)
+    except HostfileError as exc:
+        raise _UsageError(f"{path}:{exc.line}: {exc.reason}") from None
+
+
+def _hostfile(args: argparse.Namespace) -> int:
+    hosts = _read_peers(args.file)
+    flavor_name = args.format or _flavor(None).name
+    sys.stdout.write(_render(hosts, flavor_name, args.file))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .command import user_command
+    from .job import Job, JobSpec
+    from .peers import node_hosts
+
+    words = list(args.command)
+    if words[:1] == ["--"]:
+        words = words[1:]
+    if not words:
+        raise _UsageError("run: no COMMAND given (distrcomp run --help shows examples)")
+    if words[0].endswith(".py") and not os.path.isfile(words[0]):
+        raise _UsageError(f"run: {words[0]}: no such file")
+    command = user_command(words)
+
+    peers = args.peers
+    if peers is None and os.path.isfile("peers.txt"):
+        peers = "peers.txt"
+    flavor = _flavor(args.mpi)
+    hostfile_text = None
+    if peers is not None:
+        hosts = _read_peers(peers)
+        try:
+            names = node_hosts(hosts, args.n)
+        except ValueError as exc:
+            raise _UsageError(f"{peers}: {exc}") from None
+        hostfile_text = _render(hosts, flavor.name, peers)
+        used = [host for host in hosts if host.name in set(names)]
+    else:
+        names = ["localhost"] * (args.n or 1)
+        used = []
+
+    try:
+        mpi_args = shlex.split(args.mpi_args)
+    except ValueError as exc:
+        raise _UsageError(f"--mpi-args: {exc}") from None
+    env: dict[str, str | None] = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not _ENV_NAME.match(name):
+            raise _UsageError(f"-x {item}: {name!r} is not a valid environment variable name")
+        env[name] = value if sep else None
+
+    spec = JobSpec(
+        command=command, hosts=names, flavor=flavor, hostfile_text=hostfile_text,
+        mpi_args=mpi_args, env=env, timeout=args.timeout, tagged=not args.no_tag,
+        grouped=args.group, output_dir=args.output_dir,
+    )
+    if args.dry_run:
+        return _dry_run(spec, peers)
+    spec.bind = _relay_address(used, peers or "")
+    try:
+        return Job(spec).run()
+    except OSError as exc:  # mpiexec cannot be started, no socket can be bound, ...
+        raise _UsageError(f"run: cannot launch {spec.flavor.mpiexec}: {exc}") from None
+
+
+def _relay_address(hosts, peers: str) -> str:
+    """Where the launcher listens for its nodes: loopback when every host is this machine,
+    else the local address of the route to the first other host (multi-host launching is
+    another issue's; this keeps the channel ready for it)."""
+    import socket
+
+    here = {"localhost", socket.gethostname().lower()}
+    for host in hosts:
+        name = host.name.rstrip(".").lower()
+        if name in here or name.startswith("127.") or name == "::1":
+            continue
+        try:
+            family, _, _, _, address = socket.getaddrinfo(host.name, 9, type=socket.SOCK_DGRAM)[0]
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect(address)  # sends nothing: only asks the kernel for the route
+                return probe.getsockname()[0]
+        except OSError as exc:
+            raise _UsageError(f"{peers}:{host.line}: cannot reach host {host.name!r}: {exc}") \
+                from None
+    return "127.0.0.1"
+
+
+def _dry_run(spec, peers: str | None) -> int:
+    out = sys.stdout
+    with tempfile.TemporaryDirectory(prefix="distrcomp-") as scratch:
+        hostfile = None
+        if spec.hostfile_text is None:
+            out.write("# no hostfile: every node runs on this machine\n")
+        else:
+            hostfile = os.path.join(scratch, "hostfile")
+            out.write(f"# hostfile from {peers} ({spec.flavor.name} syntax), written to "
+                      f"{hostfile} for the run:\n")
+            out.write(spec.hostfile_text)
+        out.write(f"# mpiexec command line ({spec.n} nodes):\n")
+        out.write(shlex.join(spec.argv(hostfile)) + "\n")
+    return 0

@@ -12,11 +12,13 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from typing import NamedTuple
 
-__all__ = ["Flavor", "MPIError", "detect", "find_mpiexec"]
+__all__ = ["FLAVORS", "MPICH", "OPENMPI", "Flavor", "MPIError", "detect", "find_mpiexec", "forced"]
 
 MPICH, OPENMPI = "mpich", "openmpi"
+FLAVORS = (MPICH, OPENMPI)
 
 
 class MPIError(RuntimeError):
@@ -33,6 +35,19 @@ class Flavor(NamedTuple):
     def oversubscribe_args(self) -> list[str]:
         """Arguments that let more processes than cores run on one host."""
         return ["--oversubscribe"] if self.name == OPENMPI else []
+
+    def hostfile_args(self, path: str) -> list[str]:
+        """Arguments that make mpiexec place the processes as the hostfile at ``path`` says."""
+        return ["--hostfile", path] if self.name == OPENMPI else ["-f", path]
+
+    def env_args(self, names: Sequence[str]) -> list[str]:
+        """Arguments that forward the environment variables ``names`` (values taken from
+        mpiexec's own environment, never written on the command line) to every process."""
+        if not names:
+            return []
+        if self.name == OPENMPI:
+            return [arg for name in names for arg in ("-x", name)]
+        return ["-genvlist", ",".join(names)]
 
 
 def find_mpiexec() -> str:
@@ -77,3 +92,19 @@ def _detect(mpiexec: str) -> Flavor:
 def detect() -> Flavor:
     """The installed MPI (cached per mpiexec path). Raises MPIError if none is usable."""
     return _detect(find_mpiexec())
+
+
+def forced(name: str) -> Flavor:
+    """The flavour ``name`` (``"mpich"`` or ``"openmpi"``) without asking mpiexec which it is.
+
+    Used to print command lines for another MPI (``--mpi``); the mpiexec path is the one
+    :func:`find_mpiexec` finds, or plain ``mpiexec`` if there is none. Raises ValueError for an
+    unknown name.
+    """
+    if name not in FLAVORS:
+        raise ValueError(f"unknown MPI flavour {name!r} (expected one of {', '.join(FLAVORS)})")
+    try:
+        mpiexec = find_mpiexec()
+    except MPIError:
+        mpiexec = "mpiexec"
+    return Flavor(name, mpiexec, f"{name} (forced)")

@@ -1,0 +1,211 @@
+"""The channel from each node's wrapper back to the launcher: authentication and framing.
+
+Every node wrapper (:mod:`distrcomp.launcher.node`) opens one TCP connection to the launcher.
+The launcher listens only for the duration of the job, on the address the nodes need (loopback
+when every node is on this machine), and stops listening once every node is connected.
+
+Authentication is mutual, by a per-job secret that travels in the environment
+(``DISTRCOMP_RELAY_SECRET``, never on a command line) and never over the wire::
+
+    launcher → node   MAGIC, launcher nonce (32 bytes)
+    node → launcher   node id (u32), node nonce (32), HMAC(secret, "node" | nonces | id)
+    launcher → node   HMAC(secret, "launcher" | nonces | id)
+
+Proofs are compared with :func:`hmac.compare_digest`. A peer that fails, stalls or sends too
+much is dropped before it can send a single frame. After that, frames are ``kind`` (u8),
+``length`` (u32, big-endian) and ``length`` bytes of payload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import socket
+import struct
+from typing import Any
+
+__all__ = [
+    "BYE",
+    "DUMP",
+    "ENV_ADDRESS",
+    "ENV_JOB",
+    "ENV_SECRET",
+    "ERR",
+    "EXIT",
+    "OUT",
+    "STOP",
+    "ChannelError",
+    "FrameReader",
+    "ServerHandshake",
+    "connect",
+    "encode",
+    "encode_json",
+    "format_address",
+    "new_secret",
+    "parse_address",
+]
+
+ENV_ADDRESS = "DISTRCOMP_RELAY"  # host:port of the launcher's listener
+ENV_SECRET = "DISTRCOMP_RELAY_SECRET"  # hex; removed from the environment of the user's command
+ENV_JOB = "DISTRCOMP_JOB"  # unique job id; every process of the job carries it
+
+# node → launcher
+OUT, ERR, EXIT = 1, 2, 4  # EXIT's payload: JSON {"returncode": N}
+# launcher → node
+STOP, DUMP, BYE = 10, 11, 12
+
+MAGIC = b"DCR1"
+_NONCE = 32
+_MAC = 32
+_HEADER = struct.Struct(">BI")
+_NODE_ID = struct.Struct(">I")
+MAX_FRAME = 8 << 20  # a frame carries at most one read of a pipe, far below this
+
+
+class ChannelError(Exception):
+    """The channel could not be set up or broke its protocol (bad proof, bad frame, closed)."""
+
+
+def new_secret() -> str:
+    """A fresh per-job secret, as hex text for the environment."""
+    return secrets.token_hex(32)
+
+
+def _proof(secret: str, role: bytes, launcher_nonce: bytes, node_nonce: bytes, node: int) -> bytes:
+    message = role + launcher_nonce + node_nonce + _NODE_ID.pack(node)
+    return hmac.new(bytes.fromhex(secret), message, hashlib.sha256).digest()
+
+
+def encode(kind: int, payload: bytes = b"") -> bytes:
+    """One frame."""
+    return _HEADER.pack(kind, len(payload)) + payload
+
+
+def encode_json(kind: int, value: dict[str, Any]) -> bytes:
+    """One frame whose payload is ``value`` as JSON."""
+    return encode(kind, json.dumps(value).encode())
+
+
+class FrameReader:
+    """Cuts a byte stream into frames. Not thread-safe; one per connection."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """Add received bytes; return the frames now complete, in order.
+
+        Raises ChannelError for a frame longer than MAX_FRAME.
+        """
+        self._buffer += data
+        frames = []
+        start = 0
+        buffer = self._buffer
+        while len(buffer) - start >= _HEADER.size:
+            kind, length = _HEADER.unpack_from(buffer, start)
+            if length > MAX_FRAME:
+                raise ChannelError(f"frame of {length} bytes exceeds the limit of {MAX_FRAME}")
+            end = start + _HEADER.size + length
+            if len(buffer) < end:
+                break
+            frames.append((kind, bytes(buffer[start + _HEADER.size:end])))
+            start = end
+        if start:
+            del buffer[:start]
+        return frames
+
+
+class ServerHandshake:
+    """The launcher's side of one connection's handshake, fed bytes as they arrive.
+
+    Send :attr:`greeting` first. :meth:`feed` returns None while the node's proof is
+    incomplete, then the authenticated node id; send :attr:`reply` after that.
+    """
+
+    SIZE = _NODE_ID.size + _NONCE + _MAC  # what the node sends; never more before the reply
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret
+        self._nonce = secrets.token_bytes(_NONCE)
+        self._buffer = b""
+        self.greeting = MAGIC + self._nonce
+        self.reply = b""
+
+    def feed(self, data: bytes) -> int | None:
+        """Consume handshake bytes. Raises ChannelError if the proof is wrong or too long."""
+        self._buffer += data
+        if len(self._buffer) > self.SIZE:
+            raise ChannelError("peer sent data before being authenticated")
+        if len(self._buffer) < self.SIZE:
+            return None
+        (node,) = _NODE_ID.unpack_from(self._buffer)
+        node_nonce = self._buffer[_NODE_ID.size:_NODE_ID.size + _NONCE]
+        mac = self._buffer[_NODE_ID.size + _NONCE:]
+        expected = _proof(self._secret, b"node", self._nonce, node_nonce, node)
+        if not hmac.compare_digest(mac, expected):
+            raise ChannelError("wrong proof of the job secret")
+        self.reply = _proof(self._secret, b"launcher", self._nonce, node_nonce, node)
+        return node
+
+
+def connect(address: str, secret: str, node: int, timeout: float = 30.0) -> socket.socket:
+    """Node side: connect to the launcher at ``address`` (``host:port``) as ``node``.
+
+    Blocking, at most about ``timeout`` seconds. Returns the authenticated socket (blocking,
+    no timeout). Raises ChannelError naming the address if the launcher is unreachable or
+    does not prove it knows the secret.
+    """
+    host, port = parse_address(address)
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise ChannelError(f"cannot connect to the launcher at {address}: {exc}") from None
+    try:
+        greeting = _recv_exactly(sock, len(MAGIC) + _NONCE)
+        if greeting[:len(MAGIC)] != MAGIC:
+            raise ChannelError(f"{address} is not a distrcomp launcher")
+        launcher_nonce = greeting[len(MAGIC):]
+        node_nonce = secrets.token_bytes(_NONCE)
+        sock.sendall(
+            _NODE_ID.pack(node) + node_nonce
+            + _proof(secret, b"node", launcher_nonce, node_nonce, node)
+        )
+        reply = _recv_exactly(sock, _MAC)
+        expected = _proof(secret, b"launcher", launcher_nonce, node_nonce, node)
+        if not hmac.compare_digest(reply, expected):
+            raise ChannelError(f"the listener at {address} does not know the job secret")
+    except (OSError, ChannelError) as exc:
+        sock.close()
+        if isinstance(exc, ChannelError):
+            raise
+        raise ChannelError(f"handshake with the launcher at {address} failed: {exc}") from None
+    sock.settimeout(None)
+    return sock
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ChannelError("the launcher closed the connection during the handshake")
+        data += chunk
+    return data
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with brackets around an IPv6 host."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """Inverse of :func:`format_address`. Raises ChannelError for a malformed address."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ChannelError(f"malformed launcher address {text!r} (expected host:port)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+

@@ -1,0 +1,558 @@
+"""One run of ``distrcomp run``: start mpiexec, relay the nodes, enforce the time limit, stop
+every node on the first failure or on a signal, leave no process behind, report.
+
+The launcher is a single-threaded event loop over: the relay listener and one authenticated
+connection per node (see :mod:`.channel`), mpiexec's own stdout/stderr, and a wake-up socket
+for signals. It never initialises MPI.
+
+Ending the job, whatever the reason (a node failed, the time limit, SIGINT/SIGTERM/SIGHUP):
+every node still running is told to stop (its wrapper sends SIGTERM, then SIGKILL after
+:data:`.node.STOP_GRACE` s); if mpiexec has not exited some seconds later it gets SIGTERM, then
+SIGKILL. Last, every process still carrying this job's id in its environment is killed and
+named, so no process of the job outlives the launcher.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import channel, procs
+from .command import mpiexec_argv, node_argv
+from .flavor import Flavor
+from .node import STOP_GRACE
+from .relay import LineBuffer, Output, Sink
+from .report import EXIT_TIMEOUT, NodeResult, abort_code, exit_status, root_cause, summary
+
+__all__ = ["Job", "JobSpec", "forwarded_names"]
+
+CONNECT_TIMEOUT = 60.0  # every node must have connected by then
+HANDSHAKE_TIMEOUT = 10.0  # an unauthenticated connection is dropped after this
+MAX_UNAUTHENTICATED = 64
+DUMP_WAIT = 1.5  # after SIGUSR1 at the time limit, time given to faulthandler before stopping
+STOP_WAIT = STOP_GRACE + 3.0  # after telling nodes to stop, before mpiexec gets SIGTERM
+KILL_WAIT = 3.0  # after mpiexec got SIGTERM, before SIGKILL
+EXIT_WAIT = 10.0  # after every node reported, time mpiexec gets to exit on its own
+AFTER_MPIEXEC = 2.0  # after mpiexec exited, time nodes' connections get to report
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@dataclass
+class JobSpec:
+    """Everything one run needs. ``hosts[i]`` is where node ``i`` runs (shown in its tag).
+
+    ``hostfile_text`` None means every node on this machine (no hostfile); ``env`` maps names
+    of variables to forward to their value (None: the launcher's own value).
+    """
+
+    command: list[str]
+    hosts: list[str]
+    flavor: Flavor
+    hostfile_text: str | None = None
+    mpi_args: list[str] = field(default_factory=list)
+    env: dict[str, str | None] = field(default_factory=dict)
+    timeout: float | None = None
+    tagged: bool = True
+    grouped: bool = False
+    output_dir: Path | None = None
+    bind: str = "127.0.0.1"
+
+    @property
+    def n(self) -> int:
+        """Number of nodes."""
+        return len(self.hosts)
+
+    def argv(self, hostfile: str | None) -> list[str]:
+        """The exact mpiexec command line, given the path the hostfile is written to."""
+        return mpiexec_argv(
+            self.flavor, self.n, node_argv(self.command), hostfile=hostfile,
+            env_names=forwarded_names(self.env), mpi_args=self.mpi_args,
+        )
+
+
+def forwarded_names(env: dict[str, str | None]) -> list[str]:
+    """Variables forwarded to every node: the relay's, PYTHONUNBUFFERED, then the user's."""
+    fixed = [channel.ENV_ADDRESS, channel.ENV_SECRET, channel.ENV_JOB, "PYTHONUNBUFFERED"]
+    return fixed + [name for name in env if name not in fixed]
+
+
+class _Conn:
+    """One connection to the relay listener: first a handshake, then a node's frames."""
+
+    def __init__(self, sock: socket.socket, peer: str, secret: str, now: float) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.handshake: channel.ServerHandshake | None = channel.ServerHandshake(secret)
+        self.deadline = now + HANDSHAKE_TIMEOUT
+        self.node: int | None = None
+        self.frames = channel.FrameReader()
+
+    def send(self, frame: bytes) -> None:
+        try:
+            self.sock.sendall(frame)
+        except OSError:
+            pass  # the node is gone; its end is seen as EOF
+
+
+class Job:
+    """One launch of ``spec``; :meth:`run` returns the exit code of ``distrcomp run``."""
+
+    def __init__(self, spec: JobSpec, stdout_fd: int = 1, stderr_fd: int = 2) -> None:
+        self.spec = spec
+        self.stderr_fd = stderr_fd
+        self.output = Output(
+            spec.hosts, Sink(stdout_fd), Sink(stderr_fd), tagged=spec.tagged,
+            grouped=spec.grouped, directory=spec.output_dir,
+        )
+        self.results = [NodeResult(i, host) for i, host in enumerate(spec.hosts)]
+        self.job_id = secrets.token_hex(12)
+        self.secret = channel.new_secret()
+        self.selector = selectors.DefaultSelector()
+        self.conns: dict[socket.socket, _Conn] = {}
+        self.by_node: dict[int, _Conn] = {}
+        self.listener: socket.socket | None = None
+        self.proc: subprocess.Popen | None = None
+        self.mpiexec_rc: int | None = None
+        self.mpiexec_exited_at = 0.0
+        self.mpiexec_buffers: dict[int, LineBuffer] = {}
+        self.mpiexec_held: deque[str] = deque(maxlen=12)  # mpiexec's last lines not shown
+        self.signals: list[int] = []
+        self.stop_reason: str | None = None  # "failure", "timeout" or "signal"
+        self.stop_signal = 0
+        self.stopped_at = 0.0
+        self.dump_until: float | None = None
+        self.timed_out: list[int] = []
+        self.bye_at: float | None = None
+        self.term_at: float | None = None
+        self.kill_at: float | None = None
+        self.abandon = False
+        self.notes: list[str] = []
+
+    # -- public -----------------------------------------------------------------------------
+    def run(self) -> int:
+        """Launch, relay until the job is over, clean up, print the summary; return the exit code."""
+        self.start = time.monotonic()
+        previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+        wake_r, wake_w = socket.socketpair()
+        wake_w.setblocking(False)
+        old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
+        try:
+            with tempfile.TemporaryDirectory(prefix="distrcomp-") as scratch:
+                self._launch(scratch)
+                self.selector.register(wake_r, selectors.EVENT_READ, "wake")
+                self._loop(wake_r)
+        finally:
+            self._tear_down()
+            signal.set_wakeup_fd(old_wakeup)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            wake_r.close()
+            wake_w.close()
+        return self._finish()
+
+    # -- start -------------------------------------------------------------------------------
+    def _launch(self, scratch: str) -> None:
+        spec = self.spec
+        family = socket.AF_INET6 if ":" in spec.bind else socket.AF_INET
+        self.listener = socket.socket(family, socket.SOCK_STREAM)
+        self.listener.bind((spec.bind, 0))
+        self.listener.listen(min(spec.n, 1024) + 16)
+        self.listener.setblocking(False)
+        self.selector.register(self.listener, selectors.EVENT_READ, "listen")
+        port = self.listener.getsockname()[1]
+
+        hostfile = None
+        if spec.hostfile_text is not None:
+            hostfile = os.path.join(scratch, "hostfile")
+            Path(hostfile).write_text(spec.hostfile_text)
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")  # live output from Python nodes
+        env.update({name: value for name, value in spec.env.items() if value is not None})
+        env[channel.ENV_ADDRESS] = channel.format_address(spec.bind, port)
+        env[channel.ENV_SECRET] = self.secret
+        env[channel.ENV_JOB] = self.job_id
+        stdin = None
+        if sys.stdin is None or sys.stdin.closed or sys.stdin.isatty():
+            # mpiexec in its own session must not read the terminal (it would be stopped)
+            stdin = subprocess.DEVNULL
+        # Own session: a Ctrl-C in the terminal reaches the launcher only, which stops the
+        # nodes in order instead of racing mpiexec's own signal handling.
+        self.proc = subprocess.Popen(
+            spec.argv(hostfile), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, start_new_session=True,
+        )
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            assert pipe is not None
+            os.set_blocking(pipe.fileno(), False)
+            self.mpiexec_buffers[pipe.fileno()] = LineBuffer()
+            self.selector.register(pipe.fileno(), selectors.EVENT_READ, "mpiexec")
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _loop(self, wake: socket.socket) -> None:
+        while True:
+            # mpiexec's exit is polled: often once every node has reported, rarely otherwise
+            for key, _ in self.selector.select(0.02 if self.bye_at is not None else 0.25):
+                what = key.data
+                if what == "listen":
+                    self._accept()
+                elif what == "conn":
+                    self._read_conn(self.conns[key.fileobj])  # type: ignore[index]
+                elif what == "mpiexec":
+                    self._read_mpiexec(key.fd)
+                else:
+                    wake.recv(512)
+            while self.signals:
+                self._interrupted(self.signals.pop(0))
+            self.output.flush()
+            if self._tick(time.monotonic()):
+                return
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.signals.append(signum)
+
+    def _tick(self, now: float) -> bool:
+        """Timers and the end condition; True when the job is over."""
+        assert self.proc is not None
+        if self.mpiexec_rc is None:
+            self.mpiexec_rc = self.proc.poll()
+            if self.mpiexec_rc is not None:
+                self.mpiexec_exited_at = now
+        for conn in [c for c in self.conns.values() if c.node is None and now > c.deadline]:
+            self._reject(conn, f"no valid proof within {HANDSHAKE_TIMEOUT:g} s")
+
+        timeout = self.spec.timeout
+        if timeout is not None and self.stop_reason is None and self.dump_until is None \
+                and now - self.start >= timeout:
+            self._time_limit(now, timeout)
+        if self.dump_until is not None and now >= self.dump_until and self.stop_reason is None:
+            self._begin_stop("timeout", now)
+        if self.stop_reason is None and now - self.start > CONNECT_TIMEOUT:
+            for result in self.results:
+                if not result.started:
+                    result.failed_at = now
+            if any(not r.started for r in self.results):
+                self._begin_stop("failure", now)
+
+        # Every node that started has reported, and none is still expected to start.
+        reported = all(r.returncode is not None or r.lost for r in self.results if r.started) \
+            and (self.stop_reason is not None or all(r.started for r in self.results))
+        if reported and self.bye_at is None:
+            for conn in self.by_node.values():
+                conn.send(channel.encode(channel.BYE))
+            self.bye_at = now
+        if self.mpiexec_rc is not None:
+            if reported or now >= self.mpiexec_exited_at + AFTER_MPIEXEC:
+                return True
+        elif self.term_at is None:
+            deadlines = []
+            if self.stop_reason is not None:
+                deadlines.append(self.stopped_at + STOP_WAIT)
+            if self.bye_at is not None:
+                deadlines.append(self.bye_at + EXIT_WAIT)
+            if deadlines and now >= min(deadlines):
+                self._signal_mpiexec(signal.SIGTERM)
+                self.term_at = now
+        elif self.kill_at is None and now >= self.term_at + KILL_WAIT:
+            self._signal_mpiexec(signal.SIGKILL)
+            self.kill_at = now
+        elif self.kill_at is not None and now >= self.kill_at + KILL_WAIT:
+            return True  # mpiexec does not die: give up waiting, the tear-down kills what is left
+        return self.abandon
+
+    # -- relay connections -----------------------------------------------------------------
+    def _accept(self) -> None:
+        assert self.listener is not None
+        while True:
+            try:
+                sock, peer = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.notes.append(f"distrcomp: accepting a node connection failed: {exc}")
+                return
+            pending = sum(1 for c in self.conns.values() if c.node is None)
+            if pending >= MAX_UNAUTHENTICATED:
+                sock.close()
+                continue
+            sock.settimeout(5.0)  # only sends can wait; reads happen when select says so
+            conn = _Conn(sock, f"{peer[0]}:{peer[1]}", self.secret, time.monotonic())
+            assert conn.handshake is not None
+            conn.send(conn.handshake.greeting)
+            self.conns[sock] = conn
+            self.selector.register(sock, selectors.EVENT_READ, "conn")
+
+    def _read_conn(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(1 << 16)
+        except OSError:
+            data = b""
+        if conn.handshake is not None:
+            self._authenticate(conn, data)
+            return
+        if not data:
+            self._close(conn)
+            self._node_lost(conn.node)  # type: ignore[arg-type]
+            return
+        try:
+            frames = conn.frames.feed(data)
+        except channel.ChannelError as exc:
+            self.notes.append(f"distrcomp: node {conn.node}: {exc}; dropping its connection")
+            self._close(conn)
+            self._node_lost(conn.node)  # type: ignore[arg-type]
+            return
+        for kind, payload in frames:
+            self._on_frame(conn.node, kind, payload)  # type: ignore[arg-type]
+
+    def _authenticate(self, conn: _Conn, data: bytes) -> None:
+        assert conn.handshake is not None
+        if not data:
+            self._reject(conn, "closed during the handshake")
+            return
+        try:
+            node = conn.handshake.feed(data)
+        except channel.ChannelError as exc:
+            self._reject(conn, str(exc))
+            return
+        if node is None:
+            return
+        if node >= self.spec.n:
+            self._reject(conn, f"node id {node} out of range (the job has {self.spec.n} nodes)")
+            return
+        if node in self.by_node:
+            self._reject(conn, f"node {node} is already connected")
+            return
+        conn.send(conn.handshake.reply)
+        conn.handshake = None
+        conn.node = node
+        self.by_node[node] = conn
+        self.results[node].started = True
+        if self.stop_reason is not None:
+            conn.send(channel.encode(channel.STOP, bytes([signal.SIGTERM])))
+            self.results[node].stopped = True
+        if len(self.by_node) == self.spec.n:
+            self._close_listener()  # nobody else has any business connecting
+
+    def _reject(self, conn: _Conn, reason: str) -> None:
+        self.output.note("err", f"distrcomp: rejected a connection from {conn.peer}: {reason}")
+        self._close(conn)
+
+    def _close(self, conn: _Conn) -> None:
+        if conn.sock in self.conns:
+            del self.conns[conn.sock]
+            self.selector.unregister(conn.sock)
+        conn.sock.close()
+
+    def _close_listener(self) -> None:
+        if self.listener is not None:
+            self.selector.unregister(self.listener)
+            self.listener.close()
+            self.listener = None
+
+    def _on_frame(self, node: int, kind: int, payload: bytes) -> None:
+        if kind == channel.OUT:
+            self.output.lines(node, "out", payload)
+        elif kind == channel.ERR:
+            self.output.lines(node, "err", payload)
+        elif kind == channel.EXIT:
+            result = self.results[node]
+            if result.returncode is not None:
+                return
+            try:
+                result.returncode = int(json.loads(payload)["returncode"])
+            except (ValueError, KeyError, TypeError):
+                result.returncode = 1
+            self.output.finished(node)
+            if self.bye_at is not None:  # a latecomer, started while the job was ending
+                self.by_node[node].send(channel.encode(channel.BYE))
+            if result.returncode != 0:
+                now = time.monotonic()
+                result.failed_at = now
+                self._begin_stop("failure", now)
+        # unknown kinds are ignored: a newer wrapper may say more than this launcher knows
+
+    def _node_lost(self, node: int) -> None:
+        result = self.results[node]
+        if result.returncode is not None or result.lost:
+            return
+        now = time.monotonic()
+        result.lost = True
+        result.failed_at = now
+        self.output.finished(node)
+        self._begin_stop("failure", now)
+
+    # -- mpiexec's own output ---------------------------------------------------------------
+    def _read_mpiexec(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        buffer = self.mpiexec_buffers[fd]
+        lines = buffer.feed(data) if data else buffer.finish()
+        if not data:
+            self.selector.unregister(fd)
+        if lines:
+            self._mpiexec_lines(lines)
+
+    def _mpiexec_lines(self, lines: bytes) -> None:
+        # Once the launcher stops the job, mpiexec's reports ("BAD TERMINATION ...") describe
+        # what the launcher did; they are kept for the summary instead of shown.
+        if self.stop_reason is None:
+            self.output.launcher_lines("[mpiexec] ", lines)
+            return
+        text = lines.decode("utf-8", "replace").splitlines()
+        self.mpiexec_held.extend(line for line in text if line.strip(" =\t"))
+
+    # -- ending ------------------------------------------------------------------------------
+    def _begin_stop(self, reason: str, now: float) -> None:
+        """Tell every node still running to stop (idempotent: the first reason is kept)."""
+        if self.stop_reason is not None:
+            return
+        self.stop_reason = reason
+        self.stopped_at = now
+        for node, conn in self.by_node.items():
+            result = self.results[node]
+            if result.returncode is None and not result.lost:
+                conn.send(channel.encode(channel.STOP, bytes([signal.SIGTERM])))
+                result.stopped = True
+
+    def _time_limit(self, now: float, timeout: float) -> None:
+        running = [r for r in self.results if r.started and r.returncode is None and not r.lost]
+        self.timed_out = [r.node for r in running]
+        names = ", ".join(f"node {r.node} ({r.host})" for r in running) or "none"
+        self.output.note(
+            "err", f"distrcomp: time limit of {timeout:g} s exceeded; still running: {names}; "
+            "stacks of their Python threads follow (nodes that imported distrcomp)",
+        )
+        for result in running:
+            conn = self.by_node.get(result.node)
+            if conn is not None:
+                conn.send(channel.encode(channel.DUMP))
+        self.dump_until = now + DUMP_WAIT
+
+    def _interrupted(self, signum: int) -> None:
+        now = time.monotonic()
+        name = signal.Signals(signum).name
+        if self.stop_reason == "signal":
+            # asked twice: stop waiting politely
+            self.output.note("err", f"distrcomp: {name} again; killing every process of the job")
+            self.abandon = True
+            return
+        self.output.note("err", f"distrcomp: {name} received; stopping every node")
+        self.stop_signal = signum
+        self.stop_reason = None  # a signal overrides a stop already under way
+        self._begin_stop("signal", now)
+
+    def _signal_mpiexec(self, signum: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def _tear_down(self) -> None:
+        """Close the channel, make sure mpiexec and every process of the job are gone."""
+        self._close_listener()
+        for conn in list(self.conns.values()):
+            self._close(conn)
+        proc = self.proc
+        if proc is not None:
+            if proc.poll() is None:
+                self._signal_mpiexec(signal.SIGKILL)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            for fd, buffer in list(self.mpiexec_buffers.items()):
+                self._drain_mpiexec(fd, buffer)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        self.selector.close()
+        leftovers = self._kill_leftovers()
+        if leftovers:
+            names = ", ".join(f"{pid} ({comm})" for pid, comm in leftovers)
+            self.notes.append(f"distrcomp: killed {len(leftovers)} leftover processes: {names}")
+
+    def _drain_mpiexec(self, fd: int, buffer: LineBuffer) -> None:
+        while True:
+            try:
+                data = os.read(fd, 1 << 16)
+            except (BlockingIOError, OSError):
+                data = b""
+            lines = buffer.feed(data) if data else buffer.finish()
+            if lines:
+                self._mpiexec_lines(lines)
+            if not data:
+                return
+
+    def _kill_leftovers(self) -> list[tuple[int, str]]:
+        """Kill the processes of this job still alive after a short grace (wrappers that were
+        told goodbye are exiting on their own); return those killed."""
+        killed: list[tuple[int, str]] = []
+        grace_until = time.monotonic() + 1.0
+        for _ in range(50):
+            found = procs.processes_with_env(channel.ENV_JOB, self.job_id, exclude=(os.getpid(),))
+            if not found:
+                break
+            if time.monotonic() < grace_until:
+                time.sleep(0.05)
+                continue
+            for pid, comm in found:
+                if procs.send_signal(pid, signal.SIGKILL):
+                    killed.append((pid, comm))
+            time.sleep(0.05)  # a dying process may have forked: look again
+        return killed
+
+    def _finish(self) -> int:
+        """Print notes, grouped blocks and the summary; return the exit code."""
+        elapsed = time.monotonic() - self.start
+        for result in self.results:
+            if result.returncode is None and not result.lost and result.started:
+                result.lost = True  # connected, never reported, and now gone
+            if not result.ok:
+                result.stderr_tail = self.output.last_stderr(result.node)
+                result.aborted = abort_code(self.output.stderr_end(result.node))
+        self.output.close()
+        cause = root_cause(self.results)
+        headline = None
+        code = 0
+        if self.stop_reason == "signal":
+            name = signal.Signals(self.stop_signal).name
+            headline = f"distrcomp: interrupted by {name}; every node was stopped"
+            code = 128 + self.stop_signal
+        elif self.stop_reason == "timeout":
+            names = ", ".join(str(node) for node in self.timed_out) or "none"
+            headline = (f"distrcomp: time limit of {self.spec.timeout:g} s exceeded; "
+                        f"nodes still running then: {names}")
+            code = EXIT_TIMEOUT
+        elif cause is not None:
+            if cause.aborted is not None:
+                code = cause.aborted & 0xFF
+            elif cause.returncode is not None:
+                code = exit_status(cause.returncode)
+            code = code or self.mpiexec_rc or 1
+        elif self.mpiexec_rc:
+            headline = f"distrcomp: mpiexec exited with code {self.mpiexec_rc}"
+            code = self.mpiexec_rc
+        lines = list(self.notes)
+        if code and any(not r.started or r.lost for r in self.results) and self.mpiexec_held:
+            lines.append("distrcomp: mpiexec's last words:")
+            lines.extend(f"  | {text}" for text in self.mpiexec_held)
+        lines += summary(self.results, elapsed, cause, headline)
+        err = Sink(self.stderr_fd)
+        err.write("".join(line + "\n" for line in lines).encode("utf-8", "replace"))
+        err.flush()
+        return code

@@ -1,0 +1,408 @@
+"""The per-node wrapper: ``python -m distrcomp.launcher.node -- COMMAND [ARGS...]``.
+
+``distrcomp run`` makes mpiexec start this instead of the user's command on every node. It
+runs the command with its stdout and stderr on pipes and forwards whole lines, framed, over an
+authenticated connection to the launcher (see :mod:`distrcomp.launcher.channel`), then reports
+how the command ended. It also carries out the launcher's orders: stop the command, or ask the
+Python processes of the node for a stack dump (SIGUSR1, which distrcomp routes to faulthandler).
+
+Three processes per node, so that nothing of the node is lost when MPI kills it::
+
+    mpiexec's proxy ─> stub (the process MPI knows; its process group is the node's)
+                        └─ relay (own process group: survives MPI's kill of the node's group)
+                             └─ COMMAND (in the stub's group, so MPI's cleanup reaches it)
+
+When a node calls ``MPI_Abort``, MPICH kills the process group of every node with SIGKILL. The
+relay is outside that group: it still reads what the command wrote before dying (its last
+traceback lines are often the most important output of the job) and reports the exit status.
+The command inherits MPI's environment and file descriptors (MPICH's ``PMI_FD``) unchanged;
+the stub keeps its own copies open, so a command that crashes does not make MPI kill every
+node at once -- the launcher stops them and knows which node failed first.
+
+Exit status: the command's (128 + N when killed by signal N). The relay exits once the launcher
+says goodbye, or at once if the launcher is gone (after stopping the command).
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from . import channel, procs
+from .relay import LineBuffer
+
+__all__ = ["STOP_GRACE", "main"]
+
+STOP_GRACE = 3.0  # seconds between the stop signal and SIGKILL
+_DRAIN = 2.0  # after the command exits, how long a pipe held open by an escaped process is read
+_TICK = 0.1
+_COALESCE = 0.002  # seconds queued lines may wait for more before they are sent
+_BATCH = 1 << 18  # send at once when this much is queued
+_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command after ``--`` as this node; returns (stub) the command's exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--"]:
+        args = args[1:]
+    if not args:
+        sys.stderr.write("usage: python -m distrcomp.launcher.node -- COMMAND [ARGS...]\n")
+        return 2
+    try:
+        address = os.environ.pop(channel.ENV_ADDRESS)
+        secret = os.environ.pop(channel.ENV_SECRET)
+    except KeyError as exc:
+        sys.stderr.write(f"distrcomp node: {exc.args[0]} is not set; start nodes with distrcomp run\n")
+        return 2
+    node = _rank()
+    if node is None:
+        sys.stderr.write(f"distrcomp node: none of {', '.join(_RANK_VARIABLES)} is set\n")
+        return 2
+    inherited = _open_fds()
+    stub = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    relay_pid = os.fork()
+    if relay_pid == 0:
+        code = 1
+        try:
+            os.setpgid(0, 0)
+            code = _Relay(node, address, secret, args, stub, inherited).run()
+        except BaseException as exc:  # noqa: BLE001 - the relay must never return into the stub
+            sys.stderr.write(f"distrcomp node {node}: relay failed: {exc!r}\n")
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    return _stub(relay_pid)
+
+
+def _rank() -> int | None:
+    for name in _RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+def _open_fds() -> list[int]:
+    """Inheritable descriptors above stderr: those this process got from mpiexec (MPI's own,
+    and whatever else it leaked). Python's own descriptors are not inheritable."""
+    try:
+        listed = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        return []
+    fds = []
+    for fd in sorted(listed):
+        if fd <= 2:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                fds.append(fd)
+        except OSError:  # the descriptor listdir itself used, closed by now
+            continue
+    return fds
+
+
+def _close(fds: Sequence[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _stub(relay_pid: int) -> int:
+    """The process MPI started: forwards termination signals to the relay, waits, mirrors its status.
+
+    The stub keeps its copies of MPI's descriptors (MPICH's PMI socket) open until the end, so
+    a command that dies does not make MPI kill every node at once: the launcher stops them in
+    order and knows which node failed first. (``MPI_Abort`` still kills at once, by design.)
+    """
+
+    def forward(signum: int, _frame: object) -> None:
+        procs.send_signal(relay_pid, signum)
+
+    for signum in _FORWARDED:
+        signal.signal(signum, forward)
+    _, status = os.waitpid(relay_pid, 0)
+    if os.WIFSIGNALED(status):
+        # The relay was killed: nobody will stop the command, so do it here.
+        for pid in procs.group_members(os.getpgrp(), exclude=(os.getpid(),)):
+            procs.send_signal(pid, signal.SIGKILL)
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+class _Relay:
+    """Runs the command, forwards its output, obeys the launcher. One per node."""
+
+    def __init__(
+        self, node: int, address: str, secret: str, command: list[str], stub: int,
+        inherited: Sequence[int],
+    ) -> None:
+        self.node = node
+        self.address = address
+        self.secret = secret
+        self.command = command
+        self.stub = stub
+        self.inherited = inherited
+        # Under MPICH the stub leads its own process group, which MPI kills on abort: the
+        # command joins it. Otherwise (Open MPI) the command gets a process group of its own.
+        self.shares_stub_group = os.getpgid(stub) == stub
+        self.sock: socket.socket | None = None
+        self.child: subprocess.Popen | None = None
+        self.group = 0
+        self.signals: list[int] = []
+        self.launcher_gone = False
+        self.stub_gone = False
+        self.outgoing: list[tuple] = []  # (kind, bytearray of whole lines) not yet sent
+        self.outgoing_size = 0
+        self.kill_at: float | None = None
+
+    # -- setup -----------------------------------------------------------------------------
+    def run(self) -> int:
+        """Connect, run the command to its end, report it; return the exit status to mirror."""
+        try:
+            self.sock = channel.connect(self.address, self.secret, self.node)
+        except channel.ChannelError as exc:
+            sys.stderr.write(f"distrcomp node {self.node}: {exc}\n")
+            return 1
+        wake_r, wake_w = socket.socketpair()
+        wake_w.setblocking(False)
+        signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        for signum in _FORWARDED:
+            signal.signal(signum, self._on_signal)
+        returncode = self._start()
+        if self.child is not None:
+            returncode = self._supervise(wake_r)
+        self._send(channel.encode_json(channel.EXIT, {"returncode": returncode}))
+        self._await_goodbye(wake_r)
+        return _exit_status(returncode)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.signals.append(signum)
+
+    def _start(self) -> int:
+        env = dict(os.environ)  # ENV_SECRET and ENV_ADDRESS were removed in main()
+        group: dict[str, object] = {}
+        pgid = self.stub if self.shares_stub_group else 0
+        if sys.version_info >= (3, 11):
+            group["process_group"] = pgid
+        else:
+            group["preexec_fn"] = lambda: os.setpgid(0, pgid)
+        try:
+            # close_fds=False: the command needs MPI's inherited descriptors; the relay's own
+            # (socket, pipes) are non-inheritable, so they do not leak into it.
+            # Input goes to node 0 only (as MPI forwards it); the others read an empty stdin
+            # rather than a pipe mpiexec never closes.
+            self.child = subprocess.Popen(
+                self.command, stdin=None if self.node == 0 else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=False, env=env, **group,
+            )
+        except OSError as exc:
+            message = f"distrcomp: cannot run {self.command[0]!r}: {exc.strerror or exc}\n"
+            self._send(channel.encode(channel.ERR, message.encode()))
+            return 127
+        finally:
+            _close(self.inherited)
+        self.group = pgid or self.child.pid
+        return 0
+
+    # -- the command's lifetime ------------------------------------------------------------
+    def _supervise(self, wake: socket.socket) -> int:
+        child = self.child
+        assert child is not None and child.stdout is not None and child.stderr is not None
+        selector = selectors.DefaultSelector()
+        buffers = {child.stdout.fileno(): LineBuffer(), child.stderr.fileno(): LineBuffer()}
+        kinds = {child.stdout.fileno(): channel.OUT, child.stderr.fileno(): channel.ERR}
+        for fd in buffers:
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ, "pipe")
+        selector.register(self.sock, selectors.EVENT_READ, "launcher")
+        selector.register(wake, selectors.EVENT_READ, "signal")
+        frames = channel.FrameReader()
+        returncode: int | None = None
+        drain_until = 0.0
+        while True:
+            # While lines wait to be sent, look only briefly for more: writes that come in
+            # bursts of small pieces then travel in a few large frames instead of many small.
+            events = selector.select(_COALESCE if self.outgoing else _TICK)
+            if not events or self.outgoing_size >= _BATCH:
+                self._flush_lines()
+            for key, _ in events:
+                if key.data == "pipe":
+                    fd = key.fd
+                    try:
+                        data = os.read(fd, 1 << 16)
+                    except BlockingIOError:
+                        continue
+                    if data:
+                        self._send_lines(kinds[fd], buffers[fd].feed(data))
+                    else:
+                        self._send_lines(kinds[fd], buffers[fd].finish())
+                        selector.unregister(fd)
+                        del buffers[fd]
+                elif key.data == "launcher":
+                    self._obey(frames, selector)
+                else:
+                    wake.recv(512)
+            while self.signals:
+                self._stop(self.signals.pop(0))
+            if not self.stub_gone and os.getppid() != self.stub:
+                # The stub is gone (killed with the node's process group, or alone): stop.
+                self.stub_gone = True
+                self._stop(signal.SIGTERM)
+            now = time.monotonic()
+            if returncode is None:
+                if buffers:
+                    returncode = child.poll()
+                else:  # both pipes closed: the command is exiting, wait for it briefly
+                    try:
+                        returncode = child.wait(_TICK)
+                    except subprocess.TimeoutExpired:
+                        pass
+                if returncode is not None:
+                    drain_until = now + _DRAIN
+                    self._signal_group(signal.SIGTERM)  # what the command left behind
+                    self.kill_at = now + 1.0
+            if self.kill_at is not None and now >= self.kill_at:
+                self._signal_group(signal.SIGKILL)
+                self.kill_at = None
+            if returncode is not None and (not buffers or now >= drain_until):
+                for fd, buffer in buffers.items():
+                    self._send_lines(kinds[fd], buffer.finish())
+                self._flush_lines()
+                selector.close()
+                child.stdout.close()
+                child.stderr.close()
+                self._reap_leftovers()
+                return returncode
+
+    def _reap_leftovers(self) -> None:
+        """SIGKILL what the command left running, once the grace after SIGTERM has passed."""
+        if self.kill_at is None or not self._members():
+            return
+        time.sleep(max(0.0, self.kill_at - time.monotonic()))
+        self._signal_group(signal.SIGKILL)
+        self.kill_at = None
+
+    def _obey(self, frames: channel.FrameReader, selector: selectors.BaseSelector) -> None:
+        assert self.sock is not None
+        try:
+            data = self.sock.recv(1 << 16)
+        except OSError:
+            data = b""
+        if not data:
+            self._launcher_lost(selector)
+            return
+        try:
+            received = frames.feed(data)
+        except channel.ChannelError:
+            received = []
+            self._launcher_lost(selector)
+        for kind, payload in received:
+            if kind == channel.STOP:
+                self._stop(payload[0] if payload else signal.SIGTERM)
+            elif kind == channel.DUMP:
+                self._dump()
+
+    def _launcher_lost(self, selector: selectors.BaseSelector) -> None:
+        self.launcher_gone = True
+        selector.unregister(self.sock)
+        self._stop(signal.SIGTERM)
+
+    def _stop(self, signum: int) -> None:
+        if self.child is None or self.child.returncode is not None:
+            return
+        self._signal_group(signum)
+        if self.kill_at is None:
+            self.kill_at = time.monotonic() + STOP_GRACE
+
+    def _dump(self) -> None:
+        """SIGUSR1 to each process of the node that handles it (distrcomp: faulthandler)."""
+        for pid in self._members():
+            if procs.catches(pid, signal.SIGUSR1):
+                procs.send_signal(pid, signal.SIGUSR1)
+
+    def _members(self) -> list[int]:
+        members = procs.group_members(self.group, exclude=(self.stub, os.getpid()))
+        child = self.child
+        if child is not None and child.returncode is None and child.pid not in members:
+            members.append(child.pid)
+        return members
+
+    def _signal_group(self, signum: int) -> None:
+        if not self.shares_stub_group:
+            try:
+                os.killpg(self.group, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
+            return
+        # The group holds the stub too, which must survive to report to MPI: signal one by one.
+        for pid in self._members():
+            procs.send_signal(pid, signum)
+
+    # -- talking to the launcher -----------------------------------------------------------
+    def _send_lines(self, kind: int, data: bytes) -> None:
+        """Queue whole lines of ``kind``; consecutive lines of one stream share a frame."""
+        if not data:
+            return
+        if self.outgoing and self.outgoing[-1][0] == kind and self.outgoing[-1][1].endswith(b"\n"):
+            self.outgoing[-1][1].extend(data)
+        else:
+            self.outgoing.append((kind, bytearray(data)))
+        self.outgoing_size += len(data)
+
+    def _flush_lines(self) -> None:
+        if self.outgoing:
+            self._send(b"".join(channel.encode(kind, bytes(data)) for kind, data in self.outgoing))
+            self.outgoing.clear()
+            self.outgoing_size = 0
+
+    def _send(self, frame: bytes) -> None:
+        if self.launcher_gone or self.sock is None:
+            return
+        try:
+            self.sock.sendall(frame)
+        except OSError:
+            self.launcher_gone = True
+
+    def _await_goodbye(self, wake: socket.socket) -> None:
+        """Wait for BYE (the launcher has everything it needs from every node) or its absence."""
+        if self.launcher_gone or self.sock is None:
+            return
+        frames = channel.FrameReader()
+        selector = selectors.DefaultSelector()
+        selector.register(self.sock, selectors.EVENT_READ)
+        selector.register(wake, selectors.EVENT_READ)
+        try:
+            while not self.signals:
+                for key, _ in selector.select():
+                    if key.fileobj is wake:
+                        wake.recv(512)
+                        continue
+                    data = self.sock.recv(1 << 16)
+                    if not data or any(kind == channel.BYE for kind, _ in frames.feed(data)):
+                        return
+        except (OSError, channel.ChannelError):
+            return
+        finally:
+            selector.close()
+            self.sock.close()
+
+
+def _exit_status(returncode: int) -> int:
+    """Popen's returncode (negative: killed by that signal) as a shell-style exit status."""
+    return 128 - returncode if returncode < 0 else returncode & 0xFF
+
+
+if __name__ == "__main__":
+    sys.exit(main())

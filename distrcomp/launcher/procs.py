@@ -1,0 +1,89 @@
+"""The process table, read from ``/proc``: process groups, caught signals, a job's processes.
+
+Linux only; elsewhere every query answers "nothing found", so callers fall back to signalling
+the processes they know by pid.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+__all__ = ["catches", "group_members", "processes_with_env", "send_signal"]
+
+_PROC = "/proc"
+
+
+def _pids() -> Iterator[int]:
+    try:
+        names = os.listdir(_PROC)
+    except OSError:
+        return
+    for name in names:
+        if name.isdigit():
+            yield int(name)
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (which may hold spaces and parens)."""
+    try:
+        with open(f"{_PROC}/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2:].decode("ascii", "replace").split()
+
+
+def group_members(pgid: int, exclude: tuple[int, ...] = ()) -> list[int]:
+    """Live (non-zombie) processes in process group ``pgid``, except the pids in ``exclude``."""
+    members = []
+    for pid in _pids():
+        if pid in exclude:
+            continue
+        fields = _stat_fields(pid)
+        # fields[0] is the state, fields[2] the process group
+        if fields and len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            members.append(pid)
+    return members
+
+
+def catches(pid: int, signum: int) -> bool:
+    """True if process ``pid`` has a handler installed for ``signum`` (SigCgt in its status)."""
+    try:
+        with open(f"{_PROC}/{pid}/status", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        return False
+    return False
+
+
+def processes_with_env(name: str, value: str, exclude: tuple[int, ...] = ()) -> list[tuple[int, str]]:
+    """``(pid, command name)`` of this user's live processes whose environment has ``name=value``."""
+    needle = f"{name}={value}".encode()
+    found = []
+    for pid in _pids():
+        if pid in exclude:
+            continue
+        try:
+            with open(f"{_PROC}/{pid}/environ", "rb") as handle:
+                entries = handle.read().split(b"\0")
+            with open(f"{_PROC}/{pid}/comm", "rb") as handle:
+                comm = handle.read().decode("utf-8", "replace").strip()
+        except OSError:
+            continue
+        fields = _stat_fields(pid)
+        if needle in entries and fields and fields[0] != "Z":
+            found.append((pid, comm))
+    return found
+
+
+def send_signal(pid: int, signum: int) -> bool:
+    """Send ``signum`` to ``pid``; False (no error) if the process is already gone or not ours."""
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+

@@ -1,0 +1,243 @@
+"""Per-node output: whole lines on the node side, tagging, grouping and log files on the launcher's.
+
+On the node, :class:`LineBuffer` turns whatever a pipe read returns into whole lines, so that a
+frame never carries part of a line (except the last, newline-less one at EOF, or a piece of a
+line longer than :data:`MAX_LINE`). On the launcher, :class:`Output` writes each node's lines to
+the terminal, one ``write`` per batch of whole lines, so lines from different nodes never mix:
+
+* tagged (default): ``[node 2 · 10.0.0.3] text`` on stdout (stderr lines on stderr);
+* raw (``--no-tag``): the bytes as the node wrote them;
+* grouped (``--group``): nothing until a node finishes, then its whole output and a line
+  ``--------(Node <id> <host> return)--------``, in node order;
+* and, with ``--output-dir``, each node's stdout and stderr also into ``node-<id>.out/.err``.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import tempfile
+from pathlib import Path
+from typing import IO
+
+__all__ = ["MAX_LINE", "LineBuffer", "Output", "Sink", "tag"]
+
+MAX_LINE = 4 << 20  # a line longer than this is forwarded in pieces rather than held in memory
+_FLUSH_AT = 1 << 16
+_GROUP_SPOOL = 8 << 20  # grouped output beyond this per node goes to a temporary file
+
+
+class LineBuffer:
+    """Accumulates a byte stream and hands it out in whole lines. One per pipe."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """Add ``data``; return every complete line now available (``b""`` if none).
+
+        The returned bytes end with ``\\n``, except when a pending line grew beyond MAX_LINE:
+        then it is returned as it is, without a newline.
+        """
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._partial += data
+            if len(self._partial) > MAX_LINE:
+                piece, self._partial = self._partial, b""
+                return piece
+            return b""
+        lines = self._partial + data[:cut + 1]
+        self._partial = data[cut + 1:]
+        return lines
+
+    def finish(self) -> bytes:
+        """At end of stream: the last line if it had no newline, else ``b""``."""
+        rest, self._partial = self._partial, b""
+        return rest
+
+
+def tag(node: int, host: str) -> str:
+    """The prefix of node ``node``'s lines: ``[node 2 · 10.0.0.3] ``."""
+    return f"[node {node} \u00b7 {host}] "
+
+
+class Sink:
+    """Buffered writes to a file descriptor that always end on a line boundary.
+
+    The launcher is the only writer of its stdout and stderr; because every ``os.write`` it
+    makes holds whole lines, lines stay whole even when stdout and stderr are the same file.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._pending = bytearray()
+        self.broken = False
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` (whole lines); written at the next :meth:`flush` or when enough piles up."""
+        self._pending += data
+        if len(self._pending) >= _FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write everything queued. A closed reader (EPIPE) stops output without an error."""
+        view = memoryview(self._pending)
+        try:
+            while view and not self.broken:
+                try:
+                    written = os.write(self.fd, view)
+                except BlockingIOError:  # a non-blocking terminal or pipe that is full
+                    select.select([], [self.fd], [], 1.0)
+                    continue
+                except BrokenPipeError:
+                    self.broken = True
+                    break
+                view = view[written:]
+        finally:
+            view.release()
+            self._pending.clear()
+
+
+class _NodeLog:
+    """What is kept of one node's output: grouped blocks, files, and the last stderr lines."""
+
+    def __init__(self, node: int, host: str, directory: Path | None, grouped: bool) -> None:
+        self.node = node
+        self.host = host
+        self.tag = tag(node, host).encode("utf-8")
+        self.files: dict[str, IO[bytes]] = {}
+        if directory is not None:
+            # open for the whole job, closed by close()
+            self.files = {
+                stream: open(directory / f"node-{node}.{stream}", "wb")  # noqa: SIM115
+                for stream in ("out", "err")
+            }
+        self.blocks: dict[str, IO[bytes]] = {}
+        if grouped:
+            self.blocks = {
+                stream: tempfile.SpooledTemporaryFile(_GROUP_SPOOL)  # noqa: SIM115
+                for stream in ("out", "err")
+            }
+        self.tail = bytearray()  # the end of stderr, for the failure summary
+        self.done = False
+        self.shown = False
+
+    def close(self) -> None:
+        for handle in (*self.files.values(), *self.blocks.values()):
+            handle.close()
+
+
+class Output:
+    """Writes every node's lines to the launcher's stdout/stderr as the options say.
+
+    ``hosts[i]`` is node i's host as shown in tags. ``grouped`` holds output back until a node
+    is :meth:`finished`; ``tagged=False`` is raw passthrough; ``directory`` also keeps
+    ``node-<id>.out`` / ``node-<id>.err`` there (created if missing).
+    """
+
+    TAIL = 4096  # bytes of stderr kept per node for the summary
+
+    def __init__(
+        self,
+        hosts: list[str],
+        stdout: Sink,
+        stderr: Sink,
+        tagged: bool = True,
+        grouped: bool = False,
+        directory: Path | None = None,
+    ) -> None:
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+        self._nodes = [_NodeLog(i, host, directory, grouped) for i, host in enumerate(hosts)]
+        self._sinks = {"out": stdout, "err": stderr}
+        self._tagged = tagged
+        self._grouped = grouped
+
+    def lines(self, node: int, stream: str, data: bytes) -> None:
+        """Relay ``data`` (whole lines; a last piece without newline is completed in tagged
+        output) written by ``node`` on ``stream`` (``"out"`` or ``"err"``)."""
+        log = self._nodes[node]
+        if stream == "err":
+            log.tail += data
+            if len(log.tail) > self.TAIL:
+                del log.tail[:-self.TAIL]
+        if stream in log.files:
+            log.files[stream].write(data)
+        if self._grouped:
+            block = log.blocks[stream]
+            block.write(data if data.endswith(b"\n") else data + b"\n")
+            return
+        if self._tagged:
+            self._sinks[stream].write(_tagged(log.tag, data))
+        else:
+            self._sinks[stream].write(data)
+
+    def launcher_lines(self, prefix: str, data: bytes) -> None:
+        """Relay whole lines that are not a node's (mpiexec's own) to stderr, tagged ``prefix``
+        unless output is raw. Written at once, also in grouped mode."""
+        if self._tagged:
+            data = _tagged(prefix.encode("utf-8"), data)
+        self._sinks["err"].write(data)
+
+    def note(self, stream: str, text: str) -> None:
+        """Write a line of the launcher's own (``text`` without newline) to ``stream``."""
+        self._sinks[stream].write(text.encode("utf-8", "replace") + b"\n")
+
+    def finished(self, node: int) -> None:
+        """``node`` ended: in grouped mode, print every block that is now due, in node order."""
+        self._nodes[node].done = True
+        if self._grouped:
+            self._show_due(every=False)
+
+    def last_stderr(self, node: int, count: int = 3) -> list[str]:
+        """The last ``count`` non-empty lines ``node`` wrote on stderr, decoded for display."""
+        text = bytes(self._nodes[node].tail).decode("utf-8", "replace")
+        return [line for line in text.splitlines() if line.strip()][-count:]
+
+    def stderr_end(self, node: int) -> str:
+        """The last few KiB ``node`` wrote on stderr, decoded."""
+        return bytes(self._nodes[node].tail).decode("utf-8", "replace")
+
+    def flush(self) -> None:
+        """Write what is queued on stdout and stderr."""
+        for sink in self._sinks.values():
+            sink.flush()
+
+    def close(self) -> None:
+        """Print every block not yet shown (grouped mode), flush, close the log files."""
+        if self._grouped:
+            self._show_due(every=True)
+        self.flush()
+        for log in self._nodes:
+            log.close()
+
+    def _show_due(self, every: bool) -> None:
+        for log in self._nodes:
+            if log.shown:
+                continue
+            if not (log.done or every):
+                break
+            for stream in ("err", "out"):
+                block = log.blocks[stream]
+                block.seek(0)
+                while True:
+                    chunk = block.read(_FLUSH_AT)
+                    if not chunk:
+                        break
+                    # cut on a line boundary so that each write holds whole lines
+                    cut = chunk.rfind(b"\n") + 1
+                    if 0 < cut < len(chunk):
+                        block.seek(cut - len(chunk), os.SEEK_CUR)
+                        chunk = chunk[:cut]
+                    self._sinks[stream].write(chunk)
+            self._sinks["out"].write(
+                f"--------(Node {log.node} {log.host} return)--------\n".encode()
+            )
+            self.flush()
+            log.shown = True
+
+
+def _tagged(prefix: bytes, data: bytes) -> bytes:
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    return prefix + data[:-1].replace(b"\n", b"\n" + prefix) + b"\n"

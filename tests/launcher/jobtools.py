@@ -1,0 +1,136 @@
+"""Helpers for the CLI tests: ``distrcomp`` as a real subprocess under real mpiexec.
+
+Plain functions rather than fixtures: a ``conftest.py`` here would shadow ``tests/conftest.py``
+for the ``from conftest import ...`` in tests/test_mpi_suite.py.
+
+Every launch carries a unique marker in its environment; after the launcher has exited, the
+``launch``/``start`` helpers fail the test if any process with that marker is still alive (the
+launcher must leave no process of the job behind, whatever happened).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+MARK = "DISTRCOMP_TEST_MARK"
+
+
+def processes_with_mark(mark: str) -> list[str]:
+    """``pid (name)`` of live processes whose environment carries ``MARK=mark``."""
+    needle = f"{MARK}={mark}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                if needle not in handle.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        if stat[stat.rfind(b")") + 2:].startswith(b"Z"):
+            continue
+        found.append(f"{name} ({stat[stat.find(b'(') + 1:stat.rfind(b')')].decode()})")
+    return found
+
+
+def assert_no_leftovers(mark: str, within: float = 3.0) -> None:
+    """Fail if processes of the job marked ``mark`` are still alive ``within`` seconds from now."""
+    deadline = time.monotonic() + within
+    while True:
+        left = processes_with_mark(mark)
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"processes of the job survived the launcher: {', '.join(left)}")
+        time.sleep(0.1)
+
+
+class Launch:
+    """A started ``distrcomp`` process; :meth:`wait` collects its output and checks leftovers."""
+
+    def __init__(self, args: Sequence[str], cwd: Path, env: dict | None,
+                 stdin: bytes | None = None) -> None:
+        self.mark = uuid.uuid4().hex
+        full_env = {**os.environ, **(env or {}), MARK: self.mark}
+        full_env.pop("PYTHONUNBUFFERED", None)
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "distrcomp", *args], cwd=cwd, env=full_env,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.input = stdin
+        self.stdout = ""
+        self.stderr = ""
+        self.returncode: int | None = None
+        self.elapsed = 0.0
+
+    def wait(self, timeout: float = 120) -> Launch:
+        try:
+            out, err = self.proc.communicate(self.input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            pytest.fail(f"distrcomp did not finish within {timeout} s:\n{err.decode()[-3000:]}")
+        self.elapsed = time.monotonic() - self.started
+        self.stdout = out.decode("utf-8", "replace")
+        self.stderr = err.decode("utf-8", "replace")
+        self.returncode = self.proc.returncode
+        assert_no_leftovers(self.mark)
+        return self
+
+    def __repr__(self) -> str:
+        return f"exit {self.returncode}\n--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}"
+
+
+def start(cwd: Path, *args: str, env: dict | None = None, stdin: bytes | None = None) -> Launch:
+    """Start ``distrcomp ARGS`` in ``cwd`` (marked; stdin ``stdin``, else empty)."""
+    return Launch(args, cwd, env, stdin)
+
+
+def launch(cwd: Path, *args: str, env: dict | None = None, timeout: float = 120,
+           stdin: bytes | None = None) -> Launch:
+    """Run ``distrcomp ARGS`` in ``cwd`` to its end (and check that nothing is left over)."""
+    return start(cwd, *args, env=env, stdin=stdin).wait(timeout)
+
+
+def program(name: str) -> str:
+    """Path of tests/launcher/programs/``name``."""
+    return str(PROGRAMS / name)
+
+
+def wait_for_files(paths: Sequence[Path], timeout: float = 60) -> None:
+    """Block until every path exists (nodes write them when they are ready)."""
+    deadline = time.monotonic() + timeout
+    while not all(path.exists() for path in paths):
+        if time.monotonic() > deadline:
+            missing = [str(path) for path in paths if not path.exists()]
+            pytest.fail(f"nodes never became ready: {missing}")
+        time.sleep(0.05)
+
+
+TAGGED = re.compile(r"^\[node (\d+) \u00b7 ([^\]]+)\] (.*)$")
+
+
+def tagged_lines(text: str) -> list[tuple[int, str, str]]:
+    """Parse every line as ``[node K · HOST] text``; fail on any line that is not."""
+    parsed = []
+    for line in text.splitlines():
+        match = TAGGED.match(line)
+        assert match, f"untagged line: {line!r}"
+        parsed.append((int(match.group(1)), match.group(2), match.group(3)))
+    return parsed

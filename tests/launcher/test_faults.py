@@ -1,0 +1,133 @@
+"""Jobs that fail, time out or are interrupted: the job ends promptly, the summary names the
+node, the exit code follows the rules, and (checked by every launch) no process survives."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from jobtools import launch, processes_with_mark, program, start, wait_for_files
+
+FAULT_BOUND = 30  # generous: "within a few seconds" on a loaded 2-core machine
+
+
+def summary_rows(stderr: str) -> dict[int, str]:
+    """``node -> result`` from the failure table of the summary."""
+    rows = {}
+    for line in stderr.splitlines():
+        match = re.match(r"^\s+(\d+)\s+localhost\s+(.+)$", line)
+        if match:
+            rows[int(match.group(1))] = match.group(2)
+    return rows
+
+
+def test_nonzero_exit_ends_the_job(tmp_path):
+    done = launch(tmp_path, "run", "-n", "3", program("exits.py"), "3", timeout=FAULT_BOUND * 2)
+    assert done.returncode == 3, done
+    assert "distrcomp: node 1 (localhost) failed: exit code 3" in done.stderr, done
+    rows = summary_rows(done.stderr)
+    assert rows[1].startswith("exit code 3")
+    assert set(rows) == {0, 1, 2}  # the others were stopped (or killed by MPI)
+    assert "| node 1: something went wrong" in done.stderr  # last stderr lines
+    assert done.elapsed < FAULT_BOUND
+
+
+def test_exception_calls_abort_and_names_the_node(tmp_path):
+    done = launch(tmp_path, "run", "-n", "3", program("raises.py"), timeout=FAULT_BOUND * 2)
+    assert done.returncode == 1, done  # MPI_Abort's error code
+    assert "distrcomp: node 2 (localhost) failed: called MPI_Abort with error code 1" in done.stderr
+    # the traceback written just before MPI killed the node is not lost
+    assert "[node 2 \u00b7 localhost] ValueError: node 2 gives up" in done.stderr, done
+    assert done.elapsed < FAULT_BOUND
+
+
+def test_sigkill_of_one_node(tmp_path):
+    job = start(tmp_path, "run", "-n", "3", program("blocked.py"), str(tmp_path))
+    ready = [tmp_path / f"ready-{node}" for node in range(3)]
+    wait_for_files(ready)
+    os.kill(int(ready[1].read_text()), signal.SIGKILL)
+    killed_at = time.monotonic()
+    done = job.wait(timeout=FAULT_BOUND * 2)
+    assert time.monotonic() - killed_at < FAULT_BOUND
+    assert done.returncode == 128 + signal.SIGKILL, done
+    assert "distrcomp: node 1 (localhost) failed: killed by SIGKILL" in done.stderr, done
+    assert summary_rows(done.stderr)[1] == "killed by SIGKILL"
+
+
+def test_timeout_prints_stacks_and_exits_124(tmp_path):
+    done = launch(tmp_path, "run", "-n", "2", "--timeout", "3", program("blocked.py"), str(tmp_path),
+                  timeout=FAULT_BOUND * 2)
+    assert done.returncode == 124, done
+    assert re.search(r"time limit of 3 s exceeded; still running: node 0 \(localhost\), "
+                     r"node 1 \(localhost\)", done.stderr), done
+    for node in (0, 1):
+        # faulthandler's dump of the thread blocked in distrcomp.recv, tagged with its node
+        tag = f"[node {node} \u00b7 localhost]"
+        assert f"{tag} Current thread" in done.stderr or f"{tag} Thread" in done.stderr, done
+        assert re.search(rf"{re.escape(tag)}\s+File .*__init__\.py\", line \d+ in recv", done.stderr)
+        assert re.search(rf"{re.escape(tag)}\s+File .*blocked\.py\", line \d+ in <module>",
+                         done.stderr)
+    assert "nodes still running then: 0, 1" in done.stderr
+    assert done.elapsed < 3 + FAULT_BOUND
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_the_launcher_stops_every_node(tmp_path, signum):
+    job = start(tmp_path, "run", "-n", "3", program("blocked.py"), str(tmp_path))
+    wait_for_files([tmp_path / f"ready-{node}" for node in range(3)])
+    job.proc.send_signal(signum)
+    sent_at = time.monotonic()
+    done = job.wait(timeout=FAULT_BOUND * 2)
+    assert time.monotonic() - sent_at < FAULT_BOUND
+    assert done.returncode == 128 + signum, done
+    name = signal.Signals(signum).name
+    assert f"distrcomp: interrupted by {name}; every node was stopped" in done.stderr, done
+    assert set(summary_rows(done.stderr)) == {0, 1, 2}
+
+
+def test_non_python_failure(tmp_path):
+    done = launch(tmp_path, "run", "-n", "2", "--", "sh", "-c",
+                  'r=${PMI_RANK:-$OMPI_COMM_WORLD_RANK}; '
+                  'if [ "$r" = 1 ]; then echo bye >&2; exit 5; fi; sleep 60',
+                  timeout=FAULT_BOUND * 2)
+    assert done.returncode == 5, done
+    assert "node 1 (localhost) failed: exit code 5" in done.stderr
+    assert "killed by SIGTERM (stopped by distrcomp)" in summary_rows(done.stderr)[0]
+    assert done.elapsed < FAULT_BOUND
+
+
+def test_background_children_do_not_survive(tmp_path):
+    # the command leaves a sleeping child behind: it must not outlive the node
+    done = launch(tmp_path, "run", "-n", "2", "--", "sh", "-c", "sleep 300 & echo started")
+    assert done.returncode == 0, done
+    assert done.elapsed < FAULT_BOUND
+
+
+def test_relay_channel_is_closed_to_others_and_secret_stays_off_command_lines(tmp_path):
+    job = start(tmp_path, "run", "-n", "2", program("blocked.py"), str(tmp_path))
+    wait_for_files([tmp_path / f"ready-{node}" for node in range(2)])
+    environments, command_lines = [], []
+    for pid in processes_with_mark(job.mark):
+        pid = pid.split()[0]
+        try:
+            environments.append(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+            command_lines.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+        except OSError:
+            continue
+    address = next(entry.split(b"=", 1)[1].decode() for env in environments for entry in env
+                   if entry.startswith(b"DISTRCOMP_RELAY="))
+    secret = next(entry.split(b"=", 1)[1] for env in environments for entry in env
+                  if entry.startswith(b"DISTRCOMP_RELAY_SECRET="))
+    assert all(secret not in line for line in command_lines)
+    host, port = address.rsplit(":", 1)
+    assert host == "127.0.0.1"  # a one-machine job listens on loopback only
+    # every node has connected, so the launcher no longer listens at all
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=5).close()
+    job.proc.send_signal(signal.SIGTERM)
+    assert job.wait(timeout=FAULT_BOUND * 2).returncode == 143

@@ -1,0 +1,74 @@
+"""The output relay: whole lines, right tags, per-node order, also under heavy unbuffered
+partial writes; grouped blocks; per-node files; raw passthrough."""
+
+from __future__ import annotations
+
+import re
+
+from jobtools import launch, program, tagged_lines
+
+LINES = 50_000
+BODY = re.compile(r"n(\d) (\d+) (x*)")
+
+
+def check_node_lines(lines: list[tuple[int, str]], nodes: list[int], count: int) -> None:
+    """Every ``(node, text)`` is line ``i`` of that node, in order, intact; then ``end <node>``."""
+    expected = dict.fromkeys(nodes, 0)
+    ended = set()
+    for node, text in lines:
+        assert node not in ended, f"node {node} wrote after its last line: {text!r}"
+        if text == f"end {node}":
+            ended.add(node)
+            continue
+        match = BODY.fullmatch(text)
+        assert match, f"node {node}: mangled line {text!r}"
+        writer, index, xs = int(match.group(1)), int(match.group(2)), match.group(3)
+        assert writer == node, f"line of node {writer} tagged as node {node}: {text!r}"
+        assert index == expected[node], f"node {node}: line {index} where {expected[node]} was due"
+        assert len(xs) == index % 37, f"node {node}: line {index} damaged: {text!r}"
+        expected[node] += 1
+    assert expected == dict.fromkeys(nodes, count)
+    assert ended == set(nodes), "a final line without newline was lost"
+
+
+def test_integrity_4_nodes_50k_unbuffered_partial_writes(tmp_path):
+    done = launch(tmp_path, "run", "-n", "4", program("writer.py"), str(LINES), timeout=300)
+    assert done.returncode == 0, done
+    out = tagged_lines(done.stdout)  # fails on any line that is not "[node K · localhost] ..."
+    assert {host for _, host, _ in out} == {"localhost"}
+    check_node_lines([(node, text) for node, _, text in out], [0, 1, 2, 3], LINES)
+    err = [line for line in done.stderr.splitlines() if line.startswith("[node")]
+    for node, _, text in tagged_lines("\n".join(err)):
+        assert re.fullmatch(rf"e{node} \d+000|e{node} 0", text), text
+    assert len(err) == 4 * (LINES // 1000)
+
+
+def test_group_prints_blocks_in_node_order(tmp_path):
+    done = launch(tmp_path, "run", "-n", "3", "--group", program("writer.py"), "500")
+    assert done.returncode == 0, done
+    blocks = re.split(r"^--------\(Node (\d+) localhost return\)--------\n", done.stdout,
+                      flags=re.MULTILINE)
+    # text before marker 0, "0", text before marker 1, "1", ..., trailing text
+    assert blocks[1::2] == ["0", "1", "2"], done.stdout[-500:]
+    assert blocks[-1] == ""
+    for node in range(3):
+        check_node_lines([(node, text) for text in blocks[2 * node].splitlines()], [node], 500)
+
+
+def test_output_dir_keeps_each_node_raw(tmp_path):
+    logs = tmp_path / "logs"
+    done = launch(tmp_path, "run", "-n", "2", "--output-dir", str(logs), program("writer.py"), "300")
+    assert done.returncode == 0, done
+    for node in range(2):
+        out = (logs / f"node-{node}.out").read_text()
+        assert out.endswith(f"n{node} 299 {'x' * (299 % 37)}\nend {node}")  # no newline added
+        assert len(out.splitlines()) == 301
+        assert (logs / f"node-{node}.err").read_text() == f"e{node} 0\n"
+    assert len(tagged_lines(done.stdout)) == 602  # still relayed to the terminal too
+
+
+def test_no_tag_is_raw_passthrough(tmp_path):
+    done = launch(tmp_path, "run", "-n", "1", "--no-tag", "--", "sh", "-c",
+                  "printf 'a b\\n[node x] c\\nno newline'")
+    assert done.returncode == 0, done
+    assert done.stdout == "a b\n[node x] c\nno newline"

@@ -1,0 +1,106 @@
+"""Malformed peers files stop ``distrcomp run`` before anything starts; ``distrcomp hostfile``
+and ``--dry-run`` show what would be launched, in either MPI's syntax."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import pytest
+from jobtools import launch
+
+BAD_PEERS = [
+    # (file content, line, reason)
+    (b"", 1, "no host in the file (the file is empty)"),
+    (b"# only a comment\n\n", 2, "only comments and blank lines"),
+    (b"a\nb slots=0\n", 2, "slots must be a positive integer, got '0'"),
+    (b"a\nb\nc slots=x\n", 3, "slots must be a positive integer, got 'x'"),
+    (b"a slots=-1\n", 1, "slots must be a positive integer, got '-1'"),
+    (b"a slots=\n", 1, "slots must be a positive integer, got ''"),
+    (b"a:0\n", 1, "slots must be a positive integer, got '0'"),
+    (b"a:two\n", 1, "slots must be a positive integer, got 'two'"),
+    (b"a slots=99999999\n", 1, "slots must be at most"),
+    (b"a\n# c\nA\n", 3, "duplicate host 'A' (first on line 1)"),
+    (b"::1\n0:0::1 slots=2\n", 2, "duplicate host '0:0::1' (first on line 1)"),
+    (b"10.0.0.256\n", 1, "'10.0.0.256' is not a valid IPv4 address"),
+    (b"1.2.3\n", 1, "'1.2.3' is not a valid IPv4 address"),
+    (b"-bad-\n", 1, "bad host name '-bad-'"),
+    (b"a_b\n", 1, "bad host name 'a_b'"),
+    (b"host slots=2 extra\n", 1, "unexpected 'extra' after the host"),
+    (b"host max_slots=2\n", 1, "unknown option 'max_slots'"),
+    (b"host:2 slots=2\n", 1, "the slot count is given twice"),
+    (b"[::1\n", 1, "missing ']'"),
+    (b"[nothost]:2\n", 1, "'nothost' in brackets is not an IPv6 address"),
+    (b"1:2:3\n", 1, "'1:2:3' is not an IPv6 address"),
+    (b"user@host\n", 1, "user names are not supported"),
+    (b"ok\n\xff\xfejunk\n", 2, "not UTF-8 text (byte 0xff)"),
+    (b"ok\nho\x00st\n", 2, "unexpected control character '\\x00'"),
+    ("h\u00f6st\n".encode(), 1, "unexpected non-ASCII character"),
+]
+
+
+@pytest.mark.parametrize(("content", "line", "reason"), BAD_PEERS,
+                         ids=[f"{i}-{case[2][:24]}" for i, case in enumerate(BAD_PEERS)])
+def test_malformed_peers_file_launches_nothing(tmp_path, content, line, reason):
+    (tmp_path / "peers.txt").write_bytes(content)
+    witness = tmp_path / "ran"
+    done = launch(tmp_path, "run", "--", "sh", "-c", f"touch {shlex.quote(str(witness))}")
+    assert done.returncode == 2, done
+    assert done.stderr.startswith(f"distrcomp: peers.txt:{line}: "), done.stderr
+    assert reason in done.stderr, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and done.stdout == ""
+    assert not witness.exists(), "something was launched"
+
+
+def test_ipv6_cannot_be_written_for_mpich(tmp_path):
+    (tmp_path / "peers.txt").write_text("localhost\n::1 slots=2\n")
+    done = launch(tmp_path, "hostfile", "peers.txt", "--format", "mpich")
+    assert done.returncode == 2
+    assert done.stderr.startswith("distrcomp: peers.txt:2: MPICH hostfiles cannot hold")
+    ok = launch(tmp_path, "hostfile", "peers.txt", "--format", "openmpi")
+    assert ok.stdout == "localhost slots=1\n::1 slots=2\n"
+
+
+PEERS = "# cluster\n10.0.0.2\n10.0.0.3 slots=4\nnode7.cluster:2  # MPICH style\n"
+
+
+@pytest.mark.parametrize(("flavor", "hostfile"), [
+    ("mpich", "10.0.0.2:1\n10.0.0.3:4\nnode7.cluster:2\n"),
+    ("openmpi", "10.0.0.2 slots=1\n10.0.0.3 slots=4\nnode7.cluster slots=2\n"),
+])
+def test_hostfile_and_dry_run_for_both_mpis(tmp_path, flavor, hostfile):
+    (tmp_path / "peers.txt").write_text(PEERS)
+    shown = launch(tmp_path, "hostfile", "peers.txt", "--format", flavor)
+    assert shown.returncode == 0 and shown.stdout == hostfile
+
+    (tmp_path / "prog.py").write_text("print('never run')\n")
+    dry = launch(tmp_path, "run", "--mpi", flavor, "--dry-run", "-x", "OMP_NUM_THREADS=2",
+                 "--mpi-args", "--verbose", "prog.py", "arg 1")
+    assert dry.returncode == 0, dry
+    lines = dry.stdout.splitlines()
+    assert lines[0].startswith(f"# hostfile from peers.txt ({flavor} syntax), written to ")
+    path = lines[0].rsplit(" written to ", 1)[1].split(" for the run:")[0]
+    assert "\n".join(lines[1:4]) + "\n" == hostfile
+    assert lines[4] == "# mpiexec command line (7 nodes):"
+    argv = shlex.split(lines[5])
+    node = [sys.executable, "-m", "distrcomp.launcher.node", "--", sys.executable, "prog.py",
+            "arg 1"]
+    assert argv[-len(node):] == node
+    names = "DISTRCOMP_RELAY,DISTRCOMP_RELAY_SECRET,DISTRCOMP_JOB,PYTHONUNBUFFERED,OMP_NUM_THREADS"
+    if flavor == "mpich":
+        assert argv[1:-len(node)] == ["-f", path, "-n", "7", "-genvlist", names, "--verbose"]
+    else:
+        env = [arg for name in names.split(",") for arg in ("-x", name)]
+        assert argv[1:-len(node)] == ["--oversubscribe", "--hostfile", path, "-n", "7", *env,
+                                      "--verbose"]
+    assert "never run" not in dry.stdout + dry.stderr
+
+
+def test_dry_run_without_peers_runs_locally(tmp_path):
+    dry = launch(tmp_path, "run", "-n", "3", "--mpi", "openmpi", "--dry-run", "--", "hostname")
+    assert dry.returncode == 0, dry
+    lines = dry.stdout.splitlines()
+    assert lines[0] == "# no hostfile: every node runs on this machine"
+    argv = shlex.split(lines[2])
+    assert argv[1:4] == ["--oversubscribe", "-n", "3"]  # more nodes than cores is fine locally
+    assert argv[-2:] == ["--", "hostname"]

@@ -1,0 +1,113 @@
+"""The node → launcher channel: mutual authentication by the job secret, and framing."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from distrcomp.launcher import channel
+from distrcomp.launcher.channel import ChannelError, FrameReader, ServerHandshake
+
+
+def _serve_once(secret: str, result: dict) -> tuple[socket.socket, threading.Thread]:
+    """A one-connection launcher side on loopback; ``result`` gets the node id or the error."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            handshake = ServerHandshake(secret)
+            conn.sendall(handshake.greeting)
+            try:
+                node = None
+                while node is None:
+                    data = conn.recv(4096)
+                    if not data:
+                        result["error"] = "closed"
+                        return
+                    node = handshake.feed(data)
+                conn.sendall(handshake.reply)
+                result["node"] = node
+                result["frames"] = FrameReader().feed(conn.recv(4096))
+            except ChannelError as exc:
+                result["error"] = str(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_right_secret_authenticates_both_ways():
+    secret = channel.new_secret()
+    result: dict = {}
+    listener, thread = _serve_once(secret, result)
+    address = channel.format_address("127.0.0.1", listener.getsockname()[1])
+    sock = channel.connect(address, secret, node=5)
+    sock.sendall(channel.encode(channel.OUT, b"hello\n") + channel.encode_json(channel.EXIT, {"returncode": 0}))
+    thread.join(10)
+    sock.close()
+    listener.close()
+    assert result["node"] == 5
+    assert result["frames"] == [(channel.OUT, b"hello\n"), (channel.EXIT, b'{"returncode": 0}')]
+
+
+def test_node_with_wrong_secret_is_rejected():
+    result: dict = {}
+    listener, thread = _serve_once(channel.new_secret(), result)
+    address = channel.format_address("127.0.0.1", listener.getsockname()[1])
+    with pytest.raises(ChannelError):
+        channel.connect(address, channel.new_secret(), node=0, timeout=5)
+    thread.join(10)
+    listener.close()
+    assert result == {"error": "wrong proof of the job secret"}
+
+
+def test_node_refuses_a_listener_that_does_not_know_the_secret():
+    # a listener that completes the handshake without the secret (say, one that squatted the
+    # port): the node must not trust it
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def impostor() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(channel.MAGIC + b"\0" * 32)
+            conn.recv(4096)
+            conn.sendall(b"\0" * 32)
+
+    thread = threading.Thread(target=impostor, daemon=True)
+    thread.start()
+    address = channel.format_address("127.0.0.1", listener.getsockname()[1])
+    with pytest.raises(ChannelError, match="does not know the job secret"):
+        channel.connect(address, channel.new_secret(), node=0, timeout=5)
+    thread.join(10)
+    listener.close()
+
+
+def test_handshake_rejects_extra_bytes_before_authentication():
+    handshake = ServerHandshake(channel.new_secret())
+    with pytest.raises(ChannelError, match="before being authenticated"):
+        handshake.feed(b"\0" * (ServerHandshake.SIZE + 1))
+
+
+def test_frame_reader_reassembles_and_limits():
+    frames = channel.encode(channel.OUT, b"a\n") + channel.encode(channel.ERR, b"b\n")
+    reader = FrameReader()
+    got = []
+    for i in range(len(frames)):  # byte by byte
+        got += reader.feed(frames[i:i + 1])
+    assert got == [(channel.OUT, b"a\n"), (channel.ERR, b"b\n")]
+    with pytest.raises(ChannelError, match="exceeds the limit"):
+        FrameReader().feed(bytes([channel.OUT]) + (channel.MAX_FRAME + 1).to_bytes(4, "big"))
+
+
+def test_addresses_round_trip():
+    assert channel.parse_address(channel.format_address("::1", 80)) == ("::1", 80)
+    assert channel.parse_address("10.0.0.1:5") == ("10.0.0.1", 5)
+    with pytest.raises(ChannelError):
+        channel.parse_address("nohost")
