@@ -1,0 +1,103 @@
+"""Raw mpi4py across the three test hosts with real mpiexec and real ssh: what each MPI needs.
+
+mpiexec runs in the launcher namespace; ranks run on h1..h3 through sshd. The command lines come
+from ``conftest.mpiexec_across`` and are the ones README.md documents for the launcher. Each test
+runs with whichever MPI this venv has (CI runs the suite once per MPI).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from hosts import DECOY
+from mpi_flags import hosts_args, route_args
+
+RING = Path(__file__).resolve().parent / "mpi_ring.py"
+
+JOB_TIMEOUT = 120
+
+
+def _run(cluster, argv, **kwargs):
+    start = time.monotonic()
+    done = cluster.run(argv, timeout=JOB_TIMEOUT, **kwargs)
+    return done, time.monotonic() - start
+
+
+def _hello_hosts(stdout: str) -> list:
+    return sorted(m.group(1) for m in re.finditer(r"^hello rank \d+/\d+ on (\S+)$", stdout, re.MULTILINE))
+
+
+def test_ring_and_16mib_across_three_hosts(cluster, mpiexec_across, no_survivors):
+    done, _ = _run(cluster, mpiexec_across(3))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _hello_hosts(done.stdout) == ["h1", "h2", "h3"]
+    assert "ring ok 2 h1,h2,h3" in done.stdout
+
+
+def test_two_ranks_per_host_by_host_name(cluster, mpiexec_across, no_survivors):
+    done, _ = _run(cluster, mpiexec_across(6, hosts=["h1", "h2", "h3"], per_host=2))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ring ok 5 h1,h1,h2,h2,h3,h3" in done.stdout
+
+
+def test_launching_machine_can_also_be_a_node(cluster, mpiexec_across, no_survivors):
+    # mpiexec starts ranks for its own address locally (no sshd runs in the launcher namespace).
+    hosts = [cluster.launcher_address, "h1", "h2"]
+    done, _ = _run(cluster, mpiexec_across(3, hosts=hosts))
+    assert done.returncode == 0, done.stdout + done.stderr
+    launcher_name = cluster.run(["hostname"]).stdout.strip()
+    assert f"ring ok 2 {launcher_name},h1,h2" in done.stdout
+
+
+def test_mpi_finds_ssh_config_through_environment(cluster, flavor, no_survivors):
+    """``cluster.env()`` alone (HYDRA_LAUNCHER_EXEC / PRTE_MCA_plm_ssh_agent) selects the ssh."""
+    argv = [flavor.mpiexec,
+            *route_args(flavor.name, f"{cluster.launcher_address}/{cluster.prefixlen}"),
+            *hosts_args(flavor.name, [h.address for h in cluster.hosts]),
+            "-n", "3", sys.executable, str(RING)]
+    done, _ = _run(cluster, argv, env={**os.environ, **cluster.env()})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ring ok 2 h1,h2,h3" in done.stdout
+
+
+def test_without_the_launcher_address(cluster, flavor, mpiexec_across, no_survivors):
+    """MPICH proxies dial the launcher's hostname (loopback on the hosts) and fail at once;
+    Open MPI daemons try every address of the launcher in turn, so here it happens to work."""
+    done, took = _run(cluster, mpiexec_across(3, launcher_cidr=None))
+    if flavor.name == "mpich":
+        launcher_name = cluster.run(["hostname"]).stdout.strip()
+        assert done.returncode != 0
+        assert re.search(rf'unable to connect from "h\d" to "{re.escape(launcher_name)}"',
+                         done.stderr), done.stderr
+        assert took < 60
+    else:
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_wrong_launcher_interface_fails_fast(cluster, flavor, mpiexec_across, no_survivors):
+    """Naming the decoy interface (no route from the hosts) gives an error, not a hang."""
+    done, took = _run(cluster, mpiexec_across(3, launcher_cidr=DECOY))
+    assert done.returncode != 0
+    decoy = DECOY.split("/")[0]
+    if flavor.name == "mpich":
+        assert f"unable to connect to server {decoy}" in done.stderr, done.stderr
+    else:
+        # Open MPI prints its help-file messages on stdout.
+        assert "A daemon failed to report back" in done.stdout, done.stdout + done.stderr
+    assert took < 60
+
+
+def test_unreachable_host_in_the_host_list_fails_with_sshs_error(cluster, mpiexec_across,
+                                                                  no_survivors):
+    hosts = ["h1", "h2", cluster.unused_address]
+    done, took = _run(cluster, mpiexec_across(3, hosts=hosts))
+    assert done.returncode != 0
+    pattern = rf"ssh: connect to host {re.escape(cluster.unused_address)} port 22: " \
+              r"(Connection timed out|No route to host)"
+    assert re.search(pattern, done.stderr), done.stderr
+    assert took < 60
+
