@@ -13,6 +13,7 @@ MPI, with the flags of ``mpi_flags.py`` (README.md, "MPI across hosts").
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,11 +34,23 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"test hosts unavailable: {reason}")
 
 
+def _interrupt_on_sigterm() -> None:
+    """Let SIGTERM (a CI time limit, ``kill``) end the session like Ctrl-C, so that finalizers
+    run; by default it would end Python at once and leave the hosts to the next ``up``."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """Three hosts h1..h3 with sshd, up for the whole session and torn down after it."""
+    """Three hosts h1..h3 with sshd, up for the whole session and torn down after it (also when
+    tests fail, on Ctrl-C or SIGTERM, and at exit)."""
     hosts = Cluster()
     request.addfinalizer(hosts.down)
+    _interrupt_on_sigterm()
     try:
         hosts.up()
     except ClusterUnavailable as exc:

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = [
+    "SEPARATE_MACHINES",
     "Cluster",
     "ClusterUnavailable",
     "Host",
@@ -70,6 +71,11 @@ SSHD = "/usr/sbin/sshd"
 NETNS_ETC = Path("/etc/netns")
 STATE = "cluster.json"
 _TOOLS = ("ip", "unshare", "ssh", "ssh-keygen")
+# The namespaces share one kernel, /dev/shm and the PID namespace. UCX (the MPICH wheel's netmod)
+# sees one machine and moves rank-to-rank data through shared memory / cross-memory attach, never
+# over the test network: the payload of a "multi-host" job would not cross the bridge at all.
+# TCP only makes the hosts behave like separate machines. (Open MPI already uses TCP between them.)
+SEPARATE_MACHINES = {"UCX_TLS": "tcp"}
 _SEQ = itertools.count()  # several clusters in one process get distinct names
 
 
@@ -186,9 +192,12 @@ def netns_processes(netns: str) -> list[Proc]:
     return found
 
 
-def _kill_netns_processes(netns: str, grace: float = 2.0) -> None:
-    """SIGTERM every process in ``netns``, then SIGKILL what is left after ``grace`` seconds."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def _kill_netns_processes(
+    netns: str, grace: float = 2.0, signals: Sequence[int] = (signal.SIGTERM, signal.SIGKILL)
+) -> None:
+    """Send each of ``signals`` in turn to every process in ``netns`` (default SIGTERM, then
+    SIGKILL), waiting up to ``grace`` seconds after each for them to be gone."""
+    for sig in signals:
         procs = netns_processes(netns)
         for proc in procs:
             try:
@@ -510,6 +519,10 @@ LogLevel VERBOSE
     UpdateHostKeys no
     BatchMode yes
     ConnectTimeout 5
+    # A host that stops answering mid-session (see set_link) ends the session in ~15 s instead
+    # of never: MPI launchers wait on their ssh children.
+    ServerAliveInterval 5
+    ServerAliveCountMax 3
     ControlMaster no
     LogLevel ERROR
 """
@@ -555,6 +568,26 @@ LogLevel VERBOSE
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
 
+    def crash_host(self, name: str) -> None:
+        """SIGKILL everything on host ``name`` (sshd, sessions, ranks), as if it lost power.
+
+        Its network stays up, so connections to it are refused or reset, not left hanging.
+        ``start_sshd(name)`` brings it back.
+        """
+        _kill_netns_processes(self.host(name).netns, signals=[signal.SIGKILL])
+        proc = self._sshd.pop(name, None)
+        if proc is not None:
+            proc.wait(timeout=10)
+
+    def set_link(self, name: str, up: bool) -> None:
+        """Plug (``up=True``) or unplug host ``name``'s cable: its bridge port goes up or down.
+
+        Unplugged, the host's processes keep running but nothing reaches them: connections to
+        it hang until a timeout, like a pulled cable or a dead switch port.
+        """
+        state = "up" if up else "down"
+        _run(["ip", "-n", self.switch_ns, "link", "set", f"p-{name}", state])
+
     def _check_ssh(self) -> None:
         """Every host answers ``ssh HOST hostname`` from the launcher with its own name."""
         procs = {
@@ -582,7 +615,12 @@ LogLevel VERBOSE
         return ["ssh", "-F", str(self.ssh_config), destination, *command]
 
     def run(self, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
-        """``subprocess.run`` of ``argv`` in the launcher namespace; output captured as text."""
+        """``subprocess.run`` of ``argv`` in the launcher namespace; output captured as text.
+
+        The environment (``env=``, default ``os.environ``) gets :data:`SEPARATE_MACHINES` added
+        unless it sets those variables itself.
+        """
+        kwargs["env"] = {**SEPARATE_MACHINES, **kwargs.get("env", os.environ)}
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
         kwargs.setdefault("check", False)
@@ -621,6 +659,19 @@ LogLevel VERBOSE
             if not left or time.monotonic() >= deadline:
                 return left
             time.sleep(0.1)
+
+    def port_bytes(self) -> dict[str, int]:
+        """Bytes (received + sent) through each host's bridge port so far, by name (``ln`` too).
+
+        The difference across a job shows how much of it crossed the test network.
+        """
+        done = _run(["ip", "-n", self.switch_ns, "-j", "-s", "link", "show"])
+        counts = {}
+        for link in json.loads(done.stdout):
+            if link["ifname"].startswith("p-"):
+                stats = link["stats64"]
+                counts[link["ifname"][2:]] = stats["rx"]["bytes"] + stats["tx"]["bytes"]
+        return counts
 
     def env(self) -> dict[str, str]:
         """Environment that points each MPI's ssh launcher at :attr:`ssh_wrapper`.

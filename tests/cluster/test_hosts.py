@@ -152,3 +152,25 @@ def test_fixture_skips_without_root_unless_required(required, outcome):
         shutil.rmtree(home, ignore_errors=True)
     assert outcome in done.stdout, done.stdout + done.stderr
     assert "needs root" in done.stdout
+
+
+def test_crash_host_kills_everything_and_start_sshd_revives_it(cluster):
+    cluster.ssh("h2", "exec sleep 300 </dev/null >/dev/null 2>&1 &")
+    cluster.crash_host("h2")
+    assert cluster.processes("h2") == []
+    code, err, _ = _ssh(cluster, cluster.ssh_config, "h2")
+    assert code == 255 and "Connection refused" in err, err
+    cluster.start_sshd("h2")
+    assert cluster.ssh("h2", "hostname").stdout.strip() == "h2"
+
+
+def test_unplugged_host_times_out_and_plugs_back(cluster):
+    cluster.set_link("h1", False)
+    try:
+        code, err, took = _ssh(cluster, cluster.ssh_config, "h1", "-o", "ConnectTimeout=2")
+        assert code == 255
+        assert "port 22: Connection timed out" in err or "No route to host" in err, err
+        assert took < 30
+    finally:
+        cluster.set_link("h1", True)
+    assert cluster.ssh("h1", "hostname").stdout.strip() == "h1"

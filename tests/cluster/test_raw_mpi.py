@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import os
 import re
+import select
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from hosts import DECOY
+from hosts import DECOY, SEPARATE_MACHINES
 from mpi_flags import hosts_args, route_args
 
 RING = Path(__file__).resolve().parent / "mpi_ring.py"
+NBYTES = 16 * 2**20
 
 JOB_TIMEOUT = 120
 
@@ -32,10 +36,29 @@ def _hello_hosts(stdout: str) -> list:
 
 
 def test_ring_and_16mib_across_three_hosts(cluster, mpiexec_across, no_survivors):
+    before = cluster.port_bytes()
     done, _ = _run(cluster, mpiexec_across(3))
+    after = cluster.port_bytes()
     assert done.returncode == 0, done.stdout + done.stderr
     assert _hello_hosts(done.stdout) == ["h1", "h2", "h3"]
     assert "ring ok 2 h1,h2,h3" in done.stdout
+    # The 16 MiB really crossed the bridge (h1 sent it twice), not shared memory.
+    moved = {name: after[name] - before[name] for name in after}
+    assert moved["h1"] >= 2 * NBYTES and moved["h2"] >= NBYTES and moved["h3"] >= NBYTES, moved
+
+
+def test_without_tcp_only_mpich_bypasses_the_network(cluster, flavor, mpiexec_across,
+                                                      no_survivors):
+    """Why ``SEPARATE_MACHINES`` exists: left to itself, UCX sees one kernel and uses shared
+    memory between the namespaces. (Open MPI maps ranks by host name and uses TCP anyway.)"""
+    before = cluster.port_bytes()
+    done, _ = _run(cluster, mpiexec_across(3), env={**os.environ, "UCX_TLS": "all"})
+    moved = cluster.port_bytes()["h2"] - before["h2"]
+    assert done.returncode == 0, done.stdout + done.stderr
+    if flavor.name == "mpich":
+        assert moved < NBYTES // 4, moved
+    else:
+        assert moved >= NBYTES, moved
 
 
 def test_two_ranks_per_host_by_host_name(cluster, mpiexec_across, no_survivors):
@@ -101,3 +124,46 @@ def test_unreachable_host_in_the_host_list_fails_with_sshs_error(cluster, mpiexe
     assert re.search(pattern, done.stderr), done.stderr
     assert took < 60
 
+
+
+WAITER = """
+import socket, time
+from mpi4py import MPI
+MPI.COMM_WORLD.Barrier()
+print(f"ready {socket.gethostname()}", flush=True)
+while True:
+    MPI.COMM_WORLD.allreduce(1)
+    time.sleep(0.2)
+"""
+
+
+def _wait_for(job: subprocess.Popen, marker: bytes, count: int, timeout: float) -> bytes:
+    """Read ``job``'s output until ``marker`` was seen ``count`` times (lines of different ranks
+    may interleave mid-line). Fails on end of output or after ``timeout`` seconds."""
+    seen, deadline = b"", time.monotonic() + timeout
+    while seen.count(marker) < count:
+        left = deadline - time.monotonic()
+        assert left > 0 and select.select([job.stdout], [], [], left)[0], f"timeout: {seen!r}"
+        chunk = os.read(job.stdout.fileno(), 65536)
+        assert chunk, f"job ended early: {seen!r}"
+        seen += chunk
+    return seen
+
+
+def test_a_killed_remote_rank_ends_the_job_and_leaves_nothing(cluster, mpiexec_across,
+                                                              no_survivors):
+    argv = cluster.in_launcher(mpiexec_across(3, command=[sys.executable, "-c", WAITER]))
+    job = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           env={**SEPARATE_MACHINES, **os.environ})
+    try:
+        _wait_for(job, b"ready", count=3, timeout=60)
+        ranks = [p for p in cluster.stray_processes("h3") if "-c" in p.argv[1:2]]
+        assert len(ranks) == 1, ranks
+        start = time.monotonic()
+        os.kill(ranks[0].pid, signal.SIGKILL)
+        out, _ = job.communicate(timeout=60)
+        took = time.monotonic() - start
+    finally:
+        job.kill()
+    assert job.returncode != 0
+    assert took < 30, (took, out)
