@@ -10,6 +10,10 @@ Two things must be told to mpiexec when the peers are other machines:
   ``-localhost ADDR``; Open MPI daemons dial every address of the launcher in turn unless
   ``oob_tcp_if_include`` names the subnet (and ``btl_tcp_if_include`` does the same for rank to
   rank traffic).
+
+And one thing differs for the ranks' environment: MPICH forwards the launcher's whole environment
+(``PATH`` included, so a bare ``python`` is the launcher's); Open MPI forwards none of it unless
+named with ``-x NAME`` (a bare ``python`` is whatever the remote login shell's ``PATH`` finds).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-__all__ = ["hosts_args", "route_args", "ssh_args"]
+__all__ = ["env_args", "hosts_args", "route_args", "ssh_args"]
 
 MPICH, OPENMPI = "mpich", "openmpi"
 
@@ -49,3 +53,10 @@ def hosts_args(flavor: str, hosts: Sequence[str], per_host: int = 1) -> list[str
     """``-hosts a:k,b:k`` (MPICH) or ``--host a:k,b:k`` (Open MPI): ``per_host`` slots each."""
     spec = ",".join(f"{h}:{per_host}" for h in hosts)
     return ["-hosts", spec] if flavor == MPICH else ["--host", spec]
+
+
+def env_args(flavor: str, names: Sequence[str]) -> list[str]:
+    """Forward the launcher's values of ``names`` to every rank (MPICH does so for all names)."""
+    if flavor == MPICH:
+        return []
+    return [arg for name in names for arg in ("-x", name)]

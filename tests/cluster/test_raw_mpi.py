@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from hosts import DECOY, SEPARATE_MACHINES
-from mpi_flags import hosts_args, route_args
+from mpi_flags import env_args, hosts_args, route_args, ssh_args
 
 RING = Path(__file__).resolve().parent / "mpi_ring.py"
 NBYTES = 16 * 2**20
@@ -85,6 +85,21 @@ def test_mpi_finds_ssh_config_through_environment(cluster, flavor, no_survivors)
     done, _ = _run(cluster, argv, env={**os.environ, **cluster.env()})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ring ok 2 h1,h2,h3" in done.stdout
+
+
+def test_bare_python_is_the_launchers_python_on_every_host(cluster, flavor, no_survivors):
+    """With the venv first on PATH, ``python`` on the hosts is the venv's: MPICH forwards PATH
+    itself, Open MPI needs ``-x PATH``. Ranks start in mpiexec's working directory."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    argv = [flavor.mpiexec,
+            *ssh_args(flavor.name, str(cluster.ssh_wrapper), str(cluster.ssh_config)),
+            *route_args(flavor.name, f"{cluster.launcher_address}/{cluster.prefixlen}"),
+            *env_args(flavor.name, ["PATH"]),
+            *hosts_args(flavor.name, [h.address for h in cluster.hosts]), "-n", "3",
+            "python", "-c", "import os, sys, mpi4py; print(sys.executable, os.getcwd())"]
+    done, _ = _run(cluster, argv, env=env, cwd=RING.parent)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split("\n")[:3] == [f"{sys.executable} {RING.parent}"] * 3, done.stdout
 
 
 def test_without_the_launcher_address(cluster, flavor, mpiexec_across, no_survivors):
