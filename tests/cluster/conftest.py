@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from hosts import Cluster, ClusterUnavailable
-from mpi_flags import hosts_args, route_args, ssh_args
+
+from .hosts import Cluster, ClusterUnavailable
+from .mpi_flags import hosts_args, route_args, ssh_args
 
 HERE = Path(__file__).resolve().parent
 RING = HERE / "mpi_ring.py"

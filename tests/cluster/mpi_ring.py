@@ -1,7 +1,8 @@
 """Raw mpi4py across hosts: each rank reports its host, a token goes round the ring, and rank 0
 sends a 16 MiB float64 array to every other rank (checked on arrival).
 
-Prints ``hello rank R/N on HOST`` per rank, then on rank 0 ``ring ok TOKEN HOST,HOST,...``.
+Prints ``hello rank R/N on HOST;`` per rank (the ``;`` ends the name even when the launcher
+interleaves ranks' lines), then on rank 0 ``ring ok TOKEN HOST,HOST,...``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def main() -> None:
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     host = socket.gethostname()
-    print(f"hello rank {rank}/{size} on {host}", flush=True)
+    print(f"hello rank {rank}/{size} on {host};", flush=True)
     token = comm.sendrecv(rank, dest=(rank + 1) % size, source=(rank - 1) % size)
     assert token == (rank - 1) % size
     n = NBYTES // 8

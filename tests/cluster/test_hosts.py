@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from hosts import DECOY, Cluster, ClusterUnavailable, list_namespaces, netns_processes
+
+from .hosts import DECOY, Cluster, ClusterUnavailable, list_namespaces, netns_processes
 
 HOSTS_PY = Path(__file__).resolve().parent / "hosts.py"
 
@@ -124,7 +125,7 @@ def test_down_by_hand_removes_a_cluster_whose_owner_exited():
 
 
 def test_up_refuses_with_the_reason(monkeypatch):
-    import hosts
+    from . import hosts
 
     monkeypatch.setattr(hosts, "unavailable_reason", lambda: "no sshd here")
     with pytest.raises(ClusterUnavailable, match="no sshd here"):

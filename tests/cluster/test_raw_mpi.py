@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from hosts import DECOY, SEPARATE_MACHINES
-from mpi_flags import env_args, hosts_args, route_args, ssh_args
+from .hosts import DECOY, SEPARATE_MACHINES
+from .mpi_flags import env_args, hosts_args, route_args, ssh_args
 
 RING = Path(__file__).resolve().parent / "mpi_ring.py"
 NBYTES = 16 * 2**20
@@ -32,7 +32,8 @@ def _run(cluster, argv, **kwargs):
 
 
 def _hello_hosts(stdout: str) -> list:
-    return sorted(m.group(1) for m in re.finditer(r"^hello rank \d+/\d+ on (\S+)$", stdout, re.MULTILINE))
+    # Ranks' lines may interleave mid-line ("… on h3hello rank 0/3 on h1;"): match up to ";".
+    return sorted(re.findall(r"hello rank \d+/\d+ on ([^\s;]+);", stdout))
 
 
 def test_ring_and_16mib_across_three_hosts(cluster, mpiexec_across, no_survivors):
