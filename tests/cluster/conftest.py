@@ -35,14 +35,17 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"test hosts unavailable: {reason}")
 
 
-def _interrupt_on_sigterm() -> None:
+def _interrupt_on_sigterm() -> Callable[[], None]:
     """Let SIGTERM (a CI time limit, ``kill``) end the session like Ctrl-C, so that finalizers
-    run; by default it would end Python at once and leave the hosts to the next ``up``."""
+    run; by default it would end Python at once and leave the hosts to the next ``up``.
+    Returns the function that puts the previous handler back."""
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous) if previous is not None else None
 
 
 @pytest.fixture(scope="session")
@@ -50,8 +53,8 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """Three hosts h1..h3 with sshd, up for the whole session and torn down after it (also when
     tests fail, on Ctrl-C or SIGTERM, and at exit)."""
     hosts = Cluster()
-    request.addfinalizer(hosts.down)
-    _interrupt_on_sigterm()
+    request.addfinalizer(_interrupt_on_sigterm())
+    request.addfinalizer(hosts.down)  # finalizers run last-in first-out: down, then the handler
     try:
         hosts.up()
     except ClusterUnavailable as exc:
