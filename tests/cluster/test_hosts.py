@@ -86,8 +86,14 @@ def test_processes_are_listed_per_host(cluster):
     marker = f"distrcomp-probe-{os.getpid()}"
     done = cluster.ssh("h2", f"exec -a {marker} sleep 300 </dev/null >/dev/null 2>&1 &")
     assert done.returncode == 0, done.stderr
-    strays = {h.name: [p.argv[0] for p in cluster.stray_processes(h.name)] for h in cluster.hosts}
-    assert marker in strays["h2"]
+    deadline = time.monotonic() + 10
+    while True:  # ssh returns once the shell forked; the child may not have exec'd yet
+        strays = {h.name: [p.argv[0] for p in cluster.stray_processes(h.name)]
+                  for h in cluster.hosts}
+        if marker in strays["h2"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert marker in strays["h2"], strays
     assert marker not in strays["h1"] + strays["h3"]
     cluster.kill_strays()
     assert cluster.wait_no_strays(timeout=10) == {}
