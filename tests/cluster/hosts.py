@@ -587,6 +587,9 @@ LogLevel VERBOSE
         """
         state = "up" if up else "down"
         _run(["ip", "-n", self.switch_ns, "link", "set", f"p-{name}", state])
+        if up:  # forget neighbours marked failed while unplugged, so the host answers at once
+            for netns in [self.launcher_ns] + [h.netns for h in self.hosts]:
+                _run(["ip", "-n", netns, "neigh", "flush", "dev", "eth0"], check=False)
 
     def _check_ssh(self) -> None:
         """Every host answers ``ssh HOST hostname`` from the launcher with its own name."""
