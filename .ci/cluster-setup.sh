@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# What the multi-host tests (tests/cluster) need on a Debian CI machine, as root:
+#   sshd (openssh-server), ssh + ssh-keygen (openssh-client), ip (iproute2),
+#   unshare + setpriv (util-linux, essential on Debian: always there).
+# Installs only what is missing; never starts a system sshd (tests start their own per namespace).
+# Then run the tests with DISTRCOMP_REQUIRE_CLUSTER=1 so that a machine that cannot build the
+# test hosts fails CI instead of skipping them.
+set -euo pipefail
+
+need=()
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-client)
+command -v ip >/dev/null || need+=(iproute2)
+command -v unshare >/dev/null && command -v setpriv >/dev/null || need+=(util-linux)
+
+if [ "${#need[@]}" -eq 0 ]; then
+    echo "cluster-setup: openssh-server, openssh-client, iproute2, util-linux already present"
+    exit 0
+fi
+
+# Keep the package's maintainer scripts from starting sshd on the machine itself.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+
+echo "cluster-setup: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

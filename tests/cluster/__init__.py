@@ -1,0 +1,1 @@
+"""Multi-host tests on network-namespace hosts (see README.md)."""

@@ -1,0 +1,110 @@
+"""Fixtures for multi-host tests: three ssh hosts in network namespaces (see ``hosts.py``).
+
+``cluster`` (session scope) is a :class:`hosts.Cluster` that is up: ``cluster.hosts`` (name,
+address, netns), ``cluster.ssh_config`` / ``ssh_wrapper`` / ``env()``, ``cluster.run`` (a command in
+the launcher namespace), ``cluster.ssh``, and ``cluster.stray_processes(name)`` /
+``wait_no_strays()`` for "no process survives" checks. It skips when the machine cannot build
+hosts, or fails instead when ``DISTRCOMP_REQUIRE_CLUSTER=1`` (CI).
+
+``mpiexec_across`` builds the mpiexec command line that runs across the hosts for the installed
+MPI, with the flags of ``mpi_flags.py`` (README.md, "MPI across hosts").
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from .hosts import Cluster, ClusterUnavailable
+from .mpi_flags import hosts_args, route_args, ssh_args
+
+HERE = Path(__file__).resolve().parent
+RING = HERE / "mpi_ring.py"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("DISTRCOMP_REQUIRE_CLUSTER") == "1":
+        pytest.fail(f"DISTRCOMP_REQUIRE_CLUSTER=1 but the test hosts cannot be built: {reason}",
+                    pytrace=False)
+    pytest.skip(f"test hosts unavailable: {reason}")
+
+
+def _interrupt_on_sigterm() -> Callable[[], None]:
+    """Let SIGTERM (a CI time limit, ``kill``) end the session like Ctrl-C, so that finalizers
+    run; by default it would end Python at once and leave the hosts to the next ``up``.
+    Returns the function that puts the previous handler back."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous) if previous is not None else None
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """Three hosts h1..h3 with sshd, up for the whole session and torn down after it (also when
+    tests fail, on Ctrl-C or SIGTERM, and at exit)."""
+    hosts = Cluster()
+    request.addfinalizer(_interrupt_on_sigterm())
+    request.addfinalizer(hosts.down)  # finalizers run last-in first-out: down, then the handler
+    try:
+        hosts.up()
+    except ClusterUnavailable as exc:
+        _unavailable(str(exc))
+    yield hosts
+
+
+@pytest.fixture(scope="session")
+def flavor():
+    """The installed MPI (``distrcomp.launcher.flavor.detect``); skips if there is none."""
+    from distrcomp.launcher.flavor import MPIError, detect
+
+    try:
+        return detect()
+    except MPIError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def mpiexec_across(cluster: Cluster, flavor) -> Callable[..., list[str]]:
+    """``f(n, command, hosts=None, per_host=1, launcher_cidr=<eth0>)`` → full argv to run in the
+    launcher namespace (``cluster.run``). ``command`` defaults to the ring program; hosts default
+    to the addresses of h1..h3."""
+
+    def build(
+        n: int,
+        command: Sequence[str] | None = None,
+        hosts: Sequence[str] | None = None,
+        per_host: int = 1,
+        launcher_cidr: str | None = f"{cluster.launcher_address}/{cluster.prefixlen}",
+    ) -> list[str]:
+        hosts = hosts or [h.address for h in cluster.hosts]
+        command = command or [sys.executable, str(RING)]
+        return [
+            flavor.mpiexec,
+            *ssh_args(flavor.name, str(cluster.ssh_wrapper), str(cluster.ssh_config)),
+            *route_args(flavor.name, launcher_cidr),
+            *hosts_args(flavor.name, hosts, per_host),
+            "-n", str(n),
+            *command,
+        ]
+
+    return build
+
+
+@pytest.fixture
+def no_survivors(cluster: Cluster) -> Iterator[None]:
+    """After the test, assert that no process other than sshd is left on any host."""
+    yield
+    left = cluster.wait_no_strays(timeout=15)
+    if left:
+        cluster.kill_strays()  # so that one failure does not leak into the next test
+    assert not left, f"processes survived on the hosts: {left}"
