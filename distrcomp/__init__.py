@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .collectives import allgather, allreduce, barrier, bcast, gather, reduce, scatter
 from .errors import DistrCompError, MessageDecodeError
-from .p2p import ANY_SOURCE, ANY_TAG
+from .tags import ANY_SOURCE, ANY_TAG
 from .world import get as _get
 
 __all__ = [
@@ -46,8 +45,17 @@ n_node: int
 comm: Any
 
 
+_COLLECTIVES = ("barrier", "bcast", "scatter", "gather", "allgather", "reduce", "allreduce")
+
+
 def __getattr__(name: str) -> Any:
-    # node_id, n_node and comm initialise MPI on first read (PEP 562), not at import.
+    # PEP 562: node_id, n_node and comm initialise MPI on first read, not at import; the
+    # collectives (and numpy with them) load on first use, so that the launcher and its
+    # per-node wrapper, which import this package, start fast.
+    if name in _COLLECTIVES:
+        from . import collectives
+
+        return getattr(collectives, name)
     if name == "node_id":
         return _get().node_id
     if name == "n_node":
@@ -55,6 +63,10 @@ def __getattr__(name: str) -> Any:
     if name == "comm":
         return _get().comm
     raise AttributeError(f"module 'distrcomp' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def send(dest: int, obj: Any, tag: int = 0) -> None:

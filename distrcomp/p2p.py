@@ -31,12 +31,10 @@ from typing import Any
 import numpy as np
 
 from .errors import MessageDecodeError
+from .tags import ANY_SOURCE, ANY_TAG
 from .wire import FRAME_MAX, decode, encode
 
-__all__ = ["ANY_SOURCE", "ANY_TAG", "Engine"]
-
-ANY_SOURCE = -1
-ANY_TAG = -1
+__all__ = ["Engine"]
 
 _EXIT_TIMEOUT = 10.0  # seconds the exit handler waits for this node's sends before warning
 

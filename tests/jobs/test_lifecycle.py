@@ -19,8 +19,9 @@ def script(tmp_path, body: str, name: str = "prog.py"):
 
 def test_import_does_not_initialise_mpi_and_first_use_does():
     code = (
-        "import sys, distrcomp\n"
+        "import sys, distrcomp, distrcomp.launcher.node\n"
         "assert 'mpi4py.MPI' not in sys.modules, 'import initialised MPI'\n"
+        "assert 'numpy' not in sys.modules, 'import loaded numpy: slow launcher start'\n"
         "print(distrcomp.node_id, distrcomp.n_node)\n"
         "assert 'mpi4py.MPI' in sys.modules\n"
     )
