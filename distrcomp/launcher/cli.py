@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="distrcomp",
         description="Message passing with node_id, n_node, send, recv: the launcher.",
     )
-    commands = parser.add_subparsers(dest="subcommand", metavar="{run,hostfile}")
+    commands = parser.add_subparsers(dest="subcommand", metavar="{run,hostfile,compat-path}")
     run = commands.add_parser(
         "run", help="run a program on the nodes, relaying their output",
         description=_RUN_DESCRIPTION, epilog=_RUN_EPILOG,
@@ -106,9 +106,19 @@ def _parser() -> argparse.ArgumentParser:
                      help="assume this MPI instead of detecting it (for --dry-run elsewhere)")
     run.add_argument("--dry-run", action="store_true",
                      help="print the hostfile and the exact mpiexec command line, run nothing")
+    run.add_argument("--legacy-master", metavar="MASTER_PY",
+                     help="run the old DistrComp master.py's `commands` in order on every node, "
+                          "each with its `timelimit`, output grouped per node; master.py is "
+                          "read, never executed (only literal constants are accepted)")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
                      help="program and arguments; a .py file runs with this Python")
 
+    commands.add_parser(
+        "compat-path", help="print the directory of the legacy `message` module",
+        description="Print the directory holding distrcomp's drop-in `message` module, for "
+                    "legacy scripts under plain mpiexec: "
+                    "PYTHONPATH=$(distrcomp compat-path) mpiexec -n 4 python legacy.py",
+    )
     hostfile = commands.add_parser(
         "hostfile", help="print the hostfile a peers file becomes",
         description="Print the hostfile for the MPI installed (or --format) from a peers file.",
@@ -164,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.subcommand == "hostfile":
             return _hostfile(args)
+        if args.subcommand == "compat-path":
+            from .legacy import compat_dir
+
+            sys.stdout.write(compat_dir() + "\n")
+            return 0
     except _UsageError as exc:
         sys.stderr.write(f"distrcomp: {exc}\n")
         return 2
@@ -209,21 +224,84 @@ def _hostfile(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .command import user_command
-    from .job import Job, JobSpec
-    from .peers import node_hosts
 
     words = list(args.command)
     if words[:1] == ["--"]:
         words = words[1:]
+    if args.legacy_master:
+        if words:
+            raise _UsageError("run: give either --legacy-master or a COMMAND, not both")
+        return _run_legacy_master(args)
     if not words:
         raise _UsageError("run: no COMMAND given (distrcomp run --help shows examples)")
     if words[0].endswith(".py") and not os.path.isfile(words[0]):
         raise _UsageError(f"run: {words[0]}: no such file")
-    command = user_command(words)
+    env = _forwarded_env(args)
+    script = _python_script(words)
+    if script is not None:
+        _check_script(script, env)
+    spec, used = _job_spec(args, user_command(words), env, args.timeout, args.group)
+    if args.dry_run:
+        return _dry_run(spec, _spec_peers(args))
+    return _launch(spec, used, args)
 
-    peers = args.peers
-    if peers is None and os.path.isfile("peers.txt"):
-        peers = "peers.txt"
+
+def _spec_peers(args: argparse.Namespace) -> str | None:
+    """The peers file in use: --peers, else ./peers.txt if present, else None."""
+    if args.peers is not None:
+        return args.peers
+    return "peers.txt" if os.path.isfile("peers.txt") else None
+
+
+def _forwarded_env(args: argparse.Namespace) -> dict[str, str | None]:
+    env: dict[str, str | None] = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not _ENV_NAME.match(name):
+            raise _UsageError(f"-x {item}: {name!r} is not a valid environment variable name")
+        env[name] = value if sep else None
+    return env
+
+
+def _python_script(words: list[str]) -> str | None:
+    """The .py file the command runs with Python, if any (``prog.py ...`` or ``python prog.py``)."""
+    if words[0].endswith(".py"):
+        return words[0]
+    interpreter = os.path.basename(words[0]).startswith("python")
+    if interpreter and len(words) > 1 and words[1].endswith(".py") and os.path.isfile(words[1]):
+        return words[1]
+    return None
+
+
+def _check_script(script: str, env: dict[str, str | None]) -> None:
+    """Refuse a script that does not compile (one message, before any node starts); put the
+    legacy ``message`` module on the nodes' path for a script that imports it."""
+    from .legacy import py2_problem, uses_legacy_message, with_compat_path
+
+    try:
+        problem = py2_problem(script)
+    except OSError as exc:
+        raise _UsageError(f"run: cannot read {script}: {exc.strerror or exc}") from None
+    if problem is not None:
+        raise _UsageError(problem)
+    if uses_legacy_message(script):
+        base = {"PYTHONPATH": env["PYTHONPATH"]} if env.get("PYTHONPATH") else os.environ
+        env["PYTHONPATH"] = with_compat_path(base)["PYTHONPATH"]
+
+
+def _shell_words(command: str, source: str) -> list[str]:
+    try:
+        return shlex.split(command)
+    except ValueError as exc:
+        raise _UsageError(f"{source}: command {command!r} is not valid shell: {exc}") from None
+
+
+def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, grouped: bool):
+    """``(JobSpec, hosts of the peers file that run a node)`` for one launch of ``command``."""
+    from .job import JobSpec
+    from .peers import node_hosts
+
+    peers = _spec_peers(args)
     flavor = _flavor(args.mpi)
     hostfile_text = None
     if peers is not None:
@@ -237,30 +315,71 @@ def _run(args: argparse.Namespace) -> int:
     else:
         names = ["localhost"] * (args.n or 1)
         used = []
-
     try:
         mpi_args = shlex.split(args.mpi_args)
     except ValueError as exc:
         raise _UsageError(f"--mpi-args: {exc}") from None
-    env: dict[str, str | None] = {}
-    for item in args.env:
-        name, sep, value = item.partition("=")
-        if not _ENV_NAME.match(name):
-            raise _UsageError(f"-x {item}: {name!r} is not a valid environment variable name")
-        env[name] = value if sep else None
-
     spec = JobSpec(
         command=command, hosts=names, flavor=flavor, hostfile_text=hostfile_text,
-        mpi_args=mpi_args, env=env, timeout=args.timeout, tagged=not args.no_tag,
-        grouped=args.group, output_dir=args.output_dir,
+        mpi_args=mpi_args, env=env, timeout=timeout, tagged=not args.no_tag,
+        grouped=grouped, output_dir=args.output_dir,
     )
-    if args.dry_run:
-        return _dry_run(spec, peers)
-    spec.bind = _relay_address(used, peers or "")
+    return spec, used
+
+
+def _launch(spec, used, args: argparse.Namespace) -> int:
+    from .job import Job
+
+    spec.bind = _relay_address(used, _spec_peers(args) or "")
     try:
         return Job(spec).run()
     except OSError as exc:  # mpiexec cannot be started, no socket can be bound, ...
         raise _UsageError(f"run: cannot launch {spec.flavor.mpiexec}: {exc}") from None
+
+
+def _run_legacy_master(args: argparse.Namespace) -> int:
+    """The old master.py: each of its ``commands`` in order, on every node, output grouped per
+    node, each with ``timelimit`` (``--timeout`` wins). Stops at the first command that fails
+    and returns its exit status."""
+    from .legacy import LegacyMasterError, read_master, with_compat_path
+
+    try:
+        master = read_master(args.legacy_master)
+    except LegacyMasterError as exc:
+        raise _UsageError(str(exc)) from None
+    except OSError as exc:
+        raise _UsageError(f"run: cannot read {args.legacy_master}: {exc.strerror or exc}") \
+            from None
+    missing = [name for name in master.files if not os.path.exists(name)]
+    if missing:
+        raise _UsageError(
+            f"{args.legacy_master}: files lists {', '.join(map(repr, missing))}, "
+            f"not found in {os.getcwd()}"
+        )
+    timeout = args.timeout if args.timeout is not None else master.timelimit
+    env = _forwarded_env(args)
+    for command in master.commands:  # the old tool's commands ran old scripts: check each one
+        for word in _shell_words(command, args.legacy_master):
+            if word.endswith(".py") and os.path.isfile(word):
+                _check_script(word, env)
+    env["PYTHONPATH"] = with_compat_path(
+        {"PYTHONPATH": env["PYTHONPATH"]} if env.get("PYTHONPATH") else os.environ
+    )["PYTHONPATH"]
+    specs = [
+        _job_spec(args, ["sh", "-c", command], dict(env), timeout, grouped=not args.no_tag)
+        for command in master.commands
+    ]
+    if args.dry_run:
+        for spec, _ in specs:
+            _dry_run(spec, _spec_peers(args))
+        return 0
+    for number, (command, (spec, used)) in enumerate(zip(master.commands, specs), 1):
+        sys.stderr.write(f"distrcomp: command {number} of {len(specs)}: {command}\n")
+        sys.stderr.flush()
+        code = _launch(spec, used, args)
+        if code != 0:
+            return code
+    return 0
 
 
 def _relay_address(hosts, peers: str) -> str:

@@ -7,8 +7,9 @@ the terminal, one ``write`` per batch of whole lines, so lines from different no
 
 * tagged (default): ``[node 2 · 10.0.0.3] text`` on stdout (stderr lines on stderr);
 * raw (``--no-tag``): the bytes as the node wrote them;
-* grouped (``--group``): nothing until a node finishes, then its whole output and a line
-  ``--------(Node <id> <host> return)--------``, in node order;
+* grouped (``--group``): nothing until a node finishes, then a line
+  ``--------(Node <id> <host> return)--------``, its whole output and a blank line, in node
+  order (the old DistrComp master's layout);
 * and, with ``--output-dir``, each node's stdout and stderr also into ``node-<id>.out/.err``.
 """
 
@@ -217,6 +218,10 @@ class Output:
                 continue
             if not (log.done or every):
                 break
+            # The old DistrComp master's layout: a header, the node's output, a blank line.
+            self._sinks["out"].write(
+                f"--------(Node {log.node} {log.host} return)--------\n".encode()
+            )
             for stream in ("err", "out"):
                 block = log.blocks[stream]
                 block.seek(0)
@@ -230,9 +235,7 @@ class Output:
                         block.seek(cut - len(chunk), os.SEEK_CUR)
                         chunk = chunk[:cut]
                     self._sinks[stream].write(chunk)
-            self._sinks["out"].write(
-                f"--------(Node {log.node} {log.host} return)--------\n".encode()
-            )
+            self._sinks["out"].write(b"\n")
             self.flush()
             log.shown = True
 

@@ -48,11 +48,12 @@ def test_group_prints_blocks_in_node_order(tmp_path):
     assert done.returncode == 0, done
     blocks = re.split(r"^--------\(Node (\d+) localhost return\)--------\n", done.stdout,
                       flags=re.MULTILINE)
-    # text before marker 0, "0", text before marker 1, "1", ..., trailing text
-    assert blocks[1::2] == ["0", "1", "2"], done.stdout[-500:]
-    assert blocks[-1] == ""
+    # text before header 0 (none), "0", block 0, "1", block 1, "2", block 2
+    assert blocks[0] == "" and blocks[1::2] == ["0", "1", "2"], done.stdout[:500]
     for node in range(3):
-        check_node_lines([(node, text) for text in blocks[2 * node].splitlines()], [node], 500)
+        block = blocks[2 * node + 2]
+        assert block.endswith("\n\n")  # a blank line closes each block, as in the old tool
+        check_node_lines([(node, text) for text in block.splitlines() if text], [node], 500)
 
 
 def test_output_dir_keeps_each_node_raw(tmp_path):

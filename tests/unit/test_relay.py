@@ -71,8 +71,9 @@ def test_grouped_blocks_in_node_order_even_if_node_1_ends_first():
     output.lines(0, "err", b"zero err\n")
     output.finished(0)
     out, err = read()
-    assert out == ("zero\n--------(Node 0 h0 return)--------\n"
-                   "one\n--------(Node 1 h1 return)--------\n")
+    # the old DistrComp master's layout: header, the node's output, a blank line
+    assert out == ("--------(Node 0 h0 return)--------\nzero\n\n"
+                   "--------(Node 1 h1 return)--------\none\n\n")
     assert err == "zero err\n"
 
 
