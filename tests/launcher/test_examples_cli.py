@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from jobtools import ROOT, launch, tagged_lines
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
