@@ -35,6 +35,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import buffers
+
 __all__ = ["FRAME_MAX", "decode", "encode"]
 
 FRAME_MAX = 16384
@@ -161,7 +163,7 @@ def _decode_array(frame: memoryview, fill: Fill) -> np.ndarray:
     dtype = _dtype_of(bytes(frame[offset : offset + code_len]), flags & _DTYPE_PICKLED)
     offset += code_len
     fortran = bool(flags & _FORTRAN)
-    out = np.empty(shape, dtype, order="F" if fortran else "C")
+    out = buffers.empty(shape, dtype, fortran)
     if nbytes:
         target = _bytes_of(out, fortran)
         if flags & _INLINE:
@@ -179,10 +181,10 @@ def _decode_pickle(frame: memoryview, fill: Fill) -> Any:
         body = memoryview(bytearray(body_len))
         fill(body)
     lengths = struct.unpack_from(f"<{n_buffers}q", body)
-    buffers = []
+    out_of_band = []
     for length in lengths:
-        buffer = bytearray(length)
+        buffer = bytearray(length) if length < buffers.MIN_BYTES else buffers.block(length)
         if length:
             fill(buffer)
-        buffers.append(buffer)
-    return pickle.loads(body[8 * n_buffers :], buffers=buffers)
+        out_of_band.append(buffer)
+    return pickle.loads(body[8 * n_buffers :], buffers=out_of_band)
