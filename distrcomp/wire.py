@@ -44,7 +44,8 @@ FRAME_MAX = 16384
 _ARRAY, _PICKLE = 1, 2
 _INLINE, _FORTRAN, _DTYPE_PICKLED = 1, 2, 4
 
-_ARRAY_HEAD = struct.Struct("<BBHHxxq")
+_ARRAY_HEAD = "<BBHHxxq"
+_HEADS = [struct.Struct(f"{_ARRAY_HEAD}{ndim}q") for ndim in range(65)]  # head + shape, per ndim
 _PICKLE_HEAD = struct.Struct("<BBxxIq")
 
 _dtype_codes: dict = {}  # dtype -> (code bytes, flag)
@@ -101,8 +102,9 @@ def encode(obj: Any) -> tuple[bytes, list[Any], bool]:
 def _encode_array(array: np.ndarray) -> tuple[bytes, list[Any], bool]:
     owned = False
     fortran = False
-    if not array.flags.c_contiguous:
-        if array.flags.f_contiguous:
+    layout = array.flags
+    if not layout.c_contiguous:
+        if layout.f_contiguous:
             fortran = True
         else:
             array = np.ascontiguousarray(array)
@@ -110,26 +112,30 @@ def _encode_array(array: np.ndarray) -> tuple[bytes, list[Any], bool]:
     code, dflag = _dtype_code(array.dtype)
     flags = dflag | (_FORTRAN if fortran else 0)
     nbytes = array.nbytes
-    shape = struct.pack(f"<{array.ndim}q", *array.shape)
-    head_len = _ARRAY_HEAD.size + len(shape) + len(code)
+    ndim = array.ndim
+    head = _HEADS[ndim]
+    head_len = head.size + len(code)
     if head_len + nbytes <= FRAME_MAX:
-        head = _ARRAY_HEAD.pack(_ARRAY, flags | _INLINE, array.ndim, len(code), nbytes)
-        data = _bytes_of(array, fortran) if nbytes else b""
-        return b"".join((head, shape, code, data)), [], True
+        # Small arrays are copied into the frame: one message, and the caller's array is free.
+        data = array.tobytes("F" if fortran else "C")
+        return head.pack(_ARRAY, flags | _INLINE, ndim, len(code), nbytes, *array.shape) + code + data, [], True
     if head_len > FRAME_MAX:  # a dtype too large to describe in a frame: let pickle carry it
         return _encode_pickle(array)
-    head = _ARRAY_HEAD.pack(_ARRAY, flags, array.ndim, len(code), nbytes)
-    return b"".join((head, shape, code)), [_bytes_of(array, fortran)], owned
+    frame = head.pack(_ARRAY, flags, ndim, len(code), nbytes, *array.shape) + code
+    return frame, [_bytes_of(array, fortran)], owned
 
 
 def _encode_pickle(obj: Any) -> tuple[bytes, list[Any], bool]:
-    buffers: list[pickle.PickleBuffer] = []
+    out_of_band: list[pickle.PickleBuffer] = []
     try:
-        stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        stream = pickle.dumps(obj, protocol=5, buffer_callback=out_of_band.append)
     except Exception as exc:
         raise TypeError(f"cannot pickle object of type {type(obj).__qualname__}: {exc}") from exc
+    if not out_of_band and _PICKLE_HEAD.size + len(stream) <= FRAME_MAX:
+        # The usual small message: the same layout as below with no lengths, built directly.
+        return _PICKLE_HEAD.pack(_PICKLE, _INLINE, 0, len(stream)) + stream, [], True
     # Empty buffers travel as a zero length only: a zero-byte payload would be a message of its own.
-    raws = [buffer.raw() for buffer in buffers]
+    raws = [buffer.raw() for buffer in out_of_band]
     lengths = struct.pack(f"<{len(raws)}q", *(raw.nbytes for raw in raws))
     payloads = [raw for raw in raws if raw.nbytes]
     body_len = len(lengths) + len(stream)
@@ -156,20 +162,22 @@ def decode(frame: memoryview, fill: Fill) -> Any:
 
 
 def _decode_array(frame: memoryview, fill: Fill) -> np.ndarray:
-    _, flags, ndim, code_len, nbytes = _ARRAY_HEAD.unpack_from(frame)
-    offset = _ARRAY_HEAD.size
-    shape = struct.unpack_from(f"<{ndim}q", frame, offset)
-    offset += 8 * ndim
+    # ndim is a little-endian uint16 at byte 2; it picks the struct of the whole head.
+    head = _HEADS[frame[2] | frame[3] << 8]
+    _, flags, ndim, code_len, nbytes, *shape = head.unpack_from(frame)
+    offset = head.size
     dtype = _dtype_of(bytes(frame[offset : offset + code_len]), flags & _DTYPE_PICKLED)
     offset += code_len
     fortran = bool(flags & _FORTRAN)
+    if not nbytes:
+        return np.empty(shape, dtype, order="F" if fortran else "C")
+    if flags & _INLINE:
+        flat = np.frombuffer(frame, dtype, nbytes // dtype.itemsize, offset)
+        if ndim != 1:
+            flat = flat.reshape(shape, order="F" if fortran else "C")
+        return flat.copy(order="K")
     out = buffers.empty(shape, dtype, fortran)
-    if nbytes:
-        target = _bytes_of(out, fortran)
-        if flags & _INLINE:
-            target[:] = np.frombuffer(frame, np.uint8, nbytes, offset)
-        else:
-            fill(target)
+    fill(_bytes_of(out, fortran))
     return out
 
 
@@ -177,6 +185,8 @@ def _decode_pickle(frame: memoryview, fill: Fill) -> Any:
     _, flags, n_buffers, body_len = _PICKLE_HEAD.unpack_from(frame)
     if flags & _INLINE:
         body = frame[_PICKLE_HEAD.size : _PICKLE_HEAD.size + body_len]
+        if not n_buffers:
+            return pickle.loads(body)
     else:
         body = memoryview(bytearray(body_len))
         fill(body)
