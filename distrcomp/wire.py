@@ -48,29 +48,31 @@ _ARRAY_HEAD = "<BBHHxxq"
 _HEADS = [struct.Struct(f"{_ARRAY_HEAD}{ndim}q") for ndim in range(65)]  # head + shape, per ndim
 _PICKLE_HEAD = struct.Struct("<BBxxIq")
 
-_dtype_codes: dict = {}  # dtype -> (code bytes, flag)
-_code_dtypes: dict = {}  # (code bytes, flag) -> dtype
+_dtype_codes: dict = {}  # dtype -> (code bytes, flag), or None when arrays of it are pickled
+_code_dtypes: dict = {}  # code bytes -> dtype (a pickled code never looks like a dtype.str)
 
 Fill = Callable[[Any], None]
 
 
-def _dtype_code(dtype: np.dtype) -> tuple[bytes, int]:
-    entry = _dtype_codes.get(dtype)
-    if entry is None:
-        code = dtype.str.encode()
-        if dtype.fields is None and dtype.subdtype is None and np.dtype(dtype.str) == dtype:
-            entry = (code, 0)
-        else:
-            entry = (pickle.dumps(dtype, protocol=5), _DTYPE_PICKLED)
-        _dtype_codes[dtype] = entry
+def _dtype_code(dtype: np.dtype) -> tuple[bytes, int] | None:
+    """How a dtype is named in a frame; None if arrays of it hold Python objects (pickled)."""
+    if dtype in _dtype_codes:
+        return _dtype_codes[dtype]
+    if dtype.hasobject or dtype.kind == "T":
+        entry = None
+    elif dtype.fields is None and dtype.subdtype is None and np.dtype(dtype.str) == dtype:
+        entry = (dtype.str.encode(), 0)
+    else:
+        entry = (pickle.dumps(dtype, protocol=5), _DTYPE_PICKLED)
+    _dtype_codes[dtype] = entry
     return entry
 
 
 def _dtype_of(code: bytes, flag: int) -> np.dtype:
-    dtype = _code_dtypes.get((code, flag))
+    dtype = _code_dtypes.get(code)
     if dtype is None:
         dtype = pickle.loads(code) if flag else np.dtype(code.decode())
-        _code_dtypes[(code, flag)] = dtype
+        _code_dtypes[code] = dtype
     return dtype
 
 
@@ -78,10 +80,6 @@ def _bytes_of(array: np.ndarray, fortran: bool) -> np.ndarray:
     """A 1-d uint8 view of a contiguous array's memory (no copy)."""
     flat = array.T.reshape(-1) if fortran else array.reshape(-1)
     return flat.view(np.uint8)
-
-
-def _array_fast_path(obj: Any) -> bool:
-    return type(obj) is np.ndarray and not obj.dtype.hasobject and obj.dtype.kind != "T"
 
 
 def encode(obj: Any) -> tuple[bytes, list[Any], bool]:
@@ -94,12 +92,14 @@ def encode(obj: Any) -> tuple[bytes, list[Any], bool]:
 
     Raises TypeError, naming the type, if ``obj`` cannot be pickled.
     """
-    if _array_fast_path(obj):
-        return _encode_array(obj)
+    if type(obj) is np.ndarray:
+        dtype_code = _dtype_codes.get(obj.dtype) or _dtype_code(obj.dtype)
+        if dtype_code is not None:
+            return _encode_array(obj, *dtype_code)
     return _encode_pickle(obj)
 
 
-def _encode_array(array: np.ndarray) -> tuple[bytes, list[Any], bool]:
+def _encode_array(array: np.ndarray, code: bytes, dflag: int) -> tuple[bytes, list[Any], bool]:
     owned = False
     fortran = False
     layout = array.flags
@@ -109,7 +109,6 @@ def _encode_array(array: np.ndarray) -> tuple[bytes, list[Any], bool]:
         else:
             array = np.ascontiguousarray(array)
             owned = True
-    code, dflag = _dtype_code(array.dtype)
     flags = dflag | (_FORTRAN if fortran else 0)
     nbytes = array.nbytes
     ndim = array.ndim
@@ -118,7 +117,8 @@ def _encode_array(array: np.ndarray) -> tuple[bytes, list[Any], bool]:
     if head_len + nbytes <= FRAME_MAX:
         # Small arrays are copied into the frame: one message, and the caller's array is free.
         data = array.tobytes("F" if fortran else "C")
-        return head.pack(_ARRAY, flags | _INLINE, ndim, len(code), nbytes, *array.shape) + code + data, [], True
+        frame = b"".join((head.pack(_ARRAY, flags | _INLINE, ndim, len(code), nbytes, *array.shape), code, data))
+        return frame, [], True
     if head_len > FRAME_MAX:  # a dtype too large to describe in a frame: let pickle carry it
         return _encode_pickle(array)
     frame = head.pack(_ARRAY, flags, ndim, len(code), nbytes, *array.shape) + code
@@ -166,18 +166,21 @@ def _decode_array(frame: memoryview, fill: Fill) -> np.ndarray:
     head = _HEADS[frame[2] | frame[3] << 8]
     _, flags, ndim, code_len, nbytes, *shape = head.unpack_from(frame)
     offset = head.size
-    dtype = _dtype_of(bytes(frame[offset : offset + code_len]), flags & _DTYPE_PICKLED)
+    code = bytes(frame[offset : offset + code_len])
+    dtype = _code_dtypes.get(code)
+    if dtype is None:  # not `or`: a dtype without fields is falsy (its len() is 0)
+        dtype = _dtype_of(code, flags & _DTYPE_PICKLED)
     offset += code_len
-    fortran = bool(flags & _FORTRAN)
+    fortran = flags & _FORTRAN
     if not nbytes:
         return np.empty(shape, dtype, order="F" if fortran else "C")
     if flags & _INLINE:
         flat = np.frombuffer(frame, dtype, nbytes // dtype.itemsize, offset)
-        if ndim != 1:
-            flat = flat.reshape(shape, order="F" if fortran else "C")
-        return flat.copy(order="K")
-    out = buffers.empty(shape, dtype, fortran)
-    fill(_bytes_of(out, fortran))
+        if ndim == 1:
+            return flat.copy()
+        return flat.reshape(shape, order="F" if fortran else "C").copy(order="K")
+    out = buffers.empty(shape, dtype, bool(fortran))
+    fill(_bytes_of(out, bool(fortran)))
     return out
 
 
