@@ -138,12 +138,25 @@ class Engine:
 
     # -------------------------------------------------------------------- wait
     def wait(self, request: Any) -> None:
-        """Block until ``request`` completes, queueing every message that arrives meanwhile."""
-        MPI = self._MPI
+        """Block until ``request`` completes, queueing every message that arrives meanwhile.
+
+        Polls both requests and gives the core away between polls. ``MPI_Waitany`` (and any
+        loop of tests) never yields, so with more nodes than cores, or on a loaded machine, the
+        node that has to make progress waits a whole time slice for its core (measured with
+        MPICH, allreduce of 8 MiB on 4 nodes on 2 cores: 26 ms with Waitany, 7.5 ms like this,
+        8.5 ms for a plain ``MPI_Wait``, which cannot accept messages meanwhile).
+        """
+        testany = self._MPI.Request.Testany
         status = self._status
         pair = [request, self._frame_req]
-        while MPI.Request.Waitany(pair, status) != 0:
-            self._queue.append(self._take_frame(status))
+        while True:
+            index, done = testany(pair, status)
+            if not done:
+                _yield_core()
+            elif index == 0:
+                return
+            else:
+                self._queue.append(self._take_frame(status))
 
     def _take_frame(self, status: Any) -> tuple[int, int, Any]:
         """Decode the frame that just arrived (receiving its payloads), then restart the receive.
@@ -281,6 +294,11 @@ class Engine:
             where = ", ".join(f"{n} from node {s} (tag {t})" for (s, t), n in sorted(counts.items()))
             _warn(f"node {self.node_id} is exiting with {len(self._queue)} message(s) never received: {where}")
             self._queue.clear()
+
+
+def _yield_core() -> None:
+    """Let another runnable process have this core (returns at once if there is none)."""
+    os.sched_yield()
 
 
 def _exit_timeout() -> float:
