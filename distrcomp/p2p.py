@@ -107,9 +107,11 @@ class Engine:
         if type(tag) is not int or not 0 <= tag <= self.max_tag:
             self.check_tag("send", tag)
         frame, payloads, owned = encode(obj)
-        comm = self.comm
         mtag = tag << 1
-        self._keep(comm.Isend(frame, dest, mtag), frame, dest)
+        pending = self._pending  # what _keep does, inline: this is every message's path
+        pending.append((self.comm.Isend(frame, dest, mtag), frame, dest))
+        if len(pending) >= self._purge_at:
+            self._purge()
         if payloads:
             self._send_payloads(dest, mtag | 1, payloads, owned)
 
@@ -197,7 +199,14 @@ class Engine:
             self.check_node("recv: src", src, allow_any=True)
         if type(tag) is not int or not ANY_TAG <= tag <= self.max_tag:
             self.check_tag("recv", tag, allow_any=True)
-        return self.receive(src, tag, timeout)[2]
+        # What receive() does, inline: this is every message's path.
+        entry = self._match(src, tag, True) if self._queue else None
+        if entry is None:
+            entry = self._await(src, tag, timeout, True)
+        obj = entry[2]
+        if type(obj) is _Undecodable:
+            raise obj.error
+        return obj
 
     def receive(self, src: int, tag: int, timeout: float | None, remove: bool = True) -> tuple[int, int, Any]:
         """Block until a message from ``src`` with ``tag`` is here; return ``(src, tag, obj)``.

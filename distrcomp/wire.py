@@ -166,7 +166,7 @@ def _decode_array(frame: memoryview, fill: Fill) -> np.ndarray:
     head = _HEADS[frame[2] | frame[3] << 8]
     _, flags, ndim, code_len, nbytes, *shape = head.unpack_from(frame)
     offset = head.size
-    code = bytes(frame[offset : offset + code_len])
+    code = frame[offset : offset + code_len].tobytes()
     dtype = _code_dtypes.get(code)
     if dtype is None:  # not `or`: a dtype without fields is falsy (its len() is 0)
         dtype = _dtype_of(code, flags & _DTYPE_PICKLED)
