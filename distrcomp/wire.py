@@ -179,9 +179,10 @@ def _decode_array(frame: memoryview, fill: Fill) -> np.ndarray:
         if ndim == 1:
             return flat.copy()
         return flat.reshape(shape, order="F" if fortran else "C").copy(order="K")
-    out = buffers.empty(shape, dtype, bool(fortran))
-    fill(_bytes_of(out, bool(fortran)))
-    return out
+    # Receive into the raw block, then wrap it: no byte views of the array to build.
+    block = buffers.block(nbytes)
+    fill(block)
+    return np.ndarray(shape, dtype, buffer=block, order="F" if fortran else "C")
 
 
 def _decode_pickle(frame: memoryview, fill: Fill) -> Any:
