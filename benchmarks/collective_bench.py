@@ -45,11 +45,11 @@ def main() -> None:
     dc.node_id  # noqa: B018 - initialise distrcomp before any timing
     local = np.full(NBYTES // 8, comm.Get_rank() + 1.0)
     out = np.empty_like(local)
-    iters = 1 if args.quick else 10
+    iters = 1 if args.quick else 5
     samples = interleaved({
         "dc": batch(comm, lambda: dc.allreduce(local), iters),
         "mpi4py_Allreduce": batch(comm, lambda: comm.Allreduce(local, out, MPI.SUM), iters),
-    }, 2 if args.quick else 9)
+    }, 2 if args.quick else 21)
     expected = comm.Get_size() * (comm.Get_size() + 1) / 2
     if not (dc.allreduce(local) == expected).all():
         raise SystemExit("allreduce gave a wrong result")

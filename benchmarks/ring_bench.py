@@ -64,7 +64,7 @@ def main() -> None:
     samples = interleaved({
         "dc": steps(comm, dc_step, left, iters),
         "mpi4py_Sendrecv": steps(comm, sendrecv_step, left, iters),
-    }, 2 if args.quick else 7)
+    }, 2 if args.quick else 15)
     if rank == 0:
         with open(args.out, "w") as file:
             json.dump({"samples": {f"ring_64MiB_n{size}": samples}}, file)
