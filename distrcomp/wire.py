@@ -149,7 +149,8 @@ def _encode_pickle(obj: Any) -> tuple[bytes, list[Any], bool]:
 def decode(frame: memoryview, fill: Fill) -> Any:
     """Rebuild the object from its ``frame``, calling ``fill(buffer)`` once per payload, in order.
 
-    ``frame`` may be reused by the caller afterwards: nothing returned refers to it. Every payload
+    ``frame`` may run past the frame's end (the receive buffer as a whole): the frame says where
+    it ends. It may be reused by the caller afterwards: nothing returned refers to it. Every payload
     is filled before anything is unpickled, so a failure to unpickle leaves no payload unread;
     that failure propagates as the unpickler raised it.
     """
