@@ -307,7 +307,13 @@ class Engine:
 
 def _yield_core() -> None:
     """Let another runnable process have this core (returns at once if there is none)."""
-    os.sched_yield()
+    if _SCHED_YIELD is not None:
+        _SCHED_YIELD()
+    else:
+        time.sleep(0)
+
+
+_SCHED_YIELD = getattr(os, "sched_yield", None)  # missing on macOS, where sleep(0) yields
 
 
 def _exit_timeout() -> float:
