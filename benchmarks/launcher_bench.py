@@ -26,6 +26,7 @@ PROGRAMS = Path(__file__).resolve().parent / "programs"
 PAD = "abcdefghijklmnopqrstuvwxyz0123456789"  # as in programs/chatter.py
 _TAGGED = re.compile(r"\[node (\d+)[^\]]*\] (.*)")
 _LINE = re.compile(r"node (\d+) line (\d+) " + PAD)
+_PIECE = re.compile(r"node \d+ line \d+|" + PAD[:6] + "|" + PAD[-6:])  # part of a program line
 
 
 def _distrcomp_command() -> str | None:
@@ -120,7 +121,8 @@ def count_damaged(text: str, n_node: int, lines: int, tagged: bool) -> int:
     A line is intact when it is exactly as printed (under ``distrcomp run``: behind a
     ``[node i ...]`` tag naming the node that printed it) and seen once. Lines that are cut,
     merged, mistagged or repeated count as damaged, and so does every line that never arrived.
-    Other output (the launcher's own messages) is ignored when it cannot be a cut line.
+    Other output (the launcher's own messages) is ignored unless it holds a piece of a
+    program line.
     """
     seen: set[tuple[int, int]] = set()
     damaged = 0
@@ -129,12 +131,12 @@ def count_damaged(text: str, n_node: int, lines: int, tagged: bool) -> int:
         if tagged:
             match = _TAGGED.fullmatch(line)
             if match is None:
-                damaged += "line" in line  # a stray piece of a program line
+                damaged += _PIECE.search(line) is not None
                 continue
             node, line = int(match.group(1)), match.group(2)
         found = _LINE.fullmatch(line)
         if found is None:
-            damaged += "line" in line
+            damaged += tagged or _PIECE.search(line) is not None
             continue
         key = (int(found.group(1)), int(found.group(2)))
         if (node is not None and node != key[0]) or key in seen:

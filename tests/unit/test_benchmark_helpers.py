@@ -34,10 +34,11 @@ def test_count_damaged_counts_cut_mistagged_repeated_and_missing_lines():
         f"[node 0 · h] node 0 line 0 {PAD}\n"  # repeated
         f"[node 1 · h] node 0 line 1 {PAD}\n"  # mistagged
         f"[node 1 · h] node 1 line 0 abc\n"  # cut
-        "distrcomp: job finished\n"  # launcher's own message: ignored
+        "distrcomp: 4 nodes finished, 800000 lines relayed\n"  # the launcher's own: ignored
+        f"{PAD[20:]}\n"  # the untagged tail of a cut line
     )
-    # damaged: repeated, mistagged, cut; missing: (0, 1), (1, 0), (1, 1)
-    assert launcher_bench.count_damaged(text, 2, 2, tagged=True) == 6
+    # damaged: repeated, mistagged, cut, stray tail; missing: (0, 1), (1, 0), (1, 1)
+    assert launcher_bench.count_damaged(text, 2, 2, tagged=True) == 7
 
 
 def test_row_ratios_point_the_way_their_targets_do():
