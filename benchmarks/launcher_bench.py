@@ -83,7 +83,7 @@ def _wall(argv: Sequence[str], out: Path, timeout: float) -> Callable[[], float]
 
 def _argvs(mpiexec: Sequence[str], n: int, program: Path, *args: str) -> dict[str, list[str]]:
     return {
-        "dc_run": [_distrcomp_command() or "distrcomp", "run", "-n", str(n), str(program), *args],
+        "dc": [_distrcomp_command() or "distrcomp", "run", "-n", str(n), str(program), *args],
         "mpiexec": [*mpiexec, "-n", str(n), sys.executable, str(program), *args],
     }
 
@@ -109,7 +109,7 @@ def relay_samples(
             {name: _wall(argv, outs[name], timeout) for name, argv in argvs.items()}, reps
         )
         damaged = {
-            name: count_damaged(outs[name].read_text(errors="replace"), 4, lines, name == "dc_run")
+            name: count_damaged(outs[name].read_text(errors="replace"), 4, lines, name == "dc")
             for name in argvs
         }
     return samples, damaged
