@@ -32,12 +32,17 @@ HERE = Path(__file__).resolve().parent
 MIB = 1 << 20
 
 
-def mpiexec(n: int) -> list[str]:
-    """``mpiexec -n N`` for the installed MPI (the one distrcomp itself would use)."""
+def mpiexec_command() -> list[str]:
+    """``mpiexec`` for the installed MPI (the one distrcomp itself would use), oversubscribing."""
     from distrcomp.launcher.flavor import detect
 
     flavor = detect()
-    return [flavor.mpiexec, *flavor.oversubscribe_args(), "-n", str(n)]
+    return [flavor.mpiexec, *flavor.oversubscribe_args()]
+
+
+def mpiexec(n: int) -> list[str]:
+    """``mpiexec -n N`` for the installed MPI."""
+    return [*mpiexec_command(), "-n", str(n)]
 
 
 def mpi_job(n: int, script: str, args: list[str], timeout: float) -> dict[str, Any]:
@@ -118,7 +123,7 @@ def run_all(quick: bool, log: Any) -> tuple[list[dict[str, Any]], dict[str, Any]
     lines = 20_000 if quick else 200_000
     damaged = None
     if launcher_missing is None:
-        base = mpiexec(4)[:-2]
+        base = mpiexec_command()
         ring = attempt("launcher_ring", lambda: launcher_bench.ring_samples(base, reps, timeout))
         if ring:
             samples["launcher_ring_n4"] = ring
@@ -152,6 +157,8 @@ def run_all(quick: bool, log: Any) -> tuple[list[dict[str, Any]], dict[str, Any]
         res = row_result(row, samples, note)
         if row.key == "launcher_relay" and damaged is not None and damaged["dc"]:
             res["met"] = False  # intact output is part of this target
+        if row.case.startswith("ring") and "ring" in errors:
+            res["met"] = False  # completing is part of this target
         rows.append(res)
         if row.key == "launcher_relay":
             rows[-1]["label"] += f" ({lines} each)"
