@@ -99,10 +99,7 @@ def recv(src: int, tag: int = ANY_TAG, timeout: float | None = None) -> Any:
     Raises ValueError for a ``src`` outside ``range(n_node)`` (other than ``ANY_SOURCE``) or a bad
     ``tag``; MessageDecodeError if the message arrived but cannot be unpickled here.
     """
-    engine = _get().engine
-    engine.check_node("recv: src", src, allow_any=True)
-    engine.check_tag("recv", tag, allow_any=True)
-    return engine.receive(src, tag, timeout)[2]
+    return _get().engine.recv(src, tag, timeout)
 
 
 def recv_any(tag: int = ANY_TAG, timeout: float | None = None) -> tuple[int, Any]:

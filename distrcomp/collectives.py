@@ -20,7 +20,7 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
-from . import wire
+from . import buffers, wire
 from .world import get
 
 __all__ = ["allgather", "allreduce", "barrier", "bcast", "gather", "reduce", "scatter"]
@@ -221,7 +221,7 @@ def allreduce(obj: Any, op: Op = "sum") -> Any:
     if mpi_op is not None and _native_numeric(obj):
         world = get()
         send = np.ascontiguousarray(obj)
-        out = np.empty_like(send)
+        out = buffers.empty(send.shape, send.dtype)
         world.engine.wait(world.private.Iallreduce(send, out, mpi_op))
         return out
     return functools.reduce(py, allgather(obj))
@@ -235,7 +235,7 @@ def reduce(obj: Any, op: Op = "sum", root: int = 0) -> Any:
     mpi_op = _mpi_op(op)
     if mpi_op is not None and _native_numeric(obj):
         send = np.ascontiguousarray(obj)
-        out = np.empty_like(send) if world.node_id == root else None
+        out = buffers.empty(send.shape, send.dtype) if world.node_id == root else None
         world.engine.wait(world.private.Ireduce(send, out, mpi_op, root))
         return out
     items = gather(obj, root)

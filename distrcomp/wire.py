@@ -35,6 +35,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import buffers
+
 __all__ = ["FRAME_MAX", "decode", "encode"]
 
 FRAME_MAX = 16384
@@ -42,32 +44,35 @@ FRAME_MAX = 16384
 _ARRAY, _PICKLE = 1, 2
 _INLINE, _FORTRAN, _DTYPE_PICKLED = 1, 2, 4
 
-_ARRAY_HEAD = struct.Struct("<BBHHxxq")
+_ARRAY_HEAD = "<BBHHxxq"
+_HEADS = [struct.Struct(f"{_ARRAY_HEAD}{ndim}q") for ndim in range(65)]  # head + shape, per ndim
 _PICKLE_HEAD = struct.Struct("<BBxxIq")
 
-_dtype_codes: dict = {}  # dtype -> (code bytes, flag)
-_code_dtypes: dict = {}  # (code bytes, flag) -> dtype
+_dtype_codes: dict = {}  # dtype -> (code bytes, flag), or None when arrays of it are pickled
+_code_dtypes: dict = {}  # code bytes -> dtype (a pickled code never looks like a dtype.str)
 
 Fill = Callable[[Any], None]
 
 
-def _dtype_code(dtype: np.dtype) -> tuple[bytes, int]:
-    entry = _dtype_codes.get(dtype)
-    if entry is None:
-        code = dtype.str.encode()
-        if dtype.fields is None and dtype.subdtype is None and np.dtype(dtype.str) == dtype:
-            entry = (code, 0)
-        else:
-            entry = (pickle.dumps(dtype, protocol=5), _DTYPE_PICKLED)
-        _dtype_codes[dtype] = entry
+def _dtype_code(dtype: np.dtype) -> tuple[bytes, int] | None:
+    """How a dtype is named in a frame; None if arrays of it hold Python objects (pickled)."""
+    if dtype in _dtype_codes:
+        return _dtype_codes[dtype]
+    if dtype.hasobject or dtype.kind == "T":
+        entry = None
+    elif dtype.fields is None and dtype.subdtype is None and np.dtype(dtype.str) == dtype:
+        entry = (dtype.str.encode(), 0)
+    else:
+        entry = (pickle.dumps(dtype, protocol=5), _DTYPE_PICKLED)
+    _dtype_codes[dtype] = entry
     return entry
 
 
 def _dtype_of(code: bytes, flag: int) -> np.dtype:
-    dtype = _code_dtypes.get((code, flag))
+    dtype = _code_dtypes.get(code)
     if dtype is None:
         dtype = pickle.loads(code) if flag else np.dtype(code.decode())
-        _code_dtypes[(code, flag)] = dtype
+        _code_dtypes[code] = dtype
     return dtype
 
 
@@ -75,10 +80,6 @@ def _bytes_of(array: np.ndarray, fortran: bool) -> np.ndarray:
     """A 1-d uint8 view of a contiguous array's memory (no copy)."""
     flat = array.T.reshape(-1) if fortran else array.reshape(-1)
     return flat.view(np.uint8)
-
-
-def _array_fast_path(obj: Any) -> bool:
-    return type(obj) is np.ndarray and not obj.dtype.hasobject and obj.dtype.kind != "T"
 
 
 def encode(obj: Any) -> tuple[bytes, list[Any], bool]:
@@ -91,43 +92,50 @@ def encode(obj: Any) -> tuple[bytes, list[Any], bool]:
 
     Raises TypeError, naming the type, if ``obj`` cannot be pickled.
     """
-    if _array_fast_path(obj):
-        return _encode_array(obj)
+    if type(obj) is np.ndarray:
+        dtype_code = _dtype_codes.get(obj.dtype) or _dtype_code(obj.dtype)
+        if dtype_code is not None:
+            return _encode_array(obj, *dtype_code)
     return _encode_pickle(obj)
 
 
-def _encode_array(array: np.ndarray) -> tuple[bytes, list[Any], bool]:
+def _encode_array(array: np.ndarray, code: bytes, dflag: int) -> tuple[bytes, list[Any], bool]:
     owned = False
     fortran = False
-    if not array.flags.c_contiguous:
-        if array.flags.f_contiguous:
+    layout = array.flags
+    if not layout.c_contiguous:
+        if layout.f_contiguous:
             fortran = True
         else:
             array = np.ascontiguousarray(array)
             owned = True
-    code, dflag = _dtype_code(array.dtype)
     flags = dflag | (_FORTRAN if fortran else 0)
     nbytes = array.nbytes
-    shape = struct.pack(f"<{array.ndim}q", *array.shape)
-    head_len = _ARRAY_HEAD.size + len(shape) + len(code)
+    ndim = array.ndim
+    head = _HEADS[ndim]
+    head_len = head.size + len(code)
     if head_len + nbytes <= FRAME_MAX:
-        head = _ARRAY_HEAD.pack(_ARRAY, flags | _INLINE, array.ndim, len(code), nbytes)
-        data = _bytes_of(array, fortran) if nbytes else b""
-        return b"".join((head, shape, code, data)), [], True
+        # Small arrays are copied into the frame: one message, and the caller's array is free.
+        data = array.tobytes("F" if fortran else "C")
+        frame = b"".join((head.pack(_ARRAY, flags | _INLINE, ndim, len(code), nbytes, *array.shape), code, data))
+        return frame, [], True
     if head_len > FRAME_MAX:  # a dtype too large to describe in a frame: let pickle carry it
         return _encode_pickle(array)
-    head = _ARRAY_HEAD.pack(_ARRAY, flags, array.ndim, len(code), nbytes)
-    return b"".join((head, shape, code)), [_bytes_of(array, fortran)], owned
+    frame = head.pack(_ARRAY, flags, ndim, len(code), nbytes, *array.shape) + code
+    return frame, [_bytes_of(array, fortran)], owned
 
 
 def _encode_pickle(obj: Any) -> tuple[bytes, list[Any], bool]:
-    buffers: list[pickle.PickleBuffer] = []
+    out_of_band: list[pickle.PickleBuffer] = []
     try:
-        stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        stream = pickle.dumps(obj, protocol=5, buffer_callback=out_of_band.append)
     except Exception as exc:
         raise TypeError(f"cannot pickle object of type {type(obj).__qualname__}: {exc}") from exc
+    if not out_of_band and _PICKLE_HEAD.size + len(stream) <= FRAME_MAX:
+        # The usual small message: the same layout as below with no lengths, built directly.
+        return _PICKLE_HEAD.pack(_PICKLE, _INLINE, 0, len(stream)) + stream, [], True
     # Empty buffers travel as a zero length only: a zero-byte payload would be a message of its own.
-    raws = [buffer.raw() for buffer in buffers]
+    raws = [buffer.raw() for buffer in out_of_band]
     lengths = struct.pack(f"<{len(raws)}q", *(raw.nbytes for raw in raws))
     payloads = [raw for raw in raws if raw.nbytes]
     body_len = len(lengths) + len(stream)
@@ -141,7 +149,8 @@ def _encode_pickle(obj: Any) -> tuple[bytes, list[Any], bool]:
 def decode(frame: memoryview, fill: Fill) -> Any:
     """Rebuild the object from its ``frame``, calling ``fill(buffer)`` once per payload, in order.
 
-    ``frame`` may be reused by the caller afterwards: nothing returned refers to it. Every payload
+    ``frame`` may run past the frame's end (the receive buffer as a whole): the frame says where
+    it ends. It may be reused by the caller afterwards: nothing returned refers to it. Every payload
     is filled before anything is unpickled, so a failure to unpickle leaves no payload unread;
     that failure propagates as the unpickler raised it.
     """
@@ -154,35 +163,43 @@ def decode(frame: memoryview, fill: Fill) -> Any:
 
 
 def _decode_array(frame: memoryview, fill: Fill) -> np.ndarray:
-    _, flags, ndim, code_len, nbytes = _ARRAY_HEAD.unpack_from(frame)
-    offset = _ARRAY_HEAD.size
-    shape = struct.unpack_from(f"<{ndim}q", frame, offset)
-    offset += 8 * ndim
-    dtype = _dtype_of(bytes(frame[offset : offset + code_len]), flags & _DTYPE_PICKLED)
+    # ndim is a little-endian uint16 at byte 2; it picks the struct of the whole head.
+    head = _HEADS[frame[2] | frame[3] << 8]
+    _, flags, ndim, code_len, nbytes, *shape = head.unpack_from(frame)
+    offset = head.size
+    code = frame[offset : offset + code_len].tobytes()
+    dtype = _code_dtypes.get(code)
+    if dtype is None:  # not `or`: a dtype without fields is falsy (its len() is 0)
+        dtype = _dtype_of(code, flags & _DTYPE_PICKLED)
     offset += code_len
-    fortran = bool(flags & _FORTRAN)
-    out = np.empty(shape, dtype, order="F" if fortran else "C")
-    if nbytes:
-        target = _bytes_of(out, fortran)
-        if flags & _INLINE:
-            target[:] = np.frombuffer(frame, np.uint8, nbytes, offset)
-        else:
-            fill(target)
-    return out
+    fortran = flags & _FORTRAN
+    if not nbytes:
+        return np.empty(shape, dtype, order="F" if fortran else "C")
+    if flags & _INLINE:
+        flat = np.frombuffer(frame, dtype, nbytes // dtype.itemsize, offset)
+        if ndim == 1:
+            return flat.copy()
+        return flat.reshape(shape, order="F" if fortran else "C").copy(order="K")
+    # Receive into the raw block, then wrap it: no byte views of the array to build.
+    block = buffers.block(nbytes)
+    fill(block)
+    return np.ndarray(shape, dtype, buffer=block, order="F" if fortran else "C")
 
 
 def _decode_pickle(frame: memoryview, fill: Fill) -> Any:
     _, flags, n_buffers, body_len = _PICKLE_HEAD.unpack_from(frame)
     if flags & _INLINE:
         body = frame[_PICKLE_HEAD.size : _PICKLE_HEAD.size + body_len]
+        if not n_buffers:
+            return pickle.loads(body)
     else:
         body = memoryview(bytearray(body_len))
         fill(body)
     lengths = struct.unpack_from(f"<{n_buffers}q", body)
-    buffers = []
+    out_of_band = []
     for length in lengths:
-        buffer = bytearray(length)
+        buffer = bytearray(length) if length < buffers.MIN_BYTES else buffers.block(length)
         if length:
             fill(buffer)
-        buffers.append(buffer)
-    return pickle.loads(body[8 * n_buffers :], buffers=buffers)
+        out_of_band.append(buffer)
+    return pickle.loads(body[8 * n_buffers :], buffers=out_of_band)

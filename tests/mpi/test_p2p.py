@@ -66,6 +66,22 @@ def test_value_semantics_mutating_after_send_does_not_change_what_arrives(dc, si
 
 
 @pytest.mark.mpi
+def test_received_arrays_the_program_keeps_are_never_reused_for_later_messages(dc):
+    # Large received arrays come from reused memory once dropped (distrcomp.buffers): the ones
+    # still held, directly or through a view or a container, must keep their values.
+    right, left = ring(dc)
+    kept = []
+    for step in range(6):
+        dc.send(right, np.full(MIB64 // 32, step, np.float64))
+        dc.send(right, {"w": np.full(MIB64 // 32, step, np.float64)})
+        got, box = dc.recv(left, timeout=T), dc.recv(left, timeout=T)
+        if step % 2:
+            kept.append((step, got[::3], box))
+    for step, view, box in kept:
+        assert (view == step).all() and (box["w"] == step).all()
+
+
+@pytest.mark.mpi
 def test_order_kept_per_sender_and_tag_with_1000_mixed_messages(dc):
     me, n = dc.node_id, dc.n_node
 

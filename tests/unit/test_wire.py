@@ -156,3 +156,17 @@ def test_unpickle_failure_propagates_after_reading_every_payload():
     with pytest.raises(pickle.UnpicklingError):
         wire.decode(memoryview(frame), fill)
     assert not remaining
+
+
+@pytest.mark.parametrize("obj", [np.arange(7.0), np.zeros((3, 2), order="F"), {"k": [1, 2]}, "text"])
+def test_decode_reads_only_the_frame_from_a_larger_receive_buffer(obj):
+    frame, payloads, _ = wire.encode(obj)
+    assert not payloads
+    padded = bytearray(wire.FRAME_MAX)
+    padded[: len(frame)] = frame
+    padded[len(frame) :] = b"\xff" * (wire.FRAME_MAX - len(frame))
+    got = wire.decode(memoryview(padded), None)
+    if isinstance(obj, np.ndarray):
+        assert_same_array(got, obj)
+    else:
+        assert got == obj
