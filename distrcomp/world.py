@@ -23,7 +23,10 @@ import atexit
 import faulthandler
 import os
 import signal
+import stat
+import struct
 import sys
+import time
 from typing import Any, NamedTuple
 
 __all__ = ["World", "get", "initialized"]
@@ -88,9 +91,32 @@ def _install_excepthook(world: World) -> None:
             )
             sys.stderr.flush()
             sys.stdout.flush()
+            _let_output_drain()
             world.comm.Abort(1)
 
     sys.excepthook = excepthook
+
+
+def _let_output_drain(limit: float = 1.0) -> None:
+    """Wait (at most ``limit`` seconds) until whoever reads our stdout / stderr pipes has read
+    what we wrote: MPI_Abort kills the processes of the job, and mpiexec then drops output still
+    sitting in a pipe, which is often the very traceback that explains the abort."""
+    import fcntl
+    import termios
+
+    deadline = time.monotonic() + limit
+    for fd in (2, 1):
+        try:
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                continue
+            while time.monotonic() < deadline:
+                unread = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+                if unread == 0:
+                    break
+                time.sleep(0.005)
+        except OSError:
+            continue  # not a pipe we can ask: nothing to wait for
+    time.sleep(0.05)  # and a moment for the reader to pass it on
 
 
 def _at_exit(world: World) -> None:

@@ -102,3 +102,18 @@ def test_sends_pending_at_exit_are_waited_for_a_bounded_time_then_named(tmp_path
     done = run_job(2, prog, timeout=60, env={"DISTRCOMP_EXIT_TIMEOUT": "1"})
     assert done.returncode == 0, done.stderr
     assert "node 0 is exiting with sends still pending after 1 s (2 to node 1)" in done.stderr
+
+
+def test_traceback_survives_the_abort_every_time(tmp_path):
+    """MPI_Abort kills every process, and mpiexec drops output still in a pipe: the node must
+    let its traceback be read first. (Before the fix about 1 run in 8 lost part of it.)"""
+    prog = script(tmp_path, """
+        import distrcomp as dc
+        if dc.node_id == 0:
+            raise ValueError("boom on node zero")
+        dc.recv(0)
+    """)
+    for attempt in range(15):
+        done = run_job(2, prog, timeout=60)
+        assert done.returncode != 0
+        assert "ValueError: boom on node zero" in done.stderr, f"run {attempt}: {done.stderr!r}"
