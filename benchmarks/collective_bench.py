@@ -7,7 +7,6 @@ Rank 0 writes ``{"samples": {"allreduce_8MiB_nN": {variant: [seconds, ...]}}}`` 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from mpi4py import MPI
-from timing import interleaved
+from timing import interleaved, node_args
 
 import distrcomp as dc
 
@@ -36,10 +35,7 @@ def batch(comm: Any, call: Callable[[], Any], iters: int) -> Callable[[], float]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="JSON file rank 0 writes")
-    parser.add_argument("--quick", action="store_true", help="few repetitions (smoke run)")
-    args = parser.parse_args()
+    args = node_args(__doc__)
 
     comm = MPI.COMM_WORLD.Dup()
     dc.node_id  # noqa: B018 - initialise distrcomp before any timing

@@ -9,7 +9,6 @@ interleaved in the same process (see :mod:`timing`); the baselines use their own
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from mpi4py import MPI
-from timing import interleaved
+from timing import interleaved, node_args
 
 import distrcomp as dc
 
@@ -94,10 +93,7 @@ def dict_of_arrays_case(comm: Any, peer: int, reps: int, iters: int) -> dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="JSON file rank 0 writes")
-    parser.add_argument("--quick", action="store_true", help="few repetitions (smoke run)")
-    args = parser.parse_args()
+    args = node_args(__doc__)
 
     comm = MPI.COMM_WORLD.Dup()
     if comm.Get_size() != 2:

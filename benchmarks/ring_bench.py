@@ -9,7 +9,6 @@ A sample is the seconds per ring step on rank 0. Every received array is checked
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from mpi4py import MPI
-from timing import interleaved
+from timing import interleaved, node_args
 
 import distrcomp as dc
 
@@ -40,10 +39,7 @@ def steps(comm: Any, step: Callable[[], np.ndarray], left: int, iters: int) -> C
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="JSON file rank 0 writes")
-    parser.add_argument("--quick", action="store_true", help="few repetitions (smoke run)")
-    args = parser.parse_args()
+    args = node_args(__doc__)
 
     comm = MPI.COMM_WORLD.Dup()
     rank, size = comm.Get_rank(), comm.Get_size()

@@ -8,10 +8,11 @@ after a warm-up of each; a row then compares the medians of those samples.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from collections.abc import Callable, Mapping
 
-__all__ = ["interleaved", "median"]
+__all__ = ["interleaved", "median", "node_args"]
 
 
 def interleaved(
@@ -38,3 +39,11 @@ def interleaved(
 def median(samples: list[float]) -> float:
     """The median of ``samples`` (NaN when there are none, so a row shows as missing)."""
     return statistics.median(samples) if samples else float("nan")
+
+
+def node_args(doc: str) -> argparse.Namespace:
+    """The command line every benchmark program run under mpiexec takes: --out, --quick."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", required=True, help="JSON file rank 0 writes")
+    parser.add_argument("--quick", action="store_true", help="few repetitions (smoke run)")
+    return parser.parse_args()
