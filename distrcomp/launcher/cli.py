@@ -70,6 +70,8 @@ class _UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import remote
+
     parser = argparse.ArgumentParser(
         prog="distrcomp",
         description="Message passing with node_id, n_node, send, recv: the launcher.",
@@ -106,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="assume this MPI instead of detecting it (for --dry-run elsewhere)")
     run.add_argument("--dry-run", action="store_true",
                      help="print the hostfile and the exact mpiexec command line, run nothing")
+    remote.add_options(run)
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
                      help="program and arguments; a .py file runs with this Python")
 
@@ -233,10 +236,8 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise _UsageError(f"{peers}: {exc}") from None
         hostfile_text = _render(hosts, flavor.name, peers)
-        used = [host for host in hosts if host.name in set(names)]
     else:
         names = ["localhost"] * (args.n or 1)
-        used = []
 
     try:
         mpi_args = shlex.split(args.mpi_args)
@@ -254,35 +255,22 @@ def _run(args: argparse.Namespace) -> int:
         mpi_args=mpi_args, env=env, timeout=args.timeout, tagged=not args.no_tag,
         grouped=args.group, output_dir=args.output_dir,
     )
-    if args.dry_run:
-        return _dry_run(spec, peers)
-    spec.bind = _relay_address(used, peers or "")
-    try:
-        return Job(spec).run()
+    from .remote import Remote, RemoteError
+
+    try:  # multi-host: address, ssh, pre-flight, --files (distrcomp/launcher/remote.py)
+        site = Remote.plan(args, names, flavor)
+        site.apply(spec)
+        if args.dry_run:
+            site.discard()
+            return _dry_run(spec, peers)
+        with site.prepared():
+            return Job(spec).run()
+    except RemoteError as exc:
+        raise _UsageError(f"run: {exc}") from None
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the job began; files were removed
+        return 130
     except OSError as exc:  # mpiexec cannot be started, no socket can be bound, ...
         raise _UsageError(f"run: cannot launch {spec.flavor.mpiexec}: {exc}") from None
-
-
-def _relay_address(hosts, peers: str) -> str:
-    """Where the launcher listens for its nodes: loopback when every host is this machine,
-    else the local address of the route to the first other host (multi-host launching is
-    another issue's; this keeps the channel ready for it)."""
-    import socket
-
-    here = {"localhost", socket.gethostname().lower()}
-    for host in hosts:
-        name = host.name.rstrip(".").lower()
-        if name in here or name.startswith("127.") or name == "::1":
-            continue
-        try:
-            family, _, _, _, address = socket.getaddrinfo(host.name, 9, type=socket.SOCK_DGRAM)[0]
-            with socket.socket(family, socket.SOCK_DGRAM) as probe:
-                probe.connect(address)  # sends nothing: only asks the kernel for the route
-                return probe.getsockname()[0]
-        except OSError as exc:
-            raise _UsageError(f"{peers}:{host.line}: cannot reach host {host.name!r}: {exc}") \
-                from None
-    return "127.0.0.1"
 
 
 def _dry_run(spec, peers: str | None) -> int:

@@ -91,8 +91,8 @@ def test_hostfile_and_dry_run_for_both_mpis(tmp_path, flavor, hostfile):
         assert argv[1:-len(node)] == ["-f", path, "-n", "7", "-genvlist", names, "--verbose"]
     else:
         env = [arg for name in names.split(",") for arg in ("-x", name)]
-        assert argv[1:-len(node)] == ["--oversubscribe", "--hostfile", path, "-n", "7", *env,
-                                      "--verbose"]
+        assert argv[1:-len(node)] == ["--oversubscribe", "--hostfile", path, "--map-by", "slot",
+                                      "-n", "7", *env, "--verbose"]
     assert "never run" not in dry.stdout + dry.stderr
 
 
