@@ -96,9 +96,11 @@ class Remote:
         return [host for host, local in zip(self.hosts, self.local) if not local]
 
     @classmethod
-    def plan(cls, args: argparse.Namespace, names: Sequence[str], flavor: Flavor) -> Remote:
+    def plan(cls, args: argparse.Namespace, names: Sequence[str], flavor: Flavor,
+             extra_files: Sequence[str] = ()) -> Remote:
         """From the parsed options and the host of each node: which hosts are remote, the
-        launcher address, the files to ship. Raises RemoteError for a missing ssh config or
+        launcher address, the files to ship (``--files``, then ``extra_files``, e.g. the
+        ``files`` of a legacy master.py). Raises RemoteError for a missing ssh config or
         file, an address that is not this machine's, or a remote host without a route."""
         hosts, slots = _host_slots(names)
         config = args.ssh_config
@@ -109,7 +111,7 @@ class Remote:
         remote = cls(flavor, hosts, slots, [addr.is_local(h) for h in hosts], config,
                      check=not args.no_check, keep_files=args.keep_files)
         try:
-            remote.files = check_files(parse_files(args.files))
+            remote.files = check_files([*parse_files(args.files), *extra_files])
         except StagingError as exc:
             raise RemoteError(str(exc)) from None
         if args.keep_files and not remote.files:
