@@ -128,9 +128,19 @@ class Remote:
             self.launcher = addr.validate(given)
             self.address_reason = "given with --launcher-address"
         elif others:
-            source = addr.route_source(others[0])
-            self.launcher = addr.validate(source)
-            self.address_reason = f"the source of the route to {others[0]}"
+            # The first host with a route decides; a host that does not resolve is left to the
+            # pre-flight, which names every bad host at once.
+            errors = []
+            for host in others:
+                try:
+                    source = addr.route_source(host)
+                except addr.AddressError as exc:
+                    errors.append(exc)
+                    continue
+                self.launcher = addr.validate(source)
+                self.address_reason = f"the source of the route to {host}"
+                return
+            raise errors[0]
         if self.launcher is not None and others:
             try:
                 first = addr.route_source(others[0])

@@ -39,11 +39,13 @@ def test_ring_and_collectives_across_three_hosts(cluster, distrcomp, addresses, 
 # MPIR_CVAR_NOLOCAL=1. Open MPI passes. Reported with the multi-host work; fix belongs to p2p.
 def test_all_to_all_of_16mib_arrays_across_three_hosts(request, flavor, distrcomp, addresses,
                                                        no_survivors):
+    limit = "60"
     if flavor.name == "mpich":
         request.applymarker(pytest.mark.xfail(
             strict=True, reason="MPICH/UCX: distrcomp's p2p all-to-all of large arrays between "
                                 "hosts deadlocks (see comment)"))
-    run = distrcomp(addresses, "--timeout", "20", str(PROGRAMS / "api_across.py"), "alltoall")
+        limit = "8"  # the expected hang ends at the time limit: keep it short
+    run = distrcomp(addresses, "--timeout", limit, str(PROGRAMS / "api_across.py"), "alltoall")
     assert run.returncode == 0, run
     assert (0, addresses[0], "all ok h1,h2,h3") in tagged_lines(run.stdout), run
 
