@@ -46,8 +46,6 @@ KILL_WAIT = 3.0  # after mpiexec got SIGTERM, before SIGKILL
 EXIT_WAIT = 10.0  # after every node reported, time mpiexec gets to exit on its own
 AFTER_MPIEXEC = 2.0  # after mpiexec exited, time nodes' connections get to report
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-KEEPALIVE_IDLE = 5  # seconds of silence on a node connection before the first probe
-KEEPALIVE_INTERVAL = 5  # between unanswered probes; 3 of them and the node is lost
 
 
 @dataclass
@@ -91,16 +89,6 @@ def forwarded_names(env: dict[str, str | None]) -> list[str]:
     """Variables forwarded to every node: the relay's, PYTHONUNBUFFERED, then the user's."""
     fixed = [channel.ENV_ADDRESS, channel.ENV_SECRET, channel.ENV_JOB, "PYTHONUNBUFFERED"]
     return fixed + [name for name in env if name not in fixed]
-
-
-def _keepalive(sock: socket.socket) -> None:
-    """Probe an idle node connection, so that a host that vanishes (cable, power) is seen as a
-    lost node after about KEEPALIVE_IDLE + 3 * KEEPALIVE_INTERVAL seconds instead of never."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
-                        ("TCP_KEEPCNT", 3)):
-        if hasattr(socket, name):  # Linux; elsewhere the system's defaults apply
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 class _Conn:
@@ -304,7 +292,7 @@ class Job:
                 sock.close()
                 continue
             sock.settimeout(5.0)  # only sends can wait; reads happen when select says so
-            _keepalive(sock)
+            channel.keepalive(sock)  # a vanished host becomes a lost node, not a hang
             conn = _Conn(sock, f"{peer[0]}:{peer[1]}", self.secret, time.monotonic())
             assert conn.handshake is not None
             conn.send(conn.handshake.greeting)

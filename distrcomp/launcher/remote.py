@@ -39,9 +39,10 @@ def add_options(run: argparse.ArgumentParser) -> None:
     """The multi-host and file-shipping options of ``distrcomp run``."""
     group = run.add_argument_group(
         "multiple machines",
-        "Remote hosts (peers that are not this machine) are reached with the ordinary ssh "
-        "client, as `ssh HOST` would: keys, agent and ~/.ssh/config apply; no password prompts "
-        f"({' '.join(ssh.OPTIONS[1::2])} are always set).",
+        "Remote hosts (peers that are not this machine) are reached with the ordinary ssh\n"
+        "client, as `ssh HOST` would: keys, agent and ~/.ssh/config apply. Always set:\n"
+        f"{' '.join(ssh.OPTIONS[1::2])}.\n"
+        "Across machines the nodes get PATH, PYTHONUNBUFFERED and the -x variables only.",
     )
     group.add_argument("--ssh-config", metavar="FILE",
                        help="ssh client configuration to use instead of ~/.ssh/config (ssh -F)")
