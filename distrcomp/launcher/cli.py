@@ -267,8 +267,8 @@ def _run(args: argparse.Namespace) -> int:
             return Job(spec).run()
     except RemoteError as exc:
         raise _UsageError(f"run: {exc}") from None
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the job began; files were removed
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM before the job began; files removed
+        return 128 + getattr(exc, "signum", 2)
     except OSError as exc:  # mpiexec cannot be started, no socket can be bound, ...
         raise _UsageError(f"run: cannot launch {spec.flavor.mpiexec}: {exc}") from None
 

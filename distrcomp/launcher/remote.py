@@ -26,7 +26,7 @@ from . import ssh
 from .flavor import Flavor
 from .staging import ENV_SLOTS, ENV_WORKDIR, Stage, StagingError, check_files, parse_files
 
-__all__ = ["Remote", "RemoteError", "add_options"]
+__all__ = ["Interrupted", "Remote", "RemoteError", "add_options"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -241,5 +241,13 @@ class Remote:
         self.discard()
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM arrived before the job started (``signum``: exit with 128 + it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
 def _raise_interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise Interrupted(signum)
