@@ -167,16 +167,18 @@ class Remote:
 
     def apply(self, spec) -> None:
         """Set ``spec`` (a :class:`.job.JobSpec`) up for these hosts: relay address, ssh wrapper,
-        launcher address, forwarded PATH, and the staged working directories."""
+        launcher address, forwarded PATH, and the staged working directories. Several specs
+        (the commands of a legacy master.py) may share one Remote: one wrapper, one staging."""
         if self.remote_hosts:
-            self.scratch = tempfile.mkdtemp(prefix="distrcomp-ssh-")
+            if self.scratch is None:
+                self.scratch = tempfile.mkdtemp(prefix="distrcomp-ssh-")
             wrapper = os.path.join(self.scratch, "ssh")
             spec.site_args += self.flavor.ssh_args(wrapper)
             assert self.launcher is not None
             spec.site_args += self.flavor.address_args(self.launcher.address,
                                                        self._open_mpi_network())
-            # Open MPI forwards no environment: a bare `python` would be the remote login
-            # shell's. MPICH forwards everything anyway.
+            # Remote nodes get only the forwarded names (MPICH -genvlist, Open MPI -x): PATH
+            # too, so that a bare `python` is the launcher's, not the remote login shell's.
             spec.env.setdefault("PATH", None)
             spec.unreached_hint = (
                 f"distrcomp: the nodes were told to connect back to {self.launcher.address} "
@@ -187,7 +189,8 @@ class Remote:
         elif all(self.local):
             spec.bind = LOOPBACK
         if self.files:
-            self.stage = Stage(self.hosts, self.local, self.ssh_config)
+            if self.stage is None:
+                self.stage = Stage(self.hosts, self.local, self.ssh_config)
             spec.site_args += self.flavor.wdir_args(self.stage.root)
             spec.env[ENV_WORKDIR] = self.stage.root
             spec.env[ENV_SLOTS] = ",".join(str(count) for count in self.slots)
