@@ -43,6 +43,7 @@ __all__ = [
     "encode",
     "encode_json",
     "format_address",
+    "keepalive",
     "new_secret",
     "parse_address",
 ]
@@ -61,11 +62,24 @@ _NONCE = 32
 _MAC = 32
 _HEADER = struct.Struct(">BI")
 _NODE_ID = struct.Struct(">I")
+KEEPALIVE_IDLE = 5  # seconds of silence on a connection before the first probe
+KEEPALIVE_INTERVAL = 5  # between unanswered probes; after 3 the connection is dead
 MAX_FRAME = 8 << 20  # a frame carries at most one read of a pipe, far below this
 
 
 class ChannelError(Exception):
     """The channel could not be set up or broke its protocol (bad proof, bad frame, closed)."""
+
+
+def keepalive(sock: socket.socket) -> None:
+    """Let the kernel probe an idle connection, so that a peer whose host vanished (cable,
+    power) ends it after about KEEPALIVE_IDLE + 3 * KEEPALIVE_INTERVAL seconds instead of never:
+    the launcher then sees a lost node, a node sees a lost launcher."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                        ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, name):  # Linux and others; elsewhere the system's defaults apply
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 def new_secret() -> str:
@@ -162,6 +176,7 @@ def connect(address: str, secret: str, node: int, timeout: float = 30.0) -> sock
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         raise ChannelError(f"cannot connect to the launcher at {address}: {exc}") from None
+    keepalive(sock)
     try:
         greeting = _recv_exactly(sock, len(MAGIC) + _NONCE)
         if greeting[:len(MAGIC)] != MAGIC:

@@ -70,6 +70,8 @@ class _UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import remote
+
     parser = argparse.ArgumentParser(
         prog="distrcomp",
         description="Message passing with node_id, n_node, send, recv: the launcher.",
@@ -109,7 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--legacy-master", metavar="MASTER_PY",
                      help="run the old DistrComp master.py's `commands` in order on every node, "
                           "each with its `timelimit`, output grouped per node; master.py is "
-                          "read, never executed (only literal constants are accepted)")
+                          "read, never executed (only literal constants are accepted); its "
+                          "`files` are shipped as with --files")
+    remote.add_options(run)
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
                      help="program and arguments; a .py file runs with this Python")
 
@@ -240,10 +244,8 @@ def _run(args: argparse.Namespace) -> int:
     script = _python_script(words)
     if script is not None:
         _check_script(script, env)
-    spec, used = _job_spec(args, user_command(words), env, args.timeout, args.group)
-    if args.dry_run:
-        return _dry_run(spec, _spec_peers(args))
-    return _launch(spec, used, args)
+    spec, names = _job_spec(args, user_command(words), env, args.timeout, args.group)
+    return _launch(args, [spec], names)
 
 
 def _spec_peers(args: argparse.Namespace) -> str | None:
@@ -297,7 +299,7 @@ def _shell_words(command: str, source: str) -> list[str]:
 
 
 def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, grouped: bool):
-    """``(JobSpec, hosts of the peers file that run a node)`` for one launch of ``command``."""
+    """``(JobSpec, host of each node)`` for one launch of ``command``."""
     from .job import JobSpec
     from .peers import node_hosts
 
@@ -311,10 +313,8 @@ def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, gro
         except ValueError as exc:
             raise _UsageError(f"{peers}: {exc}") from None
         hostfile_text = _render(hosts, flavor.name, peers)
-        used = [host for host in hosts if host.name in set(names)]
     else:
         names = ["localhost"] * (args.n or 1)
-        used = []
     try:
         mpi_args = shlex.split(args.mpi_args)
     except ValueError as exc:
@@ -324,17 +324,42 @@ def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, gro
         mpi_args=mpi_args, env=env, timeout=timeout, tagged=not args.no_tag,
         grouped=grouped, output_dir=args.output_dir,
     )
-    return spec, used
+    return spec, names
 
 
-def _launch(spec, used, args: argparse.Namespace) -> int:
+def _launch(args: argparse.Namespace, specs: list, names: list[str], labels: list[str] = (),
+            extra_files: Sequence[str] = ()) -> int:
+    """Run ``specs`` one after the other on the same hosts (one pre-flight, one staging of the
+    shipped files); stop at the first that fails and return its exit code. ``labels`` name
+    the specs on stderr as they start (a legacy master.py's commands)."""
     from .job import Job
+    from .remote import Remote, RemoteError
 
-    spec.bind = _relay_address(used, _spec_peers(args) or "")
-    try:
-        return Job(spec).run()
+    try:  # multi-host: address, ssh, pre-flight, --files (distrcomp/launcher/remote.py)
+        site = Remote.plan(args, names, specs[0].flavor, extra_files)
+        for spec in specs:
+            site.apply(spec)
+        if args.dry_run:
+            site.discard()
+            for spec in specs:
+                _dry_run(spec, _spec_peers(args))
+            return 0
+        with site.prepared():
+            for number, spec in enumerate(specs):
+                if labels:
+                    sys.stderr.write(f"distrcomp: command {number + 1} of {len(specs)}: "
+                                     f"{labels[number]}\n")
+                    sys.stderr.flush()
+                code = Job(spec).run()
+                if code != 0:
+                    return code
+            return 0
+    except RemoteError as exc:
+        raise _UsageError(f"run: {exc}") from None
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM before the job began; files removed
+        return 128 + getattr(exc, "signum", 2)
     except OSError as exc:  # mpiexec cannot be started, no socket can be bound, ...
-        raise _UsageError(f"run: cannot launch {spec.flavor.mpiexec}: {exc}") from None
+        raise _UsageError(f"run: cannot launch {specs[0].flavor.mpiexec}: {exc}") from None
 
 
 def _run_legacy_master(args: argparse.Namespace) -> int:
@@ -350,12 +375,6 @@ def _run_legacy_master(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise _UsageError(f"run: cannot read {args.legacy_master}: {exc.strerror or exc}") \
             from None
-    missing = [name for name in master.files if not os.path.exists(name)]
-    if missing:
-        raise _UsageError(
-            f"{args.legacy_master}: files lists {', '.join(map(repr, missing))}, "
-            f"not found in {os.getcwd()}"
-        )
     timeout = args.timeout if args.timeout is not None else master.timelimit
     env = _forwarded_env(args)
     for command in master.commands:  # the old tool's commands ran old scripts: check each one
@@ -365,43 +384,12 @@ def _run_legacy_master(args: argparse.Namespace) -> int:
     env["PYTHONPATH"] = with_compat_path(
         {"PYTHONPATH": env["PYTHONPATH"]} if env.get("PYTHONPATH") else os.environ
     )["PYTHONPATH"]
-    specs = [
+    built = [
         _job_spec(args, ["sh", "-c", command], dict(env), timeout, grouped=not args.no_tag)
         for command in master.commands
     ]
-    if args.dry_run:
-        for spec, _ in specs:
-            _dry_run(spec, _spec_peers(args))
-        return 0
-    for number, (command, (spec, used)) in enumerate(zip(master.commands, specs), 1):
-        sys.stderr.write(f"distrcomp: command {number} of {len(specs)}: {command}\n")
-        sys.stderr.flush()
-        code = _launch(spec, used, args)
-        if code != 0:
-            return code
-    return 0
-
-
-def _relay_address(hosts, peers: str) -> str:
-    """Where the launcher listens for its nodes: loopback when every host is this machine,
-    else the local address of the route to the first other host (multi-host launching is
-    another issue's; this keeps the channel ready for it)."""
-    import socket
-
-    here = {"localhost", socket.gethostname().lower()}
-    for host in hosts:
-        name = host.name.rstrip(".").lower()
-        if name in here or name.startswith("127.") or name == "::1":
-            continue
-        try:
-            family, _, _, _, address = socket.getaddrinfo(host.name, 9, type=socket.SOCK_DGRAM)[0]
-            with socket.socket(family, socket.SOCK_DGRAM) as probe:
-                probe.connect(address)  # sends nothing: only asks the kernel for the route
-                return probe.getsockname()[0]
-        except OSError as exc:
-            raise _UsageError(f"{peers}:{host.line}: cannot reach host {host.name!r}: {exc}") \
-                from None
-    return "127.0.0.1"
+    specs = [spec for spec, _ in built]
+    return _launch(args, specs, built[0][1], labels=master.commands, extra_files=master.files)
 
 
 def _dry_run(spec, peers: str | None) -> int:

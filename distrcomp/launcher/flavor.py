@@ -37,8 +37,12 @@ class Flavor(NamedTuple):
         return ["--oversubscribe"] if self.name == OPENMPI else []
 
     def hostfile_args(self, path: str) -> list[str]:
-        """Arguments that make mpiexec place the processes as the hostfile at ``path`` says."""
-        return ["--hostfile", path] if self.name == OPENMPI else ["-f", path]
+        """Arguments that make mpiexec place the processes as the hostfile at ``path`` says:
+        each host's slots filled in file order."""
+        if self.name == OPENMPI:
+            # With --oversubscribe, Open MPI 5 otherwise packs every process onto the first host.
+            return ["--hostfile", path, "--map-by", "slot"]
+        return ["-f", path]
 
     def env_args(self, names: Sequence[str]) -> list[str]:
         """Arguments that forward the environment variables ``names`` (values taken from
@@ -48,6 +52,32 @@ class Flavor(NamedTuple):
         if self.name == OPENMPI:
             return [arg for name in names for arg in ("-x", name)]
         return ["-genvlist", ",".join(names)]
+
+    def ssh_args(self, program: str) -> list[str]:
+        """Arguments that make mpiexec start its remote side with ``program`` (an executable
+        taking ssh's arguments, see :func:`.ssh.write_wrapper`) instead of plain ``ssh``."""
+        if self.name == OPENMPI:
+            return ["--mca", "plm_ssh_agent", program]
+        # hydra's -launcher-exec takes one program, no arguments
+        return ["-launcher", "ssh", "-launcher-exec", program]
+
+    def address_args(self, address: str, network: str | None) -> list[str]:
+        """Arguments that make the MPI reach the launcher at ``address``.
+
+        MPICH: its proxies dial ``-localhost ADDR`` (else the launcher's host name, which peers
+        may resolve to their own loopback). Open MPI: daemons and ranks use only interfaces
+        in ``network`` (the launcher's, as a CIDR); None leaves the choice to Open MPI, which
+        tries every address of the launcher.
+        """
+        if self.name == OPENMPI:
+            if network is None:
+                return []
+            return ["--mca", "oob_tcp_if_include", network, "--mca", "btl_tcp_if_include", network]
+        return ["-localhost", address]
+
+    def wdir_args(self, directory: str) -> list[str]:
+        """Arguments that start every process in ``directory`` (on its own host)."""
+        return ["--wdir", directory] if self.name == OPENMPI else ["-wdir", directory]
 
 
 def find_mpiexec() -> str:

@@ -67,6 +67,10 @@ class JobSpec:
     grouped: bool = False
     output_dir: Path | None = None
     bind: str = "127.0.0.1"
+    # multi-host: ssh program, launcher address, working directory (see cli's remote setup)
+    site_args: list[str] = field(default_factory=list)
+    # said when some node never connected back (e.g. which address the nodes were given)
+    unreached_hint: str | None = None
 
     @property
     def n(self) -> int:
@@ -77,7 +81,7 @@ class JobSpec:
         """The exact mpiexec command line, given the path the hostfile is written to."""
         return mpiexec_argv(
             self.flavor, self.n, node_argv(self.command), hostfile=hostfile,
-            env_names=forwarded_names(self.env), mpi_args=self.mpi_args,
+            env_names=forwarded_names(self.env), mpi_args=[*self.site_args, *self.mpi_args],
         )
 
 
@@ -288,6 +292,7 @@ class Job:
                 sock.close()
                 continue
             sock.settimeout(5.0)  # only sends can wait; reads happen when select says so
+            channel.keepalive(sock)  # a vanished host becomes a lost node, not a hang
             conn = _Conn(sock, f"{peer[0]}:{peer[1]}", self.secret, time.monotonic())
             assert conn.handshake is not None
             conn.send(conn.handshake.greeting)
@@ -551,6 +556,8 @@ class Job:
         if code and any(not r.started or r.lost for r in self.results) and self.mpiexec_held:
             lines.append("distrcomp: mpiexec's last words:")
             lines.extend(f"  | {text}" for text in self.mpiexec_held)
+        if code and self.spec.unreached_hint and any(not r.started for r in self.results):
+            lines.append(self.spec.unreached_hint)
         lines += summary(self.results, elapsed, cause, headline)
         err = Sink(self.stderr_fd)
         err.write("".join(line + "\n" for line in lines).encode("utf-8", "replace"))

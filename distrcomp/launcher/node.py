@@ -190,8 +190,26 @@ class _Relay:
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.signals.append(signum)
 
+    def _workdir(self) -> str | None:
+        """The staged working directory of this node's host (``--files``), None if none."""
+        from .staging import ENV_SLOTS, ENV_WORKDIR, node_workdir
+
+        base = os.environ.get(ENV_WORKDIR)
+        if not base:
+            return None
+        return node_workdir(base, os.environ.get(ENV_SLOTS, ""), self.node)
+
     def _start(self) -> int:
         env = dict(os.environ)  # ENV_SECRET and ENV_ADDRESS were removed in main()
+        try:
+            cwd = self._workdir()
+            if cwd is not None and not os.path.isdir(cwd):
+                raise ValueError(f"its working directory {cwd} is missing on this host")
+        except ValueError as exc:
+            message = f"distrcomp: node {self.node}: {exc}\n"
+            self._send(channel.encode(channel.ERR, message.encode()))
+            _close(self.inherited)
+            return 127
         group: dict[str, object] = {}
         pgid = self.stub if self.shares_stub_group else 0
         if sys.version_info >= (3, 11):
@@ -205,7 +223,8 @@ class _Relay:
             # rather than a pipe mpiexec never closes.
             self.child = subprocess.Popen(
                 self.command, stdin=None if self.node == 0 else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=False, env=env, **group,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=False, env=env, cwd=cwd,
+                **group,
             )
         except OSError as exc:
             message = f"distrcomp: cannot run {self.command[0]!r}: {exc.strerror or exc}\n"

@@ -59,12 +59,25 @@ def catches(pid: int, signum: int) -> bool:
     return False
 
 
+def _netns(pid: int | str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(f"{_PROC}/{pid}/ns/net")
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def processes_with_env(name: str, value: str, exclude: tuple[int, ...] = ()) -> list[tuple[int, str]]:
-    """``(pid, command name)`` of this user's live processes whose environment has ``name=value``."""
+    """``(pid, command name)`` of this user's live processes whose environment has ``name=value``.
+
+    Only processes in this process's network namespace: one in another (a container used as a
+    peer host) belongs to that host, where its own node wrapper and MPI daemon clean up.
+    """
     needle = f"{name}={value}".encode()
     found = []
+    here = _netns("self")
     for pid in _pids():
-        if pid in exclude:
+        if pid in exclude or (here is not None and _netns(pid) != here):
             continue
         try:
             with open(f"{_PROC}/{pid}/environ", "rb") as handle:

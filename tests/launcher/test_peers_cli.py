@@ -74,8 +74,10 @@ def test_hostfile_and_dry_run_for_both_mpis(tmp_path, flavor, hostfile):
     assert shown.returncode == 0 and shown.stdout == hostfile
 
     (tmp_path / "prog.py").write_text("print('never run')\n")
+    # the peers are other machines: the launcher address is given, so the line is the same
+    # wherever the test runs
     dry = launch(tmp_path, "run", "--mpi", flavor, "--dry-run", "-x", "OMP_NUM_THREADS=2",
-                 "--mpi-args", "--verbose", "prog.py", "arg 1")
+                 "--launcher-address", "127.0.0.1", "--mpi-args", "--verbose", "prog.py", "arg 1")
     assert dry.returncode == 0, dry
     lines = dry.stdout.splitlines()
     assert lines[0].startswith(f"# hostfile from peers.txt ({flavor} syntax), written to ")
@@ -86,12 +88,18 @@ def test_hostfile_and_dry_run_for_both_mpis(tmp_path, flavor, hostfile):
     node = [sys.executable, "-m", "distrcomp.launcher.node", "--", sys.executable, "prog.py",
             "arg 1"]
     assert argv[-len(node):] == node
-    names = "DISTRCOMP_RELAY,DISTRCOMP_RELAY_SECRET,DISTRCOMP_JOB,PYTHONUNBUFFERED,OMP_NUM_THREADS"
+    names = "DISTRCOMP_RELAY,DISTRCOMP_RELAY_SECRET,DISTRCOMP_JOB,PYTHONUNBUFFERED," \
+            "OMP_NUM_THREADS,PATH"
+    ssh = argv[argv.index("-launcher-exec" if flavor == "mpich" else "plm_ssh_agent") + 1]
+    assert ssh.endswith("/ssh")
     if flavor == "mpich":
-        assert argv[1:-len(node)] == ["-f", path, "-n", "7", "-genvlist", names, "--verbose"]
+        assert argv[1:-len(node)] == ["-f", path, "-n", "7", "-genvlist", names,
+                                      "-launcher", "ssh", "-launcher-exec", ssh,
+                                      "-localhost", "127.0.0.1", "--verbose"]
     else:
         env = [arg for name in names.split(",") for arg in ("-x", name)]
-        assert argv[1:-len(node)] == ["--oversubscribe", "--hostfile", path, "-n", "7", *env,
+        assert argv[1:-len(node)] == ["--oversubscribe", "--hostfile", path, "--map-by", "slot",
+                                      "-n", "7", *env, "--mca", "plm_ssh_agent", ssh,
                                       "--verbose"]
     assert "never run" not in dry.stdout + dry.stderr
 

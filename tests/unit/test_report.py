@@ -86,8 +86,8 @@ def test_user_command_runs_py_files_with_this_python():
 
 @pytest.mark.parametrize(("flavor", "expected"), [
     (MPICH, ["/x/mpiexec", "-f", "/t/h", "-n", "4", "-genvlist", "A,B", "-v", "P"]),
-    (OPENMPI, ["/y/mpirun", "--oversubscribe", "--hostfile", "/t/h", "-n", "4", "-x", "A",
-               "-x", "B", "-v", "P"]),
+    (OPENMPI, ["/y/mpirun", "--oversubscribe", "--hostfile", "/t/h", "--map-by", "slot", "-n", "4",
+               "-x", "A", "-x", "B", "-v", "P"]),
 ])
 def test_mpiexec_argv_per_flavor(flavor, expected):
     argv = mpiexec_argv(flavor, 4, ["P"], hostfile="/t/h", env_names=["A", "B"], mpi_args=["-v"])

@@ -1,0 +1,256 @@
+"""What ``distrcomp run`` does around a job when nodes run on other machines, or ship files:
+its options, the launcher address, the ssh wrapper for the MPI, the pre-flight, the staging.
+
+Order of events (:class:`Remote`): :meth:`Remote.plan` checks what can be checked without
+touching the network (files exist, the address is this machine's) and :meth:`Remote.apply`
+writes the result into the job's spec; then, inside :meth:`Remote.prepared`, the pre-flight
+(every remote host answers ssh, in parallel), the shipping, the job, and always the removal of
+the shipped files. Any failure before the job raises :class:`RemoteError` (exit 2, nothing
+launched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from . import address as addr
+from . import ssh
+from .flavor import Flavor
+from .staging import ENV_SLOTS, ENV_WORKDIR, Stage, StagingError, check_files, parse_files
+
+__all__ = ["Interrupted", "Remote", "RemoteError", "add_options"]
+
+LOOPBACK = "127.0.0.1"
+
+
+class RemoteError(Exception):
+    """Something to fix before the job can start (the message names the host, file or address)."""
+
+
+def add_options(run: argparse.ArgumentParser) -> None:
+    """The multi-host and file-shipping options of ``distrcomp run``."""
+    group = run.add_argument_group(
+        "multiple machines",
+        "Remote hosts (peers that are not this machine) are reached with the ordinary ssh\n"
+        "client, as `ssh HOST` would: keys, agent and ~/.ssh/config apply. Always set:\n"
+        f"{' '.join(ssh.OPTIONS[1::2])}.\n"
+        "Across machines the nodes get PATH, PYTHONUNBUFFERED and the -x variables only.",
+    )
+    group.add_argument("--ssh-config", metavar="FILE",
+                       help="ssh client configuration to use instead of ~/.ssh/config (ssh -F)")
+    group.add_argument("--launcher-address", metavar="ADDR",
+                       help="this machine's address the nodes connect back to (default: the "
+                            "source address of the route to the first remote host)")
+    group.add_argument("--no-check", action="store_true",
+                       help="skip the pre-flight (every remote host must answer ssh within "
+                            f"{ssh.CONNECT_TIMEOUT} s, else exit 2 naming each bad host)")
+    group.add_argument("--files", metavar="A,B,DIR/", default="",
+                       help="ship these files (directories recursively) to every host into a "
+                            "fresh per-job directory under /tmp, run the nodes there, remove it "
+                            "afterwards")
+    group.add_argument("--keep-files", action="store_true",
+                       help="with --files: keep the shipped directory and print where it is")
+
+
+def _host_slots(names: Sequence[str]) -> tuple[list[str], list[int]]:
+    """Node hosts (one per node, consecutive per host) → hosts in order and nodes on each."""
+    hosts: list[str] = []
+    slots: list[int] = []
+    for name in names:
+        if hosts and hosts[-1] == name:
+            slots[-1] += 1
+        else:
+            hosts.append(name)
+            slots.append(1)
+    return hosts, slots
+
+
+class Remote:
+    """The multi-host side of one ``distrcomp run``; build it with :meth:`plan`."""
+
+    def __init__(self, flavor: Flavor, hosts: list[str], slots: list[int], local: list[bool],
+                 ssh_config: str | None, check: bool, keep_files: bool) -> None:
+        self.flavor = flavor
+        self.hosts = hosts
+        self.slots = slots
+        self.local = local
+        self.ssh_config = ssh_config
+        self.check = check
+        self.keep_files = keep_files
+        self.launcher: addr.LauncherAddress | None = None
+        self.address_reason = ""
+        self.files: list = []
+        self.stage: Stage | None = None
+        self.scratch: str | None = None
+
+    @property
+    def remote_hosts(self) -> list[str]:
+        """The hosts that are not this machine, in peers order."""
+        return [host for host, local in zip(self.hosts, self.local) if not local]
+
+    @classmethod
+    def plan(cls, args: argparse.Namespace, names: Sequence[str], flavor: Flavor,
+             extra_files: Sequence[str] = ()) -> Remote:
+        """From the parsed options and the host of each node: which hosts are remote, the
+        launcher address, the files to ship (``--files``, then ``extra_files``, e.g. the
+        ``files`` of a legacy master.py). Raises RemoteError for a missing ssh config or
+        file, an address that is not this machine's, or a remote host without a route."""
+        hosts, slots = _host_slots(names)
+        config = args.ssh_config
+        if config is not None:
+            if not os.path.isfile(config):
+                raise RemoteError(f"--ssh-config {config}: no such file")
+            config = os.path.abspath(config)
+        remote = cls(flavor, hosts, slots, [addr.is_local(h) for h in hosts], config,
+                     check=not args.no_check, keep_files=args.keep_files)
+        try:
+            remote.files = check_files([*parse_files(args.files), *extra_files])
+        except StagingError as exc:
+            raise RemoteError(str(exc)) from None
+        if args.keep_files and not remote.files:
+            raise RemoteError("--keep-files needs --files")
+        try:
+            remote._choose_address(args.launcher_address)
+        except addr.AddressError as exc:
+            raise RemoteError(str(exc)) from None
+        return remote
+
+    def _choose_address(self, given: str | None) -> None:
+        others = self.remote_hosts
+        if given is not None:
+            self.launcher = addr.validate(given)
+            self.address_reason = "given with --launcher-address"
+        elif others:
+            # The first host with a route decides; a host that does not resolve is left to the
+            # pre-flight, which names every bad host at once.
+            errors = []
+            for host in others:
+                try:
+                    source = addr.route_source(host)
+                except addr.AddressError as exc:
+                    errors.append(exc)
+                    continue
+                self.launcher = addr.validate(source)
+                self.address_reason = f"the source of the route to {host}"
+                return
+            raise errors[0]
+        if self.launcher is not None and others:
+            try:
+                first = addr.route_source(others[0])
+            except addr.AddressError:
+                first = None
+            if first is not None and first != self.launcher.address:
+                self.address_reason += f"; the route to {others[0]} leaves from {first}"
+
+    def _open_mpi_network(self) -> str | None:
+        """The launcher's network, for Open MPI's interface selection, if every remote host is
+        inside it (the usual cluster subnet); else None: across routers the hosts' own
+        interfaces are in other networks, and Open MPI finds its way by trying each address."""
+        if self.launcher is None or self.launcher.network is None:
+            return None
+        network = ipaddress.ip_network(self.launcher.network)
+        for host in self.remote_hosts:
+            try:
+                if ipaddress.ip_address(addr.resolve(host)) not in network:
+                    return None
+            except (addr.AddressError, ValueError):
+                return None
+        return str(network)
+
+    def apply(self, spec) -> None:
+        """Set ``spec`` (a :class:`.job.JobSpec`) up for these hosts: relay address, ssh wrapper,
+        launcher address, forwarded PATH, and the staged working directories. Several specs
+        (the commands of a legacy master.py) may share one Remote: one wrapper, one staging."""
+        if self.remote_hosts:
+            if self.scratch is None:
+                self.scratch = tempfile.mkdtemp(prefix="distrcomp-ssh-")
+            wrapper = os.path.join(self.scratch, "ssh")
+            spec.site_args += self.flavor.ssh_args(wrapper)
+            assert self.launcher is not None
+            spec.site_args += self.flavor.address_args(self.launcher.address,
+                                                       self._open_mpi_network())
+            # Remote nodes get only the forwarded names (MPICH -genvlist, Open MPI -x): PATH
+            # too, so that a bare `python` is the launcher's, not the remote login shell's.
+            spec.env.setdefault("PATH", None)
+            spec.unreached_hint = (
+                f"distrcomp: the nodes were told to connect back to {self.launcher.address} "
+                f"({self.address_reason}); if the hosts cannot reach it, choose another with "
+                "--launcher-address")
+        if self.launcher is not None:
+            spec.bind = self.launcher.address
+        elif all(self.local):
+            spec.bind = LOOPBACK
+        if self.files:
+            if self.stage is None:
+                self.stage = Stage(self.hosts, self.local, self.ssh_config)
+            spec.site_args += self.flavor.wdir_args(self.stage.root)
+            spec.env[ENV_WORKDIR] = self.stage.root
+            spec.env[ENV_SLOTS] = ",".join(str(count) for count in self.slots)
+
+    def discard(self) -> None:
+        """Remove the local scratch directory (after a dry run)."""
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
+
+    @contextmanager
+    def prepared(self) -> Iterator[None]:
+        """Pre-flight and shipping, then the body (the job); the shipped files and the ssh
+        wrapper are removed afterwards whatever happens (``--keep-files`` keeps the files).
+        Raises RemoteError, nothing launched, if a host fails the pre-flight or the shipping."""
+        previous = signal.getsignal(signal.SIGTERM)
+        # Until the job installs its own handlers, SIGTERM must still reach the clean-up below.
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            if self.scratch is not None:
+                ssh.write_wrapper(os.path.join(self.scratch, "ssh"), self.ssh_config)
+            if self.check and self.remote_hosts:
+                self._preflight()
+            if self.stage is not None:
+                try:
+                    self.stage.ship(self.files)
+                except StagingError as exc:
+                    raise RemoteError(str(exc)) from None
+            signal.signal(signal.SIGTERM, previous)
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self._clean_up()
+
+    def _preflight(self) -> None:
+        problems = ssh.check_hosts(self.remote_hosts, sys.executable, self.ssh_config)
+        if problems:
+            lines = [f"  {problem.host}: {problem.reason}" for problem in problems]
+            raise RemoteError(
+                f"pre-flight: {len(problems)} of {len(self.remote_hosts)} remote hosts failed "
+                "the ssh check (nothing launched; --no-check skips it):\n" + "\n".join(lines))
+
+    def _clean_up(self) -> None:
+        if self.stage is not None:
+            if self.keep_files and self.stage.created:
+                messages = self.stage.describe()
+            else:
+                messages = self.stage.remove()
+            for line in messages:
+                sys.stderr.write(line + "\n")
+        self.discard()
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM arrived before the job started (``signum``: exit with 128 + it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
