@@ -2,11 +2,11 @@
 
 Design, in one paragraph: every message is a frame plus payloads (see :mod:`distrcomp.wire`),
 sent on distrcomp's private communicator with MPI tag ``2*tag`` for the frame and ``2*tag+1``
-for its payloads. One receive for a frame, from any node with any tag, is always posted. Every
-blocking call (``send`` of a large array, ``recv``, the collectives, the exit handler) waits on
-that receive together with what it is waiting for, and any frame that arrives meanwhile is
-decoded (its payloads received at once) into an arrival-ordered queue that ``recv`` consults
-first. So a node blocked in distrcomp always accepts incoming messages, and a ring where every
+for its payloads. Frames are taken with a matched probe from any node with any tag
+(``Improbe``/``Mprobe`` then ``Mrecv``). Every blocking call (``send`` of a large array,
+``recv``, the collectives, the exit handler) keeps taking frames while it waits for what it
+is waiting for, and decodes each (its payloads received at once) into an arrival-ordered queue
+that ``recv`` consults first. So a node blocked in distrcomp always accepts incoming messages, and a ring where every
 node sends a large array before receiving cannot deadlock.
 
 ``send`` keeps value semantics without copying large arrays: a frame is a fresh ``bytes``, and
@@ -15,9 +15,12 @@ them. When nothing refers to the caller's memory, ``send`` returns at once and M
 the sends in the background.
 
 Why a payload can never be mistaken for a frame: a node receives a frame's payloads right after
-the frame, before the any-tag receive is posted again, and MPI does not let messages between two
-nodes overtake each other; so the next message from a node that matches the any-tag receive is
-always a frame.
+the frame, before it probes again, and MPI does not let messages between two nodes overtake
+each other; so the next message from a node that an any-tag probe matches is always a frame.
+
+Why a probe and not a receive kept posted for any node: with MPICH's UCX device between hosts,
+a posted any-source receive together with large sends in both directions hangs (reproduced in
+raw mpi4py: tests/cluster/programs/p2p_pattern.py); matched probes do not.
 """
 
 from __future__ import annotations
@@ -76,9 +79,6 @@ class Engine:
         self._purge_at = 64
         self._sent = [0] * self.n_node  # messages sent to each node, for the exit handshake
         self._n_received = 0  # frames taken, from any node
-        # A persistent request: restarting it costs far less than posting a new Irecv per frame.
-        self._frame_req = comm.Recv_init(self._frame, MPI.ANY_SOURCE, MPI.ANY_TAG)
-        self._frame_req.Start()
         self._payloads_from = (0, 1)  # (node, MPI tag) of the payloads decode is reading now
 
     # ------------------------------------------------------------------ checks
@@ -145,29 +145,28 @@ class Engine:
     def wait(self, request: Any) -> None:
         """Block until ``request`` completes, queueing every message that arrives meanwhile.
 
-        Polls both requests and gives the core away between polls. ``MPI_Waitany`` (and any
+        Polls the request and the probe and gives the core away between polls. ``MPI_Waitany`` (and any
         loop of tests) never yields, so with more nodes than cores, or on a loaded machine, the
         node that has to make progress waits a whole time slice for its core (measured with
         MPICH, allreduce of 8 MiB on 4 nodes on 2 cores: 26 ms with Waitany, 7.5 ms like this,
         8.5 ms for a plain ``MPI_Wait``, which cannot accept messages meanwhile).
         """
-        testany = self._MPI.Request.Testany
         status = self._status
-        pair = [request, self._frame_req]
-        while True:
-            index, done = testany(pair, status)
-            if not done:
+        improbe = self.comm.Improbe
+        any_source, any_tag = self._MPI.ANY_SOURCE, self._MPI.ANY_TAG
+        while not request.Test():
+            message = improbe(any_source, any_tag, status)
+            if message is None:
                 _yield_core()
-            elif index == 0:
-                return
             else:
-                self._queue.append(self._take_frame(status))
+                self._queue.append(self._take_frame(message, status))
 
-    def _take_frame(self, status: Any) -> tuple[int, int, Any]:
-        """Decode the frame that just arrived (receiving its payloads), then restart the receive.
+    def _take_frame(self, message: Any, status: Any) -> tuple[int, int, Any]:
+        """Receive the probed frame ``message`` and decode it, receiving its payloads.
 
         The frame is decoded from the whole frame buffer: the format says where it ends.
         """
+        message.Recv(self._frame)
         src = status.Get_source()
         mtag = status.Get_tag()
         self._payloads_from = (src, mtag | 1)
@@ -176,8 +175,6 @@ class Engine:
             obj = decode(self._frame_view, self._fill)
         except Exception as exc:  # noqa: BLE001 - kept; the recv that asks for this message raises it
             obj = _Undecodable(MessageDecodeError(src, mtag >> 1, f"{type(exc).__name__}: {exc}"))
-        finally:
-            self._frame_req.Start()
         return src, mtag >> 1, obj
 
     def _fill(self, buffer: Any) -> None:
@@ -230,10 +227,13 @@ class Engine:
         status = self._status
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         delay = 2e-5
+        comm, MPI = self.comm, self._MPI
         while True:
             if deadline is None:
-                self._frame_req.Wait(status)
-            elif not self._frame_req.Test(status):
+                message = comm.Mprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+            else:
+                message = comm.Improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+            if message is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(
@@ -243,7 +243,7 @@ class Engine:
                 time.sleep(min(delay, remaining))
                 delay = min(2 * delay, 1e-3)
                 continue
-            entry = self._take_frame(status)
+            entry = self._take_frame(message, status)
             if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
                 if not remove:
                     self._queue.append(entry)
@@ -269,20 +269,17 @@ class Engine:
             return
         self._closed = True
         self._flush_pending()
-        # Reduce-scatter, not alltoall: MPICH's Ialltoall on one rank matches our any-tag receive.
+        # Reduce-scatter, not alltoall: MPICH's Ialltoall on one rank sends on the user's context.
         sent = np.array(self._sent, np.int64)
         expected = np.zeros(1, np.int64)
         self.wait(self.comm.Ireduce_scatter_block(sent, expected, self._MPI.SUM))
         status = self._status
         while self._n_received < expected[0]:
-            self._frame_req.Wait(status)
-            self._queue.append(self._take_frame(status))
+            message = self.comm.Mprobe(self._MPI.ANY_SOURCE, self._MPI.ANY_TAG, status)
+            self._queue.append(self._take_frame(message, status))
         self._MPI.Request.Waitall([entry[0] for entry in self._pending])
         self._pending = []
         self._report_unreceived()
-        self._frame_req.Cancel()
-        self._frame_req.Wait()
-        self._frame_req.Free()
 
     def _flush_pending(self) -> None:
         MPI = self._MPI
@@ -294,8 +291,9 @@ class Engine:
             if MPI.Request.Testall(requests):
                 self._pending = []
                 return
-            if self._frame_req.Test(status):
-                self._queue.append(self._take_frame(status))
+            message = self.comm.Improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+            if message is not None:
+                self._queue.append(self._take_frame(message, status))
                 continue
             if time.monotonic() >= deadline:
                 break

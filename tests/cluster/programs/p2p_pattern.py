@@ -4,7 +4,7 @@ Each rank keeps one ANY_SOURCE/ANY_TAG receive posted for small "frames"; to sen
 frame (tag 0) and a large payload (tag 1) and waits for the payload while taking any frame that
 arrives (then receiving that frame's payload with a blocking Recv). Every rank sends to every
 other, then takes the frames still due. Prints ``RANK ok`` per rank. Not run by the tests; it
-documents the MPICH/UCX hang of ``test_all_to_all_of_16mib_arrays_across_three_hosts``::
+documents the MPICH/UCX hang that made distrcomp take frames with matched probes instead::
 
     MPIR_CVAR_NOLOCAL=1 mpiexec -n 3 python p2p_pattern.py 65536            # MPICH, UCX: hangs
     MPIR_CVAR_NOLOCAL=1 MPIR_CVAR_CH4_NETMOD=ofi mpiexec -n 3 python p2p_pattern.py 16777216  # ok
