@@ -143,3 +143,24 @@ def test_legacy_master_and_a_command_together_are_refused(tmp_path):
     write(tmp_path / "master.py", 'commands = ["true"]\n')
     done = launch(tmp_path, "run", "--legacy-master", "master.py", "--", "true")
     assert done.returncode == 2 and "either --legacy-master or a COMMAND" in done.stderr, done
+
+
+def test_legacy_master_ships_its_files_and_runs_the_commands_there(tmp_path):
+    write(tmp_path / "master.py", """\
+        files = ["job.py", "data.txt"]
+        commands = ["python job.py"]
+        timelimit = 60
+    """)
+    write(tmp_path / "job.py", """\
+        import os
+        print(os.getcwd() != os.environ.get("LAUNCH_DIR"), sorted(os.listdir(".")),
+              open("data.txt").read().strip())
+    """)
+    (tmp_path / "data.txt").write_text("payload\n")
+    (tmp_path / "not_listed.txt").write_text("stays here\n")
+    done = launch(tmp_path, "run", "-n", "2", "-x", f"LAUNCH_DIR={tmp_path}",
+                  "--legacy-master", "master.py")
+    assert done.returncode == 0, done
+    for node in range(2):
+        assert (f"--------(Node {node} localhost return)--------\n"
+                f"True ['data.txt', 'job.py'] payload\n") in done.stdout, done
