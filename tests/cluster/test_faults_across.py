@@ -15,7 +15,7 @@ import signal
 import time
 from pathlib import Path
 
-from .output import tagged_lines
+from tagged import tagged_lines
 
 WAITER = str(Path(__file__).resolve().parent / "programs" / "waiter.py")
 

@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .output import tagged_lines
+from tagged import tagged_lines
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 MiB = 2**20

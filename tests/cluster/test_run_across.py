@@ -8,8 +8,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-
-from .output import tagged_lines
+from tagged import tagged_lines
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 NBYTES = 16 * 2**20

@@ -11,7 +11,6 @@ launcher must leave no process of the job behind, whatever happened).
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from tagged import TAGGED, tagged_lines  # noqa: F401 - re-exported for the launcher tests
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAMS = Path(__file__).resolve().parent / "programs"
@@ -123,14 +123,3 @@ def wait_for_files(paths: Sequence[Path], timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
-TAGGED = re.compile(r"^\[node (\d+) \u00b7 ([^\]]+)\] (.*)$")
-
-
-def tagged_lines(text: str) -> list[tuple[int, str, str]]:
-    """Parse every line as ``[node K · HOST] text``; fail on any line that is not."""
-    parsed = []
-    for line in text.splitlines():
-        match = TAGGED.match(line)
-        assert match, f"untagged line: {line!r}"
-        parsed.append((int(match.group(1)), match.group(2), match.group(3)))
-    return parsed

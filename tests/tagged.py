@@ -1,5 +1,8 @@
-"""Parsing ``distrcomp run`` output in the cluster tests (the format of tests/launcher's
-``jobtools.tagged_lines``; that module is not importable from this package)."""
+"""Parsing ``distrcomp run`` output in tests: every line must be ``[node K · HOST] text``.
+
+A plain module beside tests/conftest.py, so that tests/launcher (plain modules) and
+tests/cluster (a package) share one parser.
+"""
 
 from __future__ import annotations
 
