@@ -1,19 +1,25 @@
 """The channel from each node's wrapper back to the launcher: authentication and framing.
 
-Every node wrapper (:mod:`distrcomp.launcher.node`) opens one TCP connection to the launcher.
-The launcher listens only for the duration of the job, on the address the nodes need (loopback
-when every node is on this machine), and stops listening once every node is connected.
+Every node wrapper (:mod:`distrcomp.launcher.node`) opens three TCP connections to the
+launcher: a control connection (the launcher's orders, the node's exit status) and one for each
+of the command's stdout and stderr, which the wrapper hands to the command as its file
+descriptors 1 and 2, so output travels from the command to the launcher with no process in
+between, and what a killed command wrote is already on its way. The launcher listens only for
+the duration of the job, on the address the nodes need (loopback when every node is on this
+machine), and stops listening once every node is connected.
 
 Authentication is mutual, by a per-job secret that travels in the environment
 (``DISTRCOMP_RELAY_SECRET``, never on a command line) and never over the wire::
 
     launcher → node   MAGIC, launcher nonce (32 bytes)
-    node → launcher   node id (u32), node nonce (32), HMAC(secret, "node" | nonces | id)
-    launcher → node   HMAC(secret, "launcher" | nonces | id)
+    node → launcher   node id (u32), stream (u8), node nonce (32),
+                      HMAC(secret, "node" | nonces | id | stream)
+    launcher → node   HMAC(secret, "launcher" | nonces | id | stream)
 
 Proofs are compared with :func:`hmac.compare_digest`. A peer that fails, stalls or sends too
-much is dropped before it can send a single frame. After that, frames are ``kind`` (u8),
-``length`` (u32, big-endian) and ``length`` bytes of payload.
+much is dropped before it can send a single frame. After that, on the ``CONTROL`` stream,
+frames are ``kind`` (u8), ``length`` (u32, big-endian) and ``length`` bytes of payload; on the
+``OUT`` and ``ERR`` streams, the bytes the command writes, as it writes them.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 
 __all__ = [
     "BYE",
+    "CONTROL",
     "DUMP",
     "ENV_ADDRESS",
     "ENV_JOB",
@@ -52,8 +59,11 @@ ENV_ADDRESS = "DISTRCOMP_RELAY"  # host:port of the launcher's listener
 ENV_SECRET = "DISTRCOMP_RELAY_SECRET"  # hex; removed from the environment of the user's command
 ENV_JOB = "DISTRCOMP_JOB"  # unique job id; every process of the job carries it
 
+# streams, named in the handshake; OUT and ERR are also the kinds of frames that carry the
+# wrapper's own messages on the control stream
+CONTROL, OUT, ERR = 0, 1, 2
 # node → launcher
-OUT, ERR, EXIT = 1, 2, 4  # EXIT's payload: JSON {"returncode": N}
+EXIT = 4  # EXIT's payload: JSON {"returncode": N}
 # launcher → node
 STOP, DUMP, BYE = 10, 11, 12
 
@@ -61,7 +71,7 @@ MAGIC = b"DCR1"
 _NONCE = 32
 _MAC = 32
 _HEADER = struct.Struct(">BI")
-_NODE_ID = struct.Struct(">I")
+_WHO = struct.Struct(">IB")  # node id, stream
 KEEPALIVE_IDLE = 5  # seconds of silence on a connection before the first probe
 KEEPALIVE_INTERVAL = 5  # between unanswered probes; after 3 the connection is dead
 MAX_FRAME = 8 << 20  # a frame carries at most one read of a pipe, far below this
@@ -87,8 +97,10 @@ def new_secret() -> str:
     return secrets.token_hex(32)
 
 
-def _proof(secret: str, role: bytes, launcher_nonce: bytes, node_nonce: bytes, node: int) -> bytes:
-    message = role + launcher_nonce + node_nonce + _NODE_ID.pack(node)
+def _proof(
+    secret: str, role: bytes, launcher_nonce: bytes, node_nonce: bytes, node: int, stream: int
+) -> bytes:
+    message = role + launcher_nonce + node_nonce + _WHO.pack(node, stream)
     return hmac.new(bytes.fromhex(secret), message, hashlib.sha256).digest()
 
 
@@ -135,10 +147,10 @@ class ServerHandshake:
     """The launcher's side of one connection's handshake, fed bytes as they arrive.
 
     Send :attr:`greeting` first. :meth:`feed` returns None while the node's proof is
-    incomplete, then the authenticated node id; send :attr:`reply` after that.
+    incomplete, then the authenticated ``(node id, stream)``; send :attr:`reply` after that.
     """
 
-    SIZE = _NODE_ID.size + _NONCE + _MAC  # what the node sends; never more before the reply
+    SIZE = _WHO.size + _NONCE + _MAC  # what the node sends; never more before the reply
 
     def __init__(self, secret: str) -> None:
         self._secret = secret
@@ -147,25 +159,30 @@ class ServerHandshake:
         self.greeting = MAGIC + self._nonce
         self.reply = b""
 
-    def feed(self, data: bytes) -> int | None:
-        """Consume handshake bytes. Raises ChannelError if the proof is wrong or too long."""
+    def feed(self, data: bytes) -> tuple[int, int] | None:
+        """Consume handshake bytes. Raises ChannelError if the proof is wrong or too long, or
+        names a stream that does not exist."""
         self._buffer += data
         if len(self._buffer) > self.SIZE:
             raise ChannelError("peer sent data before being authenticated")
         if len(self._buffer) < self.SIZE:
             return None
-        (node,) = _NODE_ID.unpack_from(self._buffer)
-        node_nonce = self._buffer[_NODE_ID.size:_NODE_ID.size + _NONCE]
-        mac = self._buffer[_NODE_ID.size + _NONCE:]
-        expected = _proof(self._secret, b"node", self._nonce, node_nonce, node)
+        node, stream = _WHO.unpack_from(self._buffer)
+        node_nonce = self._buffer[_WHO.size:_WHO.size + _NONCE]
+        mac = self._buffer[_WHO.size + _NONCE:]
+        expected = _proof(self._secret, b"node", self._nonce, node_nonce, node, stream)
         if not hmac.compare_digest(mac, expected):
             raise ChannelError("wrong proof of the job secret")
-        self.reply = _proof(self._secret, b"launcher", self._nonce, node_nonce, node)
-        return node
+        if stream not in (CONTROL, OUT, ERR):
+            raise ChannelError(f"unknown stream {stream}")
+        self.reply = _proof(self._secret, b"launcher", self._nonce, node_nonce, node, stream)
+        return node, stream
 
 
-def connect(address: str, secret: str, node: int, timeout: float = 30.0) -> socket.socket:
-    """Node side: connect to the launcher at ``address`` (``host:port``) as ``node``.
+def connect(
+    address: str, secret: str, node: int, stream: int = CONTROL, timeout: float = 30.0
+) -> socket.socket:
+    """Node side: connect to the launcher at ``address`` (``host:port``) as ``stream`` of ``node``.
 
     Blocking, at most about ``timeout`` seconds. Returns the authenticated socket (blocking,
     no timeout). Raises ChannelError naming the address if the launcher is unreachable or
@@ -184,11 +201,11 @@ def connect(address: str, secret: str, node: int, timeout: float = 30.0) -> sock
         launcher_nonce = greeting[len(MAGIC):]
         node_nonce = secrets.token_bytes(_NONCE)
         sock.sendall(
-            _NODE_ID.pack(node) + node_nonce
-            + _proof(secret, b"node", launcher_nonce, node_nonce, node)
+            _WHO.pack(node, stream) + node_nonce
+            + _proof(secret, b"node", launcher_nonce, node_nonce, node, stream)
         )
         reply = _recv_exactly(sock, _MAC)
-        expected = _proof(secret, b"launcher", launcher_nonce, node_nonce, node)
+        expected = _proof(secret, b"launcher", launcher_nonce, node_nonce, node, stream)
         if not hmac.compare_digest(reply, expected):
             raise ChannelError(f"the listener at {address} does not know the job secret")
     except (OSError, ChannelError) as exc:

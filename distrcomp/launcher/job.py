@@ -1,9 +1,12 @@
 """One run of ``distrcomp run``: start mpiexec, relay the nodes, enforce the time limit, stop
 every node on the first failure or on a signal, leave no process behind, report.
 
-The launcher is a single-threaded event loop over: the relay listener and one authenticated
-connection per node (see :mod:`.channel`), mpiexec's own stdout/stderr, and a wake-up socket
-for signals. It never initialises MPI.
+The launcher is a single-threaded event loop over: the relay listener, three authenticated
+connections per node (see :mod:`.channel`: control, and the command's stdout and stderr, which
+the launcher cuts into lines), mpiexec's own stdout/stderr, and a wake-up socket for signals.
+It never initialises MPI. A node is done when it has reported its exit status and both of its
+output streams have ended (or :data:`STREAM_DRAIN` seconds after its report, if something it
+started still holds them open).
 
 Ending the job, whatever the reason (a node failed, the time limit, SIGINT/SIGTERM/SIGHUP):
 every node still running is told to stop (its wrapper sends SIGTERM, then SIGKILL after
@@ -45,7 +48,10 @@ STOP_WAIT = STOP_GRACE + 3.0  # after telling nodes to stop, before mpiexec gets
 KILL_WAIT = 3.0  # after mpiexec got SIGTERM, before SIGKILL
 EXIT_WAIT = 10.0  # after every node reported, time mpiexec gets to exit on its own
 AFTER_MPIEXEC = 2.0  # after mpiexec exited, time nodes' connections get to report
+STREAM_DRAIN = 2.0  # after a node's report, how long its output streams are still read
+_READ = 1 << 18
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_STREAM_NAMES = {channel.OUT: "out", channel.ERR: "err"}
 
 
 @dataclass
@@ -92,7 +98,8 @@ def forwarded_names(env: dict[str, str | None]) -> list[str]:
 
 
 class _Conn:
-    """One connection to the relay listener: first a handshake, then a node's frames."""
+    """One connection to the relay listener: first a handshake, then one of a node's streams:
+    control frames, or the bytes its command writes on stdout or stderr."""
 
     def __init__(self, sock: socket.socket, peer: str, secret: str, now: float) -> None:
         self.sock = sock
@@ -100,7 +107,9 @@ class _Conn:
         self.handshake: channel.ServerHandshake | None = channel.ServerHandshake(secret)
         self.deadline = now + HANDSHAKE_TIMEOUT
         self.node: int | None = None
+        self.stream = channel.CONTROL
         self.frames = channel.FrameReader()
+        self.lines = LineBuffer()
 
     def send(self, frame: bytes) -> None:
         try:
@@ -125,6 +134,9 @@ class Job:
         self.selector = selectors.DefaultSelector()
         self.conns: dict[socket.socket, _Conn] = {}
         self.by_node: dict[int, _Conn] = {}
+        self.streams: dict[tuple[int, int], _Conn] = {}  # (node, OUT or ERR): still open
+        self.n_streams = 0  # output streams that ever connected
+        self.drain_until: dict[int, float] = {}  # node: when its open streams are cut off
         self.listener: socket.socket | None = None
         self.proc: subprocess.Popen | None = None
         self.mpiexec_rc: int | None = None
@@ -236,6 +248,11 @@ class Job:
                 self.mpiexec_exited_at = now
         for conn in [c for c in self.conns.values() if c.node is None and now > c.deadline]:
             self._reject(conn, f"no valid proof within {HANDSHAKE_TIMEOUT:g} s")
+        for node in [n for n, until in self.drain_until.items() if now >= until]:
+            for stream in (channel.OUT, channel.ERR):
+                conn = self.streams.get((node, stream))
+                if conn is not None:
+                    self._close(conn)
 
         timeout = self.spec.timeout
         if timeout is not None and self.stop_reason is None and self.dump_until is None \
@@ -251,7 +268,7 @@ class Job:
                 self._begin_stop("failure", now)
 
         # Every node that started has reported, and none is still expected to start.
-        reported = all(r.returncode is not None or r.lost for r in self.results if r.started) \
+        reported = all(self._done(r.node) for r in self.results if r.started) \
             and (self.stop_reason is not None or all(r.started for r in self.results))
         if reported and self.bye_at is None:
             for conn in self.by_node.values():
@@ -299,13 +316,28 @@ class Job:
             self.conns[sock] = conn
             self.selector.register(sock, selectors.EVENT_READ, "conn")
 
+    def _done(self, node: int) -> bool:
+        """True once ``node`` has reported (or is lost) and its output streams have ended."""
+        result = self.results[node]
+        return (result.returncode is not None or result.lost) and not any(
+            (node, stream) in self.streams for stream in (channel.OUT, channel.ERR)
+        )
+
     def _read_conn(self, conn: _Conn) -> None:
         try:
-            data = conn.sock.recv(1 << 16)
+            data = conn.sock.recv(_READ)
         except OSError:
             data = b""
         if conn.handshake is not None:
             self._authenticate(conn, data)
+            return
+        if conn.stream != channel.CONTROL:
+            if not data:
+                self._close(conn)
+                return
+            lines = conn.lines.feed(data)
+            if lines:
+                self.output.lines(conn.node, _STREAM_NAMES[conn.stream], lines)  # type: ignore[arg-type]
             return
         if not data:
             self._close(conn)
@@ -327,14 +359,18 @@ class Job:
             self._reject(conn, "closed during the handshake")
             return
         try:
-            node = conn.handshake.feed(data)
+            who = conn.handshake.feed(data)
         except channel.ChannelError as exc:
             self._reject(conn, str(exc))
             return
-        if node is None:
+        if who is None:
             return
+        node, stream = who
         if node >= self.spec.n:
             self._reject(conn, f"node id {node} out of range (the job has {self.spec.n} nodes)")
+            return
+        if stream != channel.CONTROL:
+            self._accept_stream(conn, node, stream)
             return
         if node in self.by_node:
             self._reject(conn, f"node {node} is already connected")
@@ -347,7 +383,25 @@ class Job:
         if self.stop_reason is not None:
             conn.send(channel.encode(channel.STOP, bytes([signal.SIGTERM])))
             self.results[node].stopped = True
-        if len(self.by_node) == self.spec.n:
+        self._close_listener_if_complete()
+
+    def _accept_stream(self, conn: _Conn, node: int, stream: int) -> None:
+        """``conn`` is the authenticated ``stream`` (OUT or ERR) of ``node``; read it from now."""
+        assert conn.handshake is not None
+        if node not in self.by_node or (node, stream) in self.streams \
+                or self.results[node].returncode is not None:
+            self._reject(conn, f"unexpected {_STREAM_NAMES[stream]} stream for node {node}")
+            return
+        conn.send(conn.handshake.reply)
+        conn.handshake = None
+        conn.node = node
+        conn.stream = stream
+        self.streams[(node, stream)] = conn
+        self.n_streams += 1
+        self._close_listener_if_complete()
+
+    def _close_listener_if_complete(self) -> None:
+        if len(self.by_node) == self.spec.n and self.n_streams == 2 * self.spec.n:
             self._close_listener()  # nobody else has any business connecting
 
     def _reject(self, conn: _Conn, reason: str) -> None:
@@ -359,6 +413,18 @@ class Job:
             del self.conns[conn.sock]
             self.selector.unregister(conn.sock)
         conn.sock.close()
+        if conn.stream != channel.CONTROL and conn.node is not None:
+            rest = conn.lines.finish()
+            if rest:
+                self.output.lines(conn.node, _STREAM_NAMES[conn.stream], rest)
+            if self.streams.pop((conn.node, conn.stream), None) is not None:
+                self._maybe_finished(conn.node)
+
+    def _maybe_finished(self, node: int) -> None:
+        """Tell the output a node is over once it is (grouped output shows it then)."""
+        if self._done(node):
+            self.drain_until.pop(node, None)
+            self.output.finished(node)
 
     def _close_listener(self) -> None:
         if self.listener is not None:
@@ -379,7 +445,7 @@ class Job:
                 result.returncode = int(json.loads(payload)["returncode"])
             except (ValueError, KeyError, TypeError):
                 result.returncode = 1
-            self.output.finished(node)
+            self._streams_end_soon(node)
             if self.bye_at is not None:  # a latecomer, started while the job was ending
                 self.by_node[node].send(channel.encode(channel.BYE))
             if result.returncode != 0:
@@ -395,8 +461,13 @@ class Job:
         now = time.monotonic()
         result.lost = True
         result.failed_at = now
-        self.output.finished(node)
+        self._streams_end_soon(node)
         self._begin_stop("failure", now)
+
+    def _streams_end_soon(self, node: int) -> None:
+        """``node`` has reported or is lost: its streams get STREAM_DRAIN s more to end."""
+        self.drain_until[node] = time.monotonic() + STREAM_DRAIN
+        self._maybe_finished(node)
 
     # -- mpiexec's own output ---------------------------------------------------------------
     def _read_mpiexec(self, fd: int) -> None:

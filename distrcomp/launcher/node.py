@@ -1,10 +1,12 @@
 """The per-node wrapper: ``python -m distrcomp.launcher.node -- COMMAND [ARGS...]``.
 
 ``distrcomp run`` makes mpiexec start this instead of the user's command on every node. It
-runs the command with its stdout and stderr on pipes and forwards whole lines, framed, over an
-authenticated connection to the launcher (see :mod:`distrcomp.launcher.channel`), then reports
-how the command ended. It also carries out the launcher's orders: stop the command, or ask the
-Python processes of the node for a stack dump (SIGUSR1, which distrcomp routes to faulthandler).
+opens three authenticated connections to the launcher (see :mod:`distrcomp.launcher.channel`)
+and runs the command with two of them as its stdout and stderr: the command's output goes
+straight to the launcher, which cuts it into lines, and nothing of the node handles it on the
+way. Over the third it reports how the command ended and carries out the launcher's orders:
+stop the command, or ask the Python processes of the node for a stack dump (SIGUSR1, which
+distrcomp routes to faulthandler).
 
 Three processes per node, so that nothing of the node is lost when MPI kills it::
 
@@ -12,15 +14,18 @@ Three processes per node, so that nothing of the node is lost when MPI kills it:
                         └─ relay (own process group: survives MPI's kill of the node's group)
                              └─ COMMAND (in the stub's group, so MPI's cleanup reaches it)
 
-When a node calls ``MPI_Abort``, MPICH kills the process group of every node with SIGKILL. The
-relay is outside that group: it still reads what the command wrote before dying (its last
-traceback lines are often the most important output of the job) and reports the exit status.
+When a node calls ``MPI_Abort``, MPICH kills the process group of every node with SIGKILL. What
+the command wrote before dying (its last traceback lines are often the most important output
+of the job) is already in its sockets, which the kernel delivers after the process is gone; the
+relay is outside that group and still reports the exit status.
 The command inherits MPI's environment and file descriptors (MPICH's ``PMI_FD``) unchanged;
 the stub keeps its own copies open, so a command that crashes does not make MPI kill every
 node at once -- the launcher stops them and knows which node failed first.
 
 Exit status: the command's (128 + N when killed by signal N). The relay exits once the launcher
 says goodbye, or at once if the launcher is gone (after stopping the command).
+
+This module is started once per node, so it imports only what the relay needs.
 """
 
 from __future__ import annotations
@@ -35,15 +40,11 @@ import time
 from collections.abc import Sequence
 
 from . import channel, procs
-from .relay import LineBuffer
 
 __all__ = ["STOP_GRACE", "main"]
 
 STOP_GRACE = 3.0  # seconds between the stop signal and SIGKILL
-_DRAIN = 2.0  # after the command exits, how long a pipe held open by an escaped process is read
 _TICK = 0.1
-_COALESCE = 0.002  # seconds queued lines may wait for more before they are sent
-_BATCH = 1 << 18  # send at once when this much is queued
 _RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -142,7 +143,8 @@ def _stub(relay_pid: int) -> int:
 
 
 class _Relay:
-    """Runs the command, forwards its output, obeys the launcher. One per node."""
+    """Runs the command with its output on the launcher's connections, obeys the launcher,
+    reports the exit status. One per node."""
 
     def __init__(
         self, node: int, address: str, secret: str, command: list[str], stub: int,
@@ -163,8 +165,6 @@ class _Relay:
         self.signals: list[int] = []
         self.launcher_gone = False
         self.stub_gone = False
-        self.outgoing: list[tuple] = []  # (kind, bytearray of whole lines) not yet sent
-        self.outgoing_size = 0
         self.kill_at: float | None = None
 
     # -- setup -----------------------------------------------------------------------------
@@ -172,15 +172,28 @@ class _Relay:
         """Connect, run the command to its end, report it; return the exit status to mirror."""
         try:
             self.sock = channel.connect(self.address, self.secret, self.node)
+            streams = [
+                channel.connect(self.address, self.secret, self.node, stream)
+                for stream in (channel.OUT, channel.ERR)
+            ]
         except channel.ChannelError as exc:
             sys.stderr.write(f"distrcomp node {self.node}: {exc}\n")
+            _close(self.inherited)
             return 1
         wake_r, wake_w = socket.socketpair()
         wake_w.setblocking(False)
         signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         for signum in _FORWARDED:
             signal.signal(signum, self._on_signal)
-        returncode = self._start()
+        # A handler, so that the command's exit wakes the loop below through the wake-up fd.
+        signal.signal(signal.SIGCHLD, _ignore)
+        try:
+            returncode = self._start(streams)
+        finally:
+            # The command has its own copies: the launcher sees the end of each stream when
+            # the command (and whatever it started) has closed them.
+            for stream in streams:
+                stream.close()
         if self.child is not None:
             returncode = self._supervise(wake_r)
         self._send(channel.encode_json(channel.EXIT, {"returncode": returncode}))
@@ -199,7 +212,7 @@ class _Relay:
             return None
         return node_workdir(base, os.environ.get(ENV_SLOTS, ""), self.node)
 
-    def _start(self) -> int:
+    def _start(self, streams: Sequence[socket.socket]) -> int:
         env = dict(os.environ)  # ENV_SECRET and ENV_ADDRESS were removed in main()
         try:
             cwd = self._workdir()
@@ -216,14 +229,15 @@ class _Relay:
             group["process_group"] = pgid
         else:
             group["preexec_fn"] = lambda: os.setpgid(0, pgid)
+        out, err = streams
         try:
             # close_fds=False: the command needs MPI's inherited descriptors; the relay's own
-            # (socket, pipes) are non-inheritable, so they do not leak into it.
+            # (its sockets) are non-inheritable, so they do not leak into it.
             # Input goes to node 0 only (as MPI forwards it); the others read an empty stdin
             # rather than a pipe mpiexec never closes.
             self.child = subprocess.Popen(
                 self.command, stdin=None if self.node == 0 else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=False, env=env, cwd=cwd,
+                stdout=out.fileno(), stderr=err.fileno(), close_fds=False, env=env, cwd=cwd,
                 **group,
             )
         except OSError as exc:
@@ -237,81 +251,47 @@ class _Relay:
 
     # -- the command's lifetime ------------------------------------------------------------
     def _supervise(self, wake: socket.socket) -> int:
+        """Obey the launcher until the command exits; stop what it left running; its returncode."""
         child = self.child
-        assert child is not None and child.stdout is not None and child.stderr is not None
+        assert child is not None and self.sock is not None
         selector = selectors.DefaultSelector()
-        buffers = {child.stdout.fileno(): LineBuffer(), child.stderr.fileno(): LineBuffer()}
-        kinds = {child.stdout.fileno(): channel.OUT, child.stderr.fileno(): channel.ERR}
-        for fd in buffers:
-            os.set_blocking(fd, False)
-            selector.register(fd, selectors.EVENT_READ, "pipe")
         selector.register(self.sock, selectors.EVENT_READ, "launcher")
         selector.register(wake, selectors.EVENT_READ, "signal")
         frames = channel.FrameReader()
-        returncode: int | None = None
-        drain_until = 0.0
-        while True:
-            # While lines wait to be sent, look only briefly for more: writes that come in
-            # bursts of small pieces then travel in a few large frames instead of many small.
-            events = selector.select(_COALESCE if self.outgoing else _TICK)
-            if not events or self.outgoing_size >= _BATCH:
-                self._flush_lines()
-            for key, _ in events:
-                if key.data == "pipe":
-                    fd = key.fd
-                    try:
-                        data = os.read(fd, 1 << 16)
-                    except BlockingIOError:
-                        continue
-                    if data:
-                        self._send_lines(kinds[fd], buffers[fd].feed(data))
-                    else:
-                        self._send_lines(kinds[fd], buffers[fd].finish())
-                        selector.unregister(fd)
-                        del buffers[fd]
-                elif key.data == "launcher":
-                    self._obey(frames, selector)
-                else:
-                    wake.recv(512)
-            while self.signals:
-                self._stop(self.signals.pop(0))
-            if not self.stub_gone and os.getppid() != self.stub:
-                # The stub is gone (killed with the node's process group, or alone): stop.
-                self.stub_gone = True
-                self._stop(signal.SIGTERM)
-            now = time.monotonic()
-            if returncode is None:
-                if buffers:
-                    returncode = child.poll()
-                else:  # both pipes closed: the command is exiting, wait for it briefly
-                    try:
-                        returncode = child.wait(_TICK)
-                    except subprocess.TimeoutExpired:
-                        pass
+        try:
+            while True:
+                returncode = child.poll()
                 if returncode is not None:
-                    drain_until = now + _DRAIN
-                    self._signal_group(signal.SIGTERM)  # what the command left behind
-                    self.kill_at = now + 1.0
-            if self.kill_at is not None and now >= self.kill_at:
-                self._signal_group(signal.SIGKILL)
-                self.kill_at = None
-            if returncode is not None and (not buffers or now >= drain_until):
-                for fd, buffer in buffers.items():
-                    self._send_lines(kinds[fd], buffer.finish())
-                self._flush_lines()
-                selector.close()
-                child.stdout.close()
-                child.stderr.close()
-                self._reap_leftovers()
-                return returncode
+                    break
+                for key, _ in selector.select(_TICK):
+                    if key.data == "launcher":
+                        self._obey(frames, selector)
+                    else:
+                        wake.recv(512)
+                while self.signals:
+                    self._stop(self.signals.pop(0))
+                if not self.stub_gone and os.getppid() != self.stub:
+                    # The stub is gone (killed with the node's process group, or alone): stop.
+                    self.stub_gone = True
+                    self._stop(signal.SIGTERM)
+                if self.kill_at is not None and time.monotonic() >= self.kill_at:
+                    self._signal_group(signal.SIGKILL)
+                    self.kill_at = None
+        finally:
+            selector.close()
+        self._reap_leftovers()
+        return returncode
 
     def _reap_leftovers(self) -> None:
-        """SIGKILL what the command left running, once the grace after SIGTERM has passed."""
-        if self.kill_at is None or not self._members():
+        """Stop what the command left running (SIGTERM, SIGKILL after a second): it may hold
+        the output streams open, and no process of the node outlives it."""
+        if not self._members():
             return
-        time.sleep(max(0.0, self.kill_at - time.monotonic()))
+        self._signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + 1.0
+        while self._members() and time.monotonic() < deadline:
+            time.sleep(0.02)
         self._signal_group(signal.SIGKILL)
-        self.kill_at = None
 
     def _obey(self, frames: channel.FrameReader, selector: selectors.BaseSelector) -> None:
         assert self.sock is not None
@@ -370,22 +350,6 @@ class _Relay:
             procs.send_signal(pid, signum)
 
     # -- talking to the launcher -----------------------------------------------------------
-    def _send_lines(self, kind: int, data: bytes) -> None:
-        """Queue whole lines of ``kind``; consecutive lines of one stream share a frame."""
-        if not data:
-            return
-        if self.outgoing and self.outgoing[-1][0] == kind and self.outgoing[-1][1].endswith(b"\n"):
-            self.outgoing[-1][1].extend(data)
-        else:
-            self.outgoing.append((kind, bytearray(data)))
-        self.outgoing_size += len(data)
-
-    def _flush_lines(self) -> None:
-        if self.outgoing:
-            self._send(b"".join(channel.encode(kind, bytes(data)) for kind, data in self.outgoing))
-            self.outgoing.clear()
-            self.outgoing_size = 0
-
     def _send(self, frame: bytes) -> None:
         if self.launcher_gone or self.sock is None:
             return
@@ -416,6 +380,10 @@ class _Relay:
         finally:
             selector.close()
             self.sock.close()
+
+
+def _ignore(_signum: int, _frame: object) -> None:
+    """A handler that does nothing: the signal only wakes the relay's loop."""
 
 
 def _exit_status(returncode: int) -> int:

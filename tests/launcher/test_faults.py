@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -43,6 +44,20 @@ def test_exception_calls_abort_and_names_the_node(tmp_path):
     assert "distrcomp: node 2 (localhost) failed: called MPI_Abort with error code 1" in done.stderr
     # the traceback written just before MPI killed the node is not lost
     assert "[node 2 \u00b7 localhost] ValueError: node 2 gives up" in done.stderr, done
+    assert done.elapsed < FAULT_BOUND
+
+
+def test_output_written_before_the_node_wrapper_dies_arrives(tmp_path):
+    # The command writes straight into its connection to the launcher: a line written just
+    # before the node's wrapper is killed still arrives (it used to sit in a pipe that nobody
+    # read any more), and the node is reported lost.
+    code = ("import os, signal, time; print('written before', flush=True); "
+            "os.kill(os.getppid(), signal.SIGKILL); time.sleep(60)")
+    done = launch(tmp_path, "run", "-n", "1", "--", sys.executable, "-c", code,
+                  timeout=FAULT_BOUND * 2)
+    assert done.returncode != 0, done
+    assert done.stdout == "[node 0 \u00b7 localhost] written before\n", done
+    assert "node 0 (localhost) failed: lost" in done.stderr, done
     assert done.elapsed < FAULT_BOUND
 
 

@@ -12,7 +12,8 @@ from distrcomp.launcher.channel import ChannelError, FrameReader, ServerHandshak
 
 
 def _serve_once(secret: str, result: dict) -> tuple[socket.socket, threading.Thread]:
-    """A one-connection launcher side on loopback; ``result`` gets the node id or the error."""
+    """A one-connection launcher side on loopback; ``result`` gets ``(node id, stream)`` or the
+    error."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -51,8 +52,44 @@ def test_right_secret_authenticates_both_ways():
     thread.join(10)
     sock.close()
     listener.close()
-    assert result["node"] == 5
+    assert result["node"] == (5, channel.CONTROL)
     assert result["frames"] == [(channel.OUT, b"hello\n"), (channel.EXIT, b'{"returncode": 0}')]
+
+
+@pytest.mark.parametrize("stream", [channel.OUT, channel.ERR])
+def test_output_streams_are_named_in_the_proof(stream):
+    secret = channel.new_secret()
+    result: dict = {}
+    listener, thread = _serve_once(secret, result)
+    address = channel.format_address("127.0.0.1", listener.getsockname()[1])
+    sock = channel.connect(address, secret, node=3, stream=stream)
+    sock.sendall(b"raw bytes, no frames\n")
+    thread.join(10)
+    sock.close()
+    listener.close()
+    assert result["node"] == (3, stream)
+
+
+def test_a_proof_for_one_stream_does_not_pass_for_another():
+    # the stream byte is covered by the HMAC: a proof replayed with another stream fails
+    secret = channel.new_secret()
+    handshake = ServerHandshake(secret)
+    launcher_nonce = handshake.greeting[len(channel.MAGIC):]
+    node_nonce = b"n" * 32
+    proof = channel._proof(secret, b"node", launcher_nonce, node_nonce, 1, channel.OUT)
+    forged = (1).to_bytes(4, "big") + bytes([channel.ERR]) + node_nonce + proof
+    with pytest.raises(ChannelError, match="wrong proof"):
+        handshake.feed(forged)
+
+
+def test_unknown_stream_is_rejected():
+    secret = channel.new_secret()
+    handshake = ServerHandshake(secret)
+    launcher_nonce = handshake.greeting[len(channel.MAGIC):]
+    node_nonce = b"n" * 32
+    proof = channel._proof(secret, b"node", launcher_nonce, node_nonce, 1, 9)
+    with pytest.raises(ChannelError, match="unknown stream 9"):
+        handshake.feed((1).to_bytes(4, "big") + bytes([9]) + node_nonce + proof)
 
 
 def test_node_with_wrong_secret_is_rejected():
