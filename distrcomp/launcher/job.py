@@ -1,9 +1,10 @@
 """One run of ``distrcomp run``: start mpiexec, relay the nodes, enforce the time limit, stop
 every node on the first failure or on a signal, leave no process behind, report.
 
-The launcher is a single-threaded event loop over: the relay listener, three authenticated
-connections per node (see :mod:`.channel`: control, and the command's stdout and stderr, which
-the launcher cuts into lines), mpiexec's own stdout/stderr, and a wake-up socket for signals.
+The launcher is a single-threaded event loop over: the relay listener, an authenticated control
+connection per node and the two output streams of its command (see :mod:`.channel`; pipes for
+nodes on this machine, connections of their own for the others), which the launcher cuts into
+lines, mpiexec's own stdout/stderr, and a wake-up socket for signals.
 It never initialises MPI. A node is done when it has reported its exit status and both of its
 output streams have ended (or :data:`STREAM_DRAIN` seconds after its report, if something it
 started still holds them open).
@@ -17,6 +18,7 @@ named, so no process of the job outlives the launcher.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -52,6 +54,12 @@ STREAM_DRAIN = 2.0  # after a node's report, how long its output streams are sti
 _READ = 1 << 18
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _STREAM_NAMES = {channel.OUT: "out", channel.ERR: "err"}
+_LOOPBACK = ("127.0.0.1", "::1")  # a job bound there has every node on this machine
+
+
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 @dataclass
@@ -98,8 +106,8 @@ def forwarded_names(env: dict[str, str | None]) -> list[str]:
 
 
 class _Conn:
-    """One connection to the relay listener: first a handshake, then one of a node's streams:
-    control frames, or the bytes its command writes on stdout or stderr."""
+    """One connection to the relay listener: first a handshake, then a node's control frames
+    (an output stream's connection becomes a :class:`_Stream` once authenticated)."""
 
     def __init__(self, sock: socket.socket, peer: str, secret: str, now: float) -> None:
         self.sock = sock
@@ -107,15 +115,32 @@ class _Conn:
         self.handshake: channel.ServerHandshake | None = channel.ServerHandshake(secret)
         self.deadline = now + HANDSHAKE_TIMEOUT
         self.node: int | None = None
-        self.stream = channel.CONTROL
         self.frames = channel.FrameReader()
-        self.lines = LineBuffer()
+        self.fds: list[int] = []  # descriptors received, not yet claimed by a STREAMS frame
 
     def send(self, frame: bytes) -> None:
         try:
             self.sock.sendall(frame)
         except OSError:
             pass  # the node is gone; its end is seen as EOF
+
+
+class _Stream:
+    """One output stream of a node's command, read until it ends: the read end of a pipe, or
+    a connection (``owner``, which holds ``fd``)."""
+
+    def __init__(self, node: int, name: str, fd: int, owner: socket.socket | None = None) -> None:
+        self.node = node
+        self.name = name  # "out" or "err"
+        self.fd = fd
+        self.owner = owner
+        self.lines = LineBuffer()
+
+    def close(self) -> None:
+        if self.owner is not None:
+            self.owner.close()
+        else:
+            os.close(self.fd)
 
 
 class Job:
@@ -134,8 +159,8 @@ class Job:
         self.selector = selectors.DefaultSelector()
         self.conns: dict[socket.socket, _Conn] = {}
         self.by_node: dict[int, _Conn] = {}
-        self.streams: dict[tuple[int, int], _Conn] = {}  # (node, OUT or ERR): still open
-        self.n_streams = 0  # output streams that ever connected
+        self.streams: dict[int, _Stream] = {}  # by descriptor: the output streams still open
+        self.n_streams = 0  # output streams ever received
         self.drain_until: dict[int, float] = {}  # node: when its open streams are cut off
         self.listener: socket.socket | None = None
         self.proc: subprocess.Popen | None = None
@@ -182,13 +207,16 @@ class Job:
     # -- start -------------------------------------------------------------------------------
     def _launch(self, scratch: str) -> None:
         spec = self.spec
-        family = socket.AF_INET6 if ":" in spec.bind else socket.AF_INET
-        self.listener = socket.socket(family, socket.SOCK_STREAM)
-        self.listener.bind((spec.bind, 0))
-        self.listener.listen(min(spec.n, 1024) + 16)
+        address = self._listen_unix(scratch) if spec.bind in _LOOPBACK else None
+        if address is None:
+            family = socket.AF_INET6 if ":" in spec.bind else socket.AF_INET
+            self.listener = socket.socket(family, socket.SOCK_STREAM)
+            self.listener.bind((spec.bind, 0))
+            address = channel.format_address(spec.bind, self.listener.getsockname()[1])
+        assert self.listener is not None
+        self.listener.listen(min(3 * spec.n, 1024) + 16)
         self.listener.setblocking(False)
         self.selector.register(self.listener, selectors.EVENT_READ, "listen")
-        port = self.listener.getsockname()[1]
 
         hostfile = None
         if spec.hostfile_text is not None:
@@ -197,7 +225,7 @@ class Job:
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")  # live output from Python nodes
         env.update({name: value for name, value in spec.env.items() if value is not None})
-        env[channel.ENV_ADDRESS] = channel.format_address(spec.bind, port)
+        env[channel.ENV_ADDRESS] = address
         env[channel.ENV_SECRET] = self.secret
         env[channel.ENV_JOB] = self.job_id
         stdin = None
@@ -216,6 +244,22 @@ class Job:
             self.mpiexec_buffers[pipe.fileno()] = LineBuffer()
             self.selector.register(pipe.fileno(), selectors.EVENT_READ, "mpiexec")
 
+    def _listen_unix(self, scratch: str) -> str | None:
+        """Every node is on this machine: listen on a Unix socket in the private scratch
+        directory (mode 0700), over which wrappers can pass their pipes. None if that is not
+        possible here (no AF_UNIX, or a scratch path too long for a socket's name)."""
+        if not hasattr(socket, "AF_UNIX"):
+            return None
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        path = os.path.join(scratch, "relay")
+        try:
+            listener.bind(path)
+        except OSError:
+            listener.close()
+            return None
+        self.listener = listener
+        return channel.UNIX + path
+
     # -- the loop ----------------------------------------------------------------------------
     def _loop(self, wake: socket.socket) -> None:
         while True:
@@ -226,6 +270,8 @@ class Job:
                     self._accept()
                 elif what == "conn":
                     self._read_conn(self.conns[key.fileobj])  # type: ignore[index]
+                elif what == "stream":
+                    self._read_stream(self.streams[key.fd])
                 elif what == "mpiexec":
                     self._read_mpiexec(key.fd)
                 else:
@@ -249,10 +295,8 @@ class Job:
         for conn in [c for c in self.conns.values() if c.node is None and now > c.deadline]:
             self._reject(conn, f"no valid proof within {HANDSHAKE_TIMEOUT:g} s")
         for node in [n for n, until in self.drain_until.items() if now >= until]:
-            for stream in (channel.OUT, channel.ERR):
-                conn = self.streams.get((node, stream))
-                if conn is not None:
-                    self._close(conn)
+            for stream in [st for st in self.streams.values() if st.node == node]:
+                self._close_stream(stream)
 
         timeout = self.spec.timeout
         if timeout is not None and self.stop_reason is None and self.dump_until is None \
@@ -309,8 +353,10 @@ class Job:
                 sock.close()
                 continue
             sock.settimeout(5.0)  # only sends can wait; reads happen when select says so
-            channel.keepalive(sock)  # a vanished host becomes a lost node, not a hang
-            conn = _Conn(sock, f"{peer[0]}:{peer[1]}", self.secret, time.monotonic())
+            if sock.family != socket.AF_UNIX:
+                channel.keepalive(sock)  # a vanished host becomes a lost node, not a hang
+            where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "a local process"
+            conn = _Conn(sock, where, self.secret, time.monotonic())
             assert conn.handshake is not None
             conn.send(conn.handshake.greeting)
             self.conns[sock] = conn
@@ -320,24 +366,52 @@ class Job:
         """True once ``node`` has reported (or is lost) and its output streams have ended."""
         result = self.results[node]
         return (result.returncode is not None or result.lost) and not any(
-            (node, stream) in self.streams for stream in (channel.OUT, channel.ERR)
+            stream.node == node for stream in self.streams.values()
         )
 
-    def _read_conn(self, conn: _Conn) -> None:
+    def _read_stream(self, stream: _Stream) -> None:
         try:
-            data = conn.sock.recv(_READ)
+            data = os.read(stream.fd, _READ)
+        except BlockingIOError:
+            return
         except OSError:
             data = b""
+        if not data:
+            self._close_stream(stream)
+            return
+        lines = stream.lines.feed(data)
+        if lines:
+            self.output.lines(stream.node, stream.name, lines)
+
+    def _add_stream(self, stream: _Stream) -> None:
+        os.set_blocking(stream.fd, False)
+        self.streams[stream.fd] = stream
+        self.n_streams += 1
+        self.selector.register(stream.fd, selectors.EVENT_READ, "stream")
+        self._close_listener_if_complete()
+
+    def _close_stream(self, stream: _Stream) -> None:
+        if self.streams.pop(stream.fd, None) is None:
+            return
+        self.selector.unregister(stream.fd)
+        rest = stream.lines.finish()
+        if rest:
+            self.output.lines(stream.node, stream.name, rest)
+        stream.close()
+        self._maybe_finished(stream.node)
+
+    def _read_conn(self, conn: _Conn) -> None:
+        fds: list[int] = []
+        try:
+            if conn.sock.family == socket.AF_UNIX and conn.handshake is None:
+                data, fds, _, _ = socket.recv_fds(conn.sock, _READ, 4)
+            else:
+                data = conn.sock.recv(_READ)
+        except OSError:
+            data = b""
+        conn.fds += fds
         if conn.handshake is not None:
             self._authenticate(conn, data)
-            return
-        if conn.stream != channel.CONTROL:
-            if not data:
-                self._close(conn)
-                return
-            lines = conn.lines.feed(data)
-            if lines:
-                self.output.lines(conn.node, _STREAM_NAMES[conn.stream], lines)  # type: ignore[arg-type]
             return
         if not data:
             self._close(conn)
@@ -351,7 +425,24 @@ class Job:
             self._node_lost(conn.node)  # type: ignore[arg-type]
             return
         for kind, payload in frames:
-            self._on_frame(conn.node, kind, payload)  # type: ignore[arg-type]
+            if kind == channel.STREAMS:
+                self._received_streams(conn)
+            else:
+                self._on_frame(conn.node, kind, payload)  # type: ignore[arg-type]
+        _close_fds(conn.fds)  # none is expected outside a STREAMS frame
+        conn.fds = []
+
+    def _received_streams(self, conn: _Conn) -> None:
+        """A local node's wrapper passed the read ends of its command's stdout and stderr."""
+        node = conn.node
+        assert node is not None
+        fds, conn.fds = conn.fds[:2], conn.fds[2:]
+        if len(fds) != 2 or any(st.node == node for st in self.streams.values()):
+            _close_fds(fds)
+            self.notes.append(f"distrcomp: node {node} sent a malformed STREAMS frame; ignored")
+            return
+        for fd, name in zip(fds, ("out", "err")):
+            self._add_stream(_Stream(node, name, fd))
 
     def _authenticate(self, conn: _Conn, data: bytes) -> None:
         assert conn.handshake is not None
@@ -388,17 +479,15 @@ class Job:
     def _accept_stream(self, conn: _Conn, node: int, stream: int) -> None:
         """``conn`` is the authenticated ``stream`` (OUT or ERR) of ``node``; read it from now."""
         assert conn.handshake is not None
-        if node not in self.by_node or (node, stream) in self.streams \
-                or self.results[node].returncode is not None:
-            self._reject(conn, f"unexpected {_STREAM_NAMES[stream]} stream for node {node}")
+        name = _STREAM_NAMES[stream]
+        if node not in self.by_node or self.results[node].returncode is not None \
+                or any(st.node == node and st.name == name for st in self.streams.values()):
+            self._reject(conn, f"unexpected {name} stream for node {node}")
             return
         conn.send(conn.handshake.reply)
-        conn.handshake = None
-        conn.node = node
-        conn.stream = stream
-        self.streams[(node, stream)] = conn
-        self.n_streams += 1
-        self._close_listener_if_complete()
+        del self.conns[conn.sock]
+        self.selector.unregister(conn.sock)
+        self._add_stream(_Stream(node, name, conn.sock.fileno(), owner=conn.sock))
 
     def _close_listener_if_complete(self) -> None:
         if len(self.by_node) == self.spec.n and self.n_streams == 2 * self.spec.n:
@@ -413,12 +502,8 @@ class Job:
             del self.conns[conn.sock]
             self.selector.unregister(conn.sock)
         conn.sock.close()
-        if conn.stream != channel.CONTROL and conn.node is not None:
-            rest = conn.lines.finish()
-            if rest:
-                self.output.lines(conn.node, _STREAM_NAMES[conn.stream], rest)
-            if self.streams.pop((conn.node, conn.stream), None) is not None:
-                self._maybe_finished(conn.node)
+        _close_fds(conn.fds)
+        conn.fds = []
 
     def _maybe_finished(self, node: int) -> None:
         """Tell the output a node is over once it is (grouped output shows it then)."""
@@ -429,6 +514,9 @@ class Job:
     def _close_listener(self) -> None:
         if self.listener is not None:
             self.selector.unregister(self.listener)
+            if self.listener.family == socket.AF_UNIX:
+                with contextlib.suppress(FileNotFoundError):  # gone with the scratch directory
+                    os.unlink(self.listener.getsockname())
             self.listener.close()
             self.listener = None
 
@@ -543,6 +631,8 @@ class Job:
         self._close_listener()
         for conn in list(self.conns.values()):
             self._close(conn)
+        for stream in list(self.streams.values()):
+            self._close_stream(stream)
         proc = self.proc
         if proc is not None:
             if proc.poll() is None:

@@ -172,11 +172,8 @@ class _Relay:
         """Connect, run the command to its end, report it; return the exit status to mirror."""
         try:
             self.sock = channel.connect(self.address, self.secret, self.node)
-            streams = [
-                channel.connect(self.address, self.secret, self.node, stream)
-                for stream in (channel.OUT, channel.ERR)
-            ]
-        except channel.ChannelError as exc:
+            streams = self._open_streams()
+        except (channel.ChannelError, OSError) as exc:
             sys.stderr.write(f"distrcomp node {self.node}: {exc}\n")
             _close(self.inherited)
             return 1
@@ -192,13 +189,37 @@ class _Relay:
         finally:
             # The command has its own copies: the launcher sees the end of each stream when
             # the command (and whatever it started) has closed them.
-            for stream in streams:
-                stream.close()
+            _close(streams)
         if self.child is not None:
             returncode = self._supervise(wake_r)
         self._send(channel.encode_json(channel.EXIT, {"returncode": returncode}))
         self._await_goodbye(wake_r)
         return _exit_status(returncode)
+
+    def _open_streams(self) -> list[int]:
+        """The command's stdout and stderr: descriptors whose other end the launcher reads.
+
+        On the launcher's machine, pipes whose read ends go to the launcher; else a connection
+        of its own for each. Raises ChannelError or OSError if that fails.
+        """
+        assert self.sock is not None
+        if self.sock.family != socket.AF_UNIX:
+            return [
+                channel.connect(self.address, self.secret, self.node, stream).detach()
+                for stream in (channel.OUT, channel.ERR)
+            ]
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            for fd in (out_w, err_w):
+                _enlarge_pipe(fd)
+            socket.send_fds(self.sock, [channel.encode(channel.STREAMS)], [out_r, err_r])
+        except OSError:
+            _close((out_w, err_w))
+            raise
+        finally:
+            _close((out_r, err_r))
+        return [out_w, err_w]
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.signals.append(signum)
@@ -212,7 +233,7 @@ class _Relay:
             return None
         return node_workdir(base, os.environ.get(ENV_SLOTS, ""), self.node)
 
-    def _start(self, streams: Sequence[socket.socket]) -> int:
+    def _start(self, streams: Sequence[int]) -> int:
         env = dict(os.environ)  # ENV_SECRET and ENV_ADDRESS were removed in main()
         try:
             cwd = self._workdir()
@@ -232,12 +253,12 @@ class _Relay:
         out, err = streams
         try:
             # close_fds=False: the command needs MPI's inherited descriptors; the relay's own
-            # (its sockets) are non-inheritable, so they do not leak into it.
+            # (its sockets and pipe ends) are non-inheritable, so they do not leak into it.
             # Input goes to node 0 only (as MPI forwards it); the others read an empty stdin
             # rather than a pipe mpiexec never closes.
             self.child = subprocess.Popen(
                 self.command, stdin=None if self.node == 0 else subprocess.DEVNULL,
-                stdout=out.fileno(), stderr=err.fileno(), close_fds=False, env=env, cwd=cwd,
+                stdout=out, stderr=err, close_fds=False, env=env, cwd=cwd,
                 **group,
             )
         except OSError as exc:
@@ -380,6 +401,18 @@ class _Relay:
         finally:
             selector.close()
             self.sock.close()
+
+
+def _enlarge_pipe(fd: int) -> None:
+    """Give a pipe 1 MiB, as far as the system allows: a node that writes output in bursts
+    then waits less for the launcher to read it. Best effort."""
+    import fcntl
+
+    if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux, Python 3.10 and later
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+        except OSError:
+            pass  # above the system's limit for this user: the default size still works
 
 
 def _ignore(_signum: int, _frame: object) -> None:
