@@ -41,6 +41,8 @@ __all__ = [
     "ENV_ADDRESS",
     "ENV_JOB",
     "ENV_SECRET",
+    "ENV_SLOTS",
+    "ENV_WORKDIR",
     "ERR",
     "EXIT",
     "OUT",
@@ -62,6 +64,8 @@ __all__ = [
 ENV_ADDRESS = "DISTRCOMP_RELAY"  # host:port of the launcher's listener
 ENV_SECRET = "DISTRCOMP_RELAY_SECRET"  # hex; removed from the environment of the user's command
 ENV_JOB = "DISTRCOMP_JOB"  # unique job id; every process of the job carries it
+ENV_WORKDIR = "DISTRCOMP_WORKDIR"  # --files: the job's directory (same path on every host)
+ENV_SLOTS = "DISTRCOMP_WORKDIR_SLOTS"  # --files: nodes per host in peers order, e.g. "1,2,1"
 
 # streams, named in the handshake; OUT and ERR are also the kinds of frames that carry the
 # wrapper's own messages on the control stream

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -10,6 +12,17 @@ from .flavor import Flavor
 __all__ = ["WRAPPER_MODULE", "mpiexec_argv", "node_argv", "user_command"]
 
 WRAPPER_MODULE = "distrcomp.launcher.node"
+
+# The wrapper starts once per node before the command can start, so it runs without ``site``
+# (``-S``: in an editable install, site alone costs more than the rest of its start-up),
+# importing distrcomp from where the launcher's copy is, or, if the node's machine has no copy
+# there, from the interpreter's site directories after all.
+_BOOT = (
+    "import os, sys; where = {where}; "
+    "sys.path.append(where) if os.path.isfile(os.path.join(where, {marker})) "
+    'else __import__("site").main(); '
+    "from {module} import main; sys.exit(main())"
+)
 
 
 def user_command(words: Sequence[str], python: str = sys.executable) -> list[str]:
@@ -25,8 +38,19 @@ def user_command(words: Sequence[str], python: str = sys.executable) -> list[str
 
 
 def node_argv(command: Sequence[str], python: str = sys.executable) -> list[str]:
-    """``command`` run under the per-node wrapper (:mod:`distrcomp.launcher.node`)."""
-    return [python, "-m", WRAPPER_MODULE, "--", *command]
+    """``command`` run under the per-node wrapper (:mod:`distrcomp.launcher.node`), started by
+    ``python -S -c BOOT -- COMMAND`` (see ``_BOOT``)."""
+    here = os.path.abspath(__file__)  # .../distrcomp/launcher/command.py
+    where = os.path.dirname(os.path.dirname(os.path.dirname(here)))
+    marker = os.path.join("distrcomp", "launcher", "node.py")
+    boot = _BOOT.format(where=_literal(where), marker=_literal(marker), module=WRAPPER_MODULE)
+    return [python, "-S", "-c", boot, "--", *command]
+
+
+def _literal(text: str) -> str:
+    """``text`` as a double-quoted Python literal (so the shell-quoted command line stays
+    plain): a JSON string is one."""
+    return json.dumps(text)
 
 
 def mpiexec_argv(

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import selectors
 import signal
 import socket
@@ -55,6 +54,10 @@ _READ = 1 << 18
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _STREAM_NAMES = {channel.OUT: "out", channel.ERR: "err"}
 _LOOPBACK = ("127.0.0.1", "::1")  # a job bound there has every node on this machine
+
+
+def _ignore(_signum: int, _frame: object) -> None:
+    """A handler that does nothing: the signal only wakes the loop."""
 
 
 def _close_fds(fds: list[int]) -> None:
@@ -154,7 +157,7 @@ class Job:
             grouped=spec.grouped, directory=spec.output_dir,
         )
         self.results = [NodeResult(i, host) for i, host in enumerate(spec.hosts)]
-        self.job_id = secrets.token_hex(12)
+        self.job_id = os.urandom(12).hex()
         self.secret = channel.new_secret()
         self.selector = selectors.DefaultSelector()
         self.conns: dict[socket.socket, _Conn] = {}
@@ -184,12 +187,14 @@ class Job:
     def run(self) -> int:
         """Launch, relay until the job is over, clean up, print the summary; return the exit code."""
         self.start = time.monotonic()
-        previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+        previous = {signum: signal.getsignal(signum) for signum in (*_STOP_SIGNALS, signal.SIGCHLD)}
         wake_r, wake_w = socket.socketpair()
         wake_w.setblocking(False)
         old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         for signum in _STOP_SIGNALS:
             signal.signal(signum, self._on_signal)
+        # A handler, so that mpiexec's exit wakes the loop through the wake-up socket at once.
+        signal.signal(signal.SIGCHLD, _ignore)
         try:
             with tempfile.TemporaryDirectory(prefix="distrcomp-") as scratch:
                 self._launch(scratch)
@@ -263,8 +268,8 @@ class Job:
     # -- the loop ----------------------------------------------------------------------------
     def _loop(self, wake: socket.socket) -> None:
         while True:
-            # mpiexec's exit is polled: often once every node has reported, rarely otherwise
-            for key, _ in self.selector.select(0.02 if self.bye_at is not None else 0.25):
+            # SIGCHLD wakes the loop when mpiexec exits; the timeout paces the timers
+            for key, _ in self.selector.select(0.25):
                 what = key.data
                 if what == "listen":
                     self._accept()

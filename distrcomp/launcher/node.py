@@ -39,7 +39,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import channel, procs
+from . import channel, pipesize, procs
 
 __all__ = ["STOP_GRACE", "main"]
 
@@ -212,7 +212,7 @@ class _Relay:
         err_r, err_w = os.pipe()
         try:
             for fd in (out_w, err_w):
-                _enlarge_pipe(fd)
+                pipesize.widen(fd)
             socket.send_fds(self.sock, [channel.encode(channel.STREAMS)], [out_r, err_r])
         except OSError:
             _close((out_w, err_w))
@@ -226,12 +226,12 @@ class _Relay:
 
     def _workdir(self) -> str | None:
         """The staged working directory of this node's host (``--files``), None if none."""
-        from .staging import ENV_SLOTS, ENV_WORKDIR, node_workdir
-
-        base = os.environ.get(ENV_WORKDIR)
+        base = os.environ.get(channel.ENV_WORKDIR)
         if not base:
             return None
-        return node_workdir(base, os.environ.get(ENV_SLOTS, ""), self.node)
+        from .staging import node_workdir  # only then: it imports much the wrapper does not need
+
+        return node_workdir(base, os.environ.get(channel.ENV_SLOTS, ""), self.node)
 
     def _start(self, streams: Sequence[int]) -> int:
         env = dict(os.environ)  # ENV_SECRET and ENV_ADDRESS were removed in main()
@@ -401,18 +401,6 @@ class _Relay:
         finally:
             selector.close()
             self.sock.close()
-
-
-def _enlarge_pipe(fd: int) -> None:
-    """Give a pipe 1 MiB, as far as the system allows: a node that writes output in bursts
-    then waits less for the launcher to read it. Best effort."""
-    import fcntl
-
-    if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux, Python 3.10 and later
-        try:
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
-        except OSError:
-            pass  # above the system's limit for this user: the default size still works
 
 
 def _ignore(_signum: int, _frame: object) -> None:

@@ -20,7 +20,6 @@ a local copy. Nothing listens on any port.
 from __future__ import annotations
 
 import os
-import secrets
 import shlex
 import shutil
 import signal
@@ -30,13 +29,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from . import ssh
+from . import pipesize, ssh
+from .channel import ENV_SLOTS, ENV_WORKDIR
 
 __all__ = ["ENV_SLOTS", "ENV_WORKDIR", "Stage", "StagingError", "check_files", "node_workdir",
            "parse_files"]
 
-ENV_WORKDIR = "DISTRCOMP_WORKDIR"  # the job's directory (same path on every host)
-ENV_SLOTS = "DISTRCOMP_WORKDIR_SLOTS"  # nodes per host in peers order, e.g. "1,2,1"
 BASE = "/tmp"
 _CHUNK = 1 << 20
 _REMOVE_TIMEOUT = ssh.CONNECT_TIMEOUT + 10.0
@@ -93,17 +91,6 @@ def node_workdir(base: str, slots: str, node: int) -> str:
     raise ValueError(f"node {node} is beyond the {first} slots of {ENV_SLOTS}={slots!r}")
 
 
-def _widen_pipe(fd: int) -> None:
-    """Give a pipe 1 MiB of buffer (Linux; default 64 KiB): the single writer then switches
-    between the hosts' ssh processes far less often."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _CHUNK)
-    except (ImportError, OSError):
-        pass
-
-
 class _FanOut:
     """A write-only file object copying everything to several ssh processes' stdin; a host whose
     ssh has died is dropped (its error comes from its exit status)."""
@@ -139,7 +126,7 @@ class Stage:
         self.hosts = list(hosts)
         self.local = list(local)
         self.ssh_config = ssh_config
-        self.root = os.path.join(base, f"distrcomp-{secrets.token_hex(8)}")
+        self.root = os.path.join(base, f"distrcomp-{os.urandom(8).hex()}")
         self.created: set[int] = set()
 
     def directory(self, index: int) -> str:
@@ -187,7 +174,7 @@ class Stage:
                 start_new_session=True,
             )
             self.created.add(index)
-            _widen_pipe(procs[index].stdin.fileno())  # type: ignore[union-attr]
+            pipesize.widen(procs[index].stdin.fileno(), _CHUNK)  # type: ignore[union-attr]
         errors: dict[int, bytes] = {}
         try:
             fan = _FanOut(procs)

@@ -9,6 +9,8 @@ import sys
 import pytest
 from jobtools import launch
 
+from distrcomp.launcher.command import node_argv
+
 BAD_PEERS = [
     # (file content, line, reason)
     (b"", 1, "no host in the file (the file is empty)"),
@@ -85,8 +87,7 @@ def test_hostfile_and_dry_run_for_both_mpis(tmp_path, flavor, hostfile):
     assert "\n".join(lines[1:4]) + "\n" == hostfile
     assert lines[4] == "# mpiexec command line (7 nodes):"
     argv = shlex.split(lines[5])
-    node = [sys.executable, "-m", "distrcomp.launcher.node", "--", sys.executable, "prog.py",
-            "arg 1"]
+    node = node_argv([sys.executable, "prog.py", "arg 1"])
     assert argv[-len(node):] == node
     names = "DISTRCOMP_RELAY,DISTRCOMP_RELAY_SECRET,DISTRCOMP_JOB,PYTHONUNBUFFERED," \
             "OMP_NUM_THREADS,PATH"

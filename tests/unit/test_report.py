@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -95,5 +97,19 @@ def test_mpiexec_argv_per_flavor(flavor, expected):
 
 
 def test_node_argv_wraps_the_command():
-    assert node_argv(["a", "b"], python="/py") == ["/py", "-m", "distrcomp.launcher.node", "--",
-                                                   "a", "b"]
+    argv = node_argv(["a", "b"], python="/py")
+    assert argv[:3] == ["/py", "-S", "-c"] and argv[4:] == ["--", "a", "b"]
+
+
+@pytest.mark.parametrize("where", ["launcher's copy", "elsewhere"])
+def test_wrapper_boot_finds_the_package_without_site(where):
+    # the wrapper starts with -S: from the launcher's copy, or via site when the node's
+    # machine has no copy at that path
+    boot = node_argv([])[3]
+    if where == "elsewhere":
+        assert boot.count('"/') == 1
+        boot = boot.replace(boot[boot.index('"/'):boot.index('";')], '"/nonexistent/dir')
+    done = subprocess.run([sys.executable, "-S", "-c", boot, "--"], check=False, capture_output=True,
+                          text=True, timeout=60)
+    # no command after "--": the wrapper itself answers with its usage line
+    assert done.returncode == 2 and "usage: python -m distrcomp.launcher.node" in done.stderr, done
