@@ -13,6 +13,7 @@ import re
 import shlex
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -345,12 +346,13 @@ def _launch(args: argparse.Namespace, specs: list, names: list[str], labels: lis
                 _dry_run(spec, _spec_peers(args))
             return 0
         with site.prepared():
+            since = time.monotonic()
             for number, spec in enumerate(specs):
                 if labels:
                     sys.stderr.write(f"distrcomp: command {number + 1} of {len(specs)}: "
                                      f"{labels[number]}\n")
                     sys.stderr.flush()
-                code = Job(spec).run()
+                code = Job(spec, since=since, last=number == len(specs) - 1).run()
                 if code != 0:
                     return code
             return 0

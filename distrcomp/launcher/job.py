@@ -147,10 +147,20 @@ class _Stream:
 
 
 class Job:
-    """One launch of ``spec``; :meth:`run` returns the exit code of ``distrcomp run``."""
+    """One launch of ``spec``; :meth:`run` returns the exit code of ``distrcomp run``.
 
-    def __init__(self, spec: JobSpec, stdout_fd: int = 1, stderr_fd: int = 2) -> None:
+    ``Total time`` closes the summary, counted from ``since`` (monotonic seconds; default: the
+    job's start), unless ``last`` is False and the job succeeds: a sequence of jobs (a legacy
+    master.py's commands) reports its total once, after the last or the one that failed.
+    """
+
+    def __init__(
+        self, spec: JobSpec, stdout_fd: int = 1, stderr_fd: int = 2, since: float | None = None,
+        last: bool = True,
+    ) -> None:
         self.spec = spec
+        self.since = since
+        self.last = last
         self.stderr_fd = stderr_fd
         self.output = Output(
             spec.hosts, Sink(stdout_fd), Sink(stderr_fd), tagged=spec.tagged,
@@ -689,7 +699,7 @@ class Job:
 
     def _finish(self) -> int:
         """Print notes, grouped blocks and the summary; return the exit code."""
-        elapsed = time.monotonic() - self.start
+        elapsed = time.monotonic() - (self.start if self.since is None else self.since)
         for result in self.results:
             if result.returncode is None and not result.lost and result.started:
                 result.lost = True  # connected, never reported, and now gone
@@ -724,7 +734,7 @@ class Job:
             lines.extend(f"  | {text}" for text in self.mpiexec_held)
         if code and self.spec.unreached_hint and any(not r.started for r in self.results):
             lines.append(self.spec.unreached_hint)
-        lines += summary(self.results, elapsed, cause, headline)
+        lines += summary(self.results, elapsed, cause, headline, total=self.last or code != 0)
         err = Sink(self.stderr_fd)
         err.write("".join(line + "\n" for line in lines).encode("utf-8", "replace"))
         err.flush()

@@ -126,9 +126,11 @@ def summary(
     elapsed: float,
     cause: NodeResult | None = None,
     headline: str | None = None,
+    total: bool = True,
 ) -> list[str]:
     """The closing lines: when a node failed, a headline and a table of every node that did
-    not succeed (host, how it ended, last stderr lines); then ``Total time : 1.234 s``."""
+    not succeed (host, how it ended, last stderr lines); then, if ``total``,
+    ``Total time : 1.234 s``."""
     lines: list[str] = []
     bad = [r for r in results if not r.ok]
     if headline is None and cause is not None:
@@ -142,5 +144,6 @@ def summary(
         for r in sorted(bad, key=lambda r: r.node):
             lines.append(f"  {r.node:>4}  {r.host:<{width}}  {describe(r)}")
             lines.extend(f"  {'':>4}  {'':<{width}}  | {text}" for text in r.stderr_tail)
-    lines.append(f"Total time : {elapsed:.3f} s")
+    if total:
+        lines.append(f"Total time : {elapsed:.3f} s")
     return lines

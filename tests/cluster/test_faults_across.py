@@ -35,7 +35,8 @@ def _await_ready(job, count: int, timeout: float = 60) -> str:
 def _user_process(cluster, host: str):
     """The waiter's own process on ``host`` (not its node wrapper, not the MPI daemon)."""
     procs = [p for p in cluster.stray_processes(host)
-             if p.argv[-1:] == [WAITER] and "distrcomp.launcher.node" not in p.argv]
+             if p.argv[-1:] == [WAITER]
+             and not any("distrcomp.launcher.node" in word for word in p.argv)]
     assert len(procs) == 1, cluster.stray_processes(host)
     return procs[0]
 
