@@ -51,6 +51,7 @@ EXIT_WAIT = 10.0  # after every node reported, time mpiexec gets to exit on its 
 AFTER_MPIEXEC = 2.0  # after mpiexec exited, time nodes' connections get to report
 STREAM_DRAIN = 2.0  # after a node's report, how long its output streams are still read
 _READ = 1 << 18
+_GATHER = 0.002  # seconds the loop pauses after a round of small reads (see _loop)
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _STREAM_NAMES = {channel.OUT: "out", channel.ERR: "err"}
 _LOOPBACK = ("127.0.0.1", "::1")  # a job bound there has every node on this machine
@@ -279,6 +280,7 @@ class Job:
     def _loop(self, wake: socket.socket) -> None:
         while True:
             # SIGCHLD wakes the loop when mpiexec exits; the timeout paces the timers
+            streamed = 0
             for key, _ in self.selector.select(0.25):
                 what = key.data
                 if what == "listen":
@@ -286,7 +288,7 @@ class Job:
                 elif what == "conn":
                     self._read_conn(self.conns[key.fileobj])  # type: ignore[index]
                 elif what == "stream":
-                    self._read_stream(self.streams[key.fd])
+                    streamed += self._read_stream(self.streams[key.fd])
                 elif what == "mpiexec":
                     self._read_mpiexec(key.fd)
                 else:
@@ -296,6 +298,10 @@ class Job:
             self.output.flush()
             if self._tick(time.monotonic()):
                 return
+            if 0 < streamed < _READ // 4:
+                # Output trickles in small reads: let more gather before the next round, so a
+                # chatty node costs a few large reads and writes, not one per line it prints.
+                time.sleep(_GATHER)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.signals.append(signum)
@@ -384,19 +390,21 @@ class Job:
             stream.node == node for stream in self.streams.values()
         )
 
-    def _read_stream(self, stream: _Stream) -> None:
+    def _read_stream(self, stream: _Stream) -> int:
+        """Relay what ``stream`` has; return how many bytes that was."""
         try:
             data = os.read(stream.fd, _READ)
         except BlockingIOError:
-            return
+            return 0
         except OSError:
             data = b""
         if not data:
             self._close_stream(stream)
-            return
+            return 0
         lines = stream.lines.feed(data)
         if lines:
             self.output.lines(stream.node, stream.name, lines)
+        return len(data)
 
     def _add_stream(self, stream: _Stream) -> None:
         os.set_blocking(stream.fd, False)
