@@ -25,7 +25,7 @@ A message is a *frame* of at most ``FRAME_MAX`` bytes, followed by zero or more 
 
   The usual small message: no head to build or read, and unpickling stops at the stream's end.
 
-* ``PICKLE`` frame (everything else)::
+* ``PICKLE`` frame (other objects: out-of-band buffers, or a stream too large for a frame)::
 
       <BBxxIq     kind, flags, number of out-of-band buffers, len(body)
       [body]      inline when it fits, else the first payload

@@ -272,3 +272,16 @@ def test_small_arrays_received_are_writable_aligned_and_independent_of_each_othe
     for i in range(len(got)):
         for j in range(i + 1, len(got)):
             assert not np.shares_memory(got[i], got[j])
+
+
+@pytest.mark.mpi
+def test_recv_without_timeout_keeps_the_frames_it_takes_for_other_recvs(dc):
+    # No timeout on purpose: recv without one blocks in MPI's probe, a path of its own. A hang
+    # here is caught by the suite's time limit (tests/test_mpi_suite.py).
+    right, left = ring(dc)
+    dc.send(right, np.full(3, 1.0), tag=1)
+    dc.send(right, {"second": 2}, tag=2)
+    assert dc.recv(left, tag=2) == {"second": 2}
+    np.testing.assert_array_equal(dc.recv(left, tag=1), np.full(3, 1.0))
+    dc.send(right, "any")
+    assert dc.recv(dc.ANY_SOURCE) == "any"
