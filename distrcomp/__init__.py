@@ -45,6 +45,15 @@ n_node: int
 comm: Any
 
 
+_engine: Any = None  # the world's p2p engine, once initialised: send and recv are every message's path
+
+
+def _start() -> Any:
+    global _engine
+    _engine = _get().engine
+    return _engine
+
+
 _COLLECTIVES = ("barrier", "bcast", "scatter", "gather", "allgather", "reduce", "allreduce")
 
 
@@ -84,7 +93,7 @@ def send(dest: int, obj: Any, tag: int = 0) -> None:
     Raises ValueError if ``dest`` is not in ``range(n_node)`` or ``tag`` is negative or too large;
     TypeError, naming the type, if ``obj`` cannot be pickled (raised before anything is sent).
     """
-    _get().engine.send(dest, obj, tag)
+    (_engine or _start()).send(dest, obj, tag)
 
 
 def recv(src: int, tag: int = ANY_TAG, timeout: float | None = None) -> Any:
@@ -99,7 +108,7 @@ def recv(src: int, tag: int = ANY_TAG, timeout: float | None = None) -> Any:
     Raises ValueError for a ``src`` outside ``range(n_node)`` (other than ``ANY_SOURCE``) or a bad
     ``tag``; MessageDecodeError if the message arrived but cannot be unpickled here.
     """
-    return _get().engine.recv(src, tag, timeout)
+    return (_engine or _start()).recv(src, tag, timeout)
 
 
 def recv_any(tag: int = ANY_TAG, timeout: float | None = None) -> tuple[int, Any]:

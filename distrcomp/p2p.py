@@ -20,7 +20,10 @@ each other; so the next message from a node that an any-tag probe matches is alw
 
 Why a probe and not a receive kept posted for any node: with MPICH's UCX device between hosts,
 a posted any-source receive together with large sends in both directions hangs (reproduced in
-raw mpi4py: tests/cluster/programs/p2p_pattern.py); matched probes do not.
+raw mpi4py: tests/cluster/programs/p2p_pattern.py); matched probes do not. ``Probe`` then
+``Recv`` from the node and tag it found would also be correct here (one thread on a private
+communicator: nothing else can take the probed message), but it is not cheaper: measured with
+Open MPI and MPICH, the any-source probe is what costs, matched or not.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import numpy as np
 
 from .errors import MessageDecodeError
 from .tags import ANY_SOURCE, ANY_TAG
-from .wire import FRAME_MAX, decode, encode
+from .wire import decode, encode
 
 __all__ = ["Engine"]
 
@@ -71,15 +74,15 @@ class Engine:
         self.n_node = comm.Get_size()
         self.max_tag = (MPI.COMM_WORLD.Get_attr(MPI.TAG_UB) - 1) // 2
         self._closed = False
-        self._frame = bytearray(FRAME_MAX)
-        self._frame_view = memoryview(self._frame)
         self._status = MPI.Status()
+        self._any_source, self._any_tag = MPI.ANY_SOURCE, MPI.ANY_TAG
         self._queue: deque[tuple[int, int, Any]] = deque()
         self._pending: list[tuple[Any, Any, int, int]] = []  # (request, buffer kept alive, dest, nth)
         self._purge_at = 64
         self._sent = [0] * self.n_node  # messages sent to each node, for the exit handshake
         self._n_received = 0  # frames taken, from any node
         self._payloads_from = (0, 1)  # (node, MPI tag) of the payloads decode is reading now
+        self._fill_payload = self._fill  # bound once: every frame passes it to decode
 
     # ------------------------------------------------------------------ checks
     def check_node(self, what: str, node: int, allow_any: bool = False) -> None:
@@ -164,15 +167,17 @@ class Engine:
     def _take_frame(self, message: Any, status: Any) -> tuple[int, int, Any]:
         """Receive the probed frame ``message`` and decode it, receiving its payloads.
 
-        The frame is decoded from the whole frame buffer: the format says where it ends.
+        Each frame gets a buffer of its own, of its exact size, given away to ``decode``: a
+        small array is then returned on that buffer, not copied out of a shared one.
         """
-        message.Recv(self._frame)
+        frame = bytearray(status.Get_count())
+        message.Recv(frame)
         src = status.Get_source()
         mtag = status.Get_tag()
         self._payloads_from = (src, mtag | 1)
         self._n_received += 1
         try:
-            obj = decode(self._frame_view, self._fill)
+            obj = decode(frame, self._fill_payload, True)
         except Exception as exc:  # noqa: BLE001 - kept; the recv that asks for this message raises it
             obj = _Undecodable(MessageDecodeError(src, mtag >> 1, f"{type(exc).__name__}: {exc}"))
         return src, mtag >> 1, obj
@@ -203,7 +208,14 @@ class Engine:
         # What receive() does, inline: this is every message's path.
         entry = self._match(src, tag, True) if self._queue else None
         if entry is None:
-            entry = self._await(src, tag, timeout, True)
+            if timeout is None:  # block in MPI for the next frame, and most often it is the one
+                status = self._status
+                entry = self._take_frame(self.comm.Mprobe(self._any_source, self._any_tag, status), status)
+                if not ((src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag)):
+                    self._queue.append(entry)
+                    entry = self._await(src, tag, None, True)
+            else:
+                entry = self._await(src, tag, timeout, True)
         obj = entry[2]
         if type(obj) is _Undecodable:
             raise obj.error
@@ -225,14 +237,21 @@ class Engine:
 
     def _await(self, src: int, tag: int, timeout: float | None, remove: bool) -> tuple[int, int, Any]:
         status = self._status
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        any_source, any_tag = self._any_source, self._any_tag
+        queue = self._queue
+        if timeout is None:  # every recv's path: block in MPI until the next frame
+            mprobe, take = self.comm.Mprobe, self._take_frame
+            while True:
+                entry = take(mprobe(any_source, any_tag, status), status)
+                if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
+                    if not remove:
+                        queue.append(entry)
+                    return entry
+                queue.append(entry)
+        deadline = time.monotonic() + max(0.0, timeout)
         delay = 2e-5
-        comm, MPI = self.comm, self._MPI
         while True:
-            if deadline is None:
-                message = comm.Mprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
-            else:
-                message = comm.Improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+            message = self.comm.Improbe(any_source, any_tag, status)
             if message is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -246,9 +265,9 @@ class Engine:
             entry = self._take_frame(message, status)
             if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
                 if not remove:
-                    self._queue.append(entry)
+                    queue.append(entry)
                 return entry
-            self._queue.append(entry)
+            queue.append(entry)
 
     # -------------------------------------------------------------------- exit
     def close(self) -> None:

@@ -9,15 +9,23 @@ A message is a *frame* of at most ``FRAME_MAX`` bytes, followed by zero or more 
 
 * ``ARRAY`` frame (a plain ``numpy.ndarray`` without Python objects)::
 
-      <BBHHxxq  kind, flags, ndim, len(dtype code), nbytes
-      ndim * <q shape
+      <BBHHHq     kind, flags, ndim, len(dtype code), len(head), nbytes
+      ndim * <q   shape
       dtype code  (``dtype.str``, or the pickled dtype for structured dtypes)
+      zeros       up to len(head), the next multiple of 16
       [data]      inline when the whole frame fits in FRAME_MAX, else one payload
 
   The data travels as raw bytes in the array's own memory order (C or Fortran); a
-  non-contiguous array is copied into C order first. Nothing is pickled.
+  non-contiguous array is copied into C order first. Nothing is pickled. Inline data starts
+  16-byte aligned, so a receiver that owns the frame's buffer can return an array made on it.
 
-* ``PICKLE`` frame (everything else)::
+* bare pickle frame (everything else, when pickle hands out no buffer and the stream fits)::
+
+      pickle-5 stream, nothing before it; its first byte, pickle's PROTO opcode 0x80, is the kind
+
+  The usual small message: no head to build or read, and unpickling stops at the stream's end.
+
+* ``PICKLE`` frame (other objects: out-of-band buffers, or a stream too large for a frame)::
 
       <BBxxIq     kind, flags, number of out-of-band buffers, len(body)
       [body]      inline when it fits, else the first payload
@@ -42,14 +50,22 @@ __all__ = ["FRAME_MAX", "decode", "encode"]
 FRAME_MAX = 16384
 
 _ARRAY, _PICKLE = 1, 2
+_BARE_PICKLE = 0x80  # pickle's PROTO opcode: the first byte of every protocol-5 stream
 _INLINE, _FORTRAN, _DTYPE_PICKLED = 1, 2, 4
 
-_ARRAY_HEAD = "<BBHHxxq"
+_ARRAY_HEAD = "<BBHHHq"
 _HEADS = [struct.Struct(f"{_ARRAY_HEAD}{ndim}q") for ndim in range(65)]  # head + shape, per ndim
 _PICKLE_HEAD = struct.Struct("<BBxxIq")
 
 _dtype_codes: dict = {}  # dtype -> (code bytes, flag), or None when arrays of it are pickled
 _code_dtypes: dict = {}  # code bytes -> dtype (a pickled code never looks like a dtype.str)
+
+# A program sends the same few shapes again and again, and for a small array building or
+# reading a head costs more than the data: heads of inline C-ordered arrays by (dtype, shape),
+# and what each array head received says. Both are emptied when they reach _KEPT entries.
+_c_heads: dict = {}  # (dtype, shape) -> head
+_described: dict = {}  # head -> (dtype, shape, order, nbytes, inline)
+_KEPT = 256
 
 Fill = Callable[[Any], None]
 
@@ -93,13 +109,33 @@ def encode(obj: Any) -> tuple[bytes, list[Any], bool]:
     Raises TypeError, naming the type, if ``obj`` cannot be pickled.
     """
     if type(obj) is np.ndarray:
+        if obj.flags.c_contiguous:
+            head = _c_heads.get((obj.dtype, obj.shape))
+            if head is not None:
+                return head + obj.tobytes(), [], True
         dtype_code = _dtype_codes.get(obj.dtype) or _dtype_code(obj.dtype)
         if dtype_code is not None:
-            return _encode_array(obj, *dtype_code)
-    return _encode_pickle(obj)
+            encoded = _encode_array(obj, *dtype_code)
+            if encoded is not None:
+                return encoded
+    # Pickled here rather than in a helper: this is every small message's path.
+    out_of_band: list[pickle.PickleBuffer] = []
+    try:
+        stream = pickle.dumps(obj, 5, buffer_callback=out_of_band.append)
+    except Exception as exc:
+        raise TypeError(f"cannot pickle object of type {type(obj).__qualname__}: {exc}") from exc
+    if not out_of_band and len(stream) <= FRAME_MAX:
+        return stream, [], True
+    return _pickle_frame(stream, out_of_band)
 
 
-def _encode_array(array: np.ndarray, code: bytes, dflag: int) -> tuple[bytes, list[Any], bool]:
+def _head_len(ndim: int, code_len: int) -> int:
+    """Bytes before an array frame's inline data: the head padded to a multiple of 16."""
+    return (_HEADS[ndim].size + code_len + 15) & ~15
+
+
+def _encode_array(array: np.ndarray, code: bytes, dflag: int) -> tuple[bytes, list[Any], bool] | None:
+    """The frame and payloads of an array; None if its dtype is too large to describe in a frame."""
     owned = False
     fortran = False
     layout = array.flags
@@ -112,28 +148,26 @@ def _encode_array(array: np.ndarray, code: bytes, dflag: int) -> tuple[bytes, li
     flags = dflag | (_FORTRAN if fortran else 0)
     nbytes = array.nbytes
     ndim = array.ndim
-    head = _HEADS[ndim]
-    head_len = head.size + len(code)
-    if head_len + nbytes <= FRAME_MAX:
-        # Small arrays are copied into the frame: one message, and the caller's array is free.
-        data = array.tobytes("F" if fortran else "C")
-        frame = b"".join((head.pack(_ARRAY, flags | _INLINE, ndim, len(code), nbytes, *array.shape), code, data))
-        return frame, [], True
-    if head_len > FRAME_MAX:  # a dtype too large to describe in a frame: let pickle carry it
-        return _encode_pickle(array)
-    frame = head.pack(_ARRAY, flags, ndim, len(code), nbytes, *array.shape) + code
-    return frame, [_bytes_of(array, fortran)], owned
+    head_len = _head_len(ndim, len(code))
+    inline = head_len + nbytes <= FRAME_MAX
+    if inline:
+        flags |= _INLINE
+    elif head_len > FRAME_MAX:
+        return None
+    head = _HEADS[ndim].pack(_ARRAY, flags, ndim, len(code), head_len, nbytes, *array.shape) + code
+    head = head.ljust(head_len, b"\0")
+    if not inline:
+        return head, [_bytes_of(array, fortran)], owned
+    # Small arrays are copied into the frame: one message, and the caller's array is free.
+    if not fortran:
+        if len(_c_heads) >= _KEPT:
+            _c_heads.clear()
+        _c_heads[array.dtype, array.shape] = head
+    return head + array.tobytes("F" if fortran else "C"), [], True
 
 
-def _encode_pickle(obj: Any) -> tuple[bytes, list[Any], bool]:
-    out_of_band: list[pickle.PickleBuffer] = []
-    try:
-        stream = pickle.dumps(obj, protocol=5, buffer_callback=out_of_band.append)
-    except Exception as exc:
-        raise TypeError(f"cannot pickle object of type {type(obj).__qualname__}: {exc}") from exc
-    if not out_of_band and _PICKLE_HEAD.size + len(stream) <= FRAME_MAX:
-        # The usual small message: the same layout as below with no lengths, built directly.
-        return _PICKLE_HEAD.pack(_PICKLE, _INLINE, 0, len(stream)) + stream, [], True
+def _pickle_frame(stream: bytes, out_of_band: list[pickle.PickleBuffer]) -> tuple[bytes, list[Any], bool]:
+    """A ``PICKLE`` frame: for a stream too large to be a frame, or with out-of-band buffers."""
     # Empty buffers travel as a zero length only: a zero-byte payload would be a message of its own.
     raws = [buffer.raw() for buffer in out_of_band]
     lengths = struct.pack(f"<{len(raws)}q", *(raw.nbytes for raw in raws))
@@ -146,52 +180,66 @@ def _encode_pickle(obj: Any) -> tuple[bytes, list[Any], bool]:
     return head, [lengths + stream, *payloads], not payloads
 
 
-def decode(frame: memoryview, fill: Fill) -> Any:
+def decode(frame: Any, fill: Fill, own: bool = False) -> Any:
     """Rebuild the object from its ``frame``, calling ``fill(buffer)`` once per payload, in order.
 
-    ``frame`` may run past the frame's end (the receive buffer as a whole): the frame says where
-    it ends. It may be reused by the caller afterwards: nothing returned refers to it. Every payload
-    is filled before anything is unpickled, so a failure to unpickle leaves no payload unread;
-    that failure propagates as the unpickler raised it.
+    ``frame`` (a buffer: ``bytearray`` or ``memoryview``) may run past the frame's end (the
+    receive buffer as a whole): the frame says where it ends. It may be reused by the caller
+    afterwards: nothing returned refers to it. Unless ``own`` is true: then the caller gives
+    ``frame``, a writable buffer nothing else refers to, away, and a small array is returned
+    as an array on its memory instead of a copy. Every payload is filled before anything is
+    unpickled, so a failure to unpickle leaves no payload unread; that failure propagates as
+    the unpickler raised it.
     """
     kind = frame[0]
+    if kind == _BARE_PICKLE:
+        return pickle.loads(frame)
     if kind == _ARRAY:
-        return _decode_array(frame, fill)
+        return _decode_array(frame, fill, own)
     if kind == _PICKLE:
         return _decode_pickle(frame, fill)
     raise ValueError(f"not a distrcomp frame (kind byte {kind})")
 
 
-def _decode_array(frame: memoryview, fill: Fill) -> np.ndarray:
-    # ndim is a little-endian uint16 at byte 2; it picks the struct of the whole head.
-    head = _HEADS[frame[2] | frame[3] << 8]
-    _, flags, ndim, code_len, nbytes, *shape = head.unpack_from(frame)
-    offset = head.size
-    code = frame[offset : offset + code_len].tobytes()
-    dtype = _code_dtypes.get(code)
-    if dtype is None:  # not `or`: a dtype without fields is falsy (its len() is 0)
-        dtype = _dtype_of(code, flags & _DTYPE_PICKLED)
-    offset += code_len
-    fortran = flags & _FORTRAN
+def _decode_array(frame: Any, fill: Fill, own: bool) -> np.ndarray:
+    # len(head) is a little-endian uint16 at byte 6.
+    head = bytes(frame[: frame[6] | frame[7] << 8])
+    described = _described.get(head)
+    if described is None:
+        described = _describe(head)
+    dtype, shape, order, nbytes, inline = described
     if not nbytes:
-        return np.empty(shape, dtype, order="F" if fortran else "C")
-    if flags & _INLINE:
-        flat = np.frombuffer(frame, dtype, nbytes // dtype.itemsize, offset)
-        if ndim == 1:
-            return flat.copy()
-        return flat.reshape(shape, order="F" if fortran else "C").copy(order="K")
+        return np.empty(shape, dtype, order=order)
+    if inline:
+        array = np.ndarray(shape, dtype, frame, len(head), None, order)
+        if own and array.flags.aligned:  # the buffer's alignment is its allocator's choice
+            return array
+        return array.copy(order="K")
     # Receive into the raw block, then wrap it: no byte views of the array to build.
     block = buffers.block(nbytes)
     fill(block)
-    return np.ndarray(shape, dtype, buffer=block, order="F" if fortran else "C")
+    return np.ndarray(shape, dtype, block, 0, None, order)
+
+
+def _describe(head: bytes) -> tuple[np.dtype, tuple[int, ...], str, int, int]:
+    """What an array frame's head says: ``(dtype, shape, order, nbytes, inline)``, remembered."""
+    layout = _HEADS[head[2] | head[3] << 8]
+    _, flags, _, code_len, _, nbytes, *shape = layout.unpack_from(head)
+    code = head[layout.size : layout.size + code_len]
+    dtype = _code_dtypes.get(code)
+    if dtype is None:  # not `or`: a dtype without fields is falsy (its len() is 0)
+        dtype = _dtype_of(code, flags & _DTYPE_PICKLED)
+    described = (dtype, tuple(shape), "F" if flags & _FORTRAN else "C", nbytes, flags & _INLINE)
+    if len(_described) >= _KEPT:
+        _described.clear()
+    _described[head] = described
+    return described
 
 
 def _decode_pickle(frame: memoryview, fill: Fill) -> Any:
     _, flags, n_buffers, body_len = _PICKLE_HEAD.unpack_from(frame)
     if flags & _INLINE:
         body = frame[_PICKLE_HEAD.size : _PICKLE_HEAD.size + body_len]
-        if not n_buffers:
-            return pickle.loads(body)
     else:
         body = memoryview(bytearray(body_len))
         fill(body)

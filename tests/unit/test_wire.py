@@ -170,3 +170,97 @@ def test_decode_reads_only_the_frame_from_a_larger_receive_buffer(obj):
         assert_same_array(got, obj)
     else:
         assert got == obj
+
+
+SMALL_ARRAYS = [
+    np.array(3.5),
+    np.arange(6.0),
+    np.arange(24.0).reshape(2, 3, 4),
+    np.asfortranarray(np.arange(24.0).reshape(2, 3, 4)),
+    np.arange(100.0)[::3],
+    np.arange(12).reshape(3, 4).T,
+    np.arange(7, dtype=">i4"),
+    np.arange(5, dtype=np.complex128),
+    np.arange(5, dtype=np.longdouble),
+    np.zeros(4, [("x", "<i4"), ("y", ">f8"), ("tag", "S3")]),
+    np.zeros((0, 3)),
+]
+SMALL_IDS = ["0d", "1d", "c3d", "f3d", "strided", "transposed", "big-endian", "complex", "longdouble",
+             "structured", "empty"]
+
+
+@pytest.mark.parametrize("array", SMALL_ARRAYS, ids=SMALL_IDS)
+def test_small_array_decoded_from_an_owned_frame_is_a_writable_aligned_array_on_it(array):
+    frame, payloads, _ = wire.encode(array)
+    assert not payloads
+    buffer = bytearray(frame)
+    out = wire.decode(buffer, None, True)
+    assert_same_array(array, out)
+    np.testing.assert_array_equal(out, array)
+    assert out.flags.aligned
+    if array.flags.f_contiguous and not array.flags.c_contiguous:
+        assert out.flags.f_contiguous
+    if out.size:
+        assert np.shares_memory(out, np.frombuffer(buffer, np.uint8))  # not copied
+
+
+@pytest.mark.parametrize("array", SMALL_ARRAYS, ids=SMALL_IDS)
+def test_small_array_decoded_from_a_reused_buffer_does_not_refer_to_it(array):
+    frame, _, _ = wire.encode(array)
+    buffer = bytearray(wire.FRAME_MAX)
+    buffer[: len(frame)] = frame
+    first = wire.decode(memoryview(buffer), None)
+    second = wire.decode(memoryview(buffer), None)
+    buffer[:] = b"\xff" * len(buffer)
+    for out in (first, second):
+        assert_same_array(array, out)
+    if first.size:
+        assert not np.shares_memory(first, second)
+        first[...] = first.flat[0] if first.dtype.fields else 1
+        assert second.tobytes() == array.tobytes()
+
+
+def test_inline_array_data_starts_16_byte_aligned_in_the_frame():
+    for code_len_dtype in ("<f8", "<M8[ns]", [("x", "<i4"), ("y", ">f8")]):
+        for ndim in range(4):
+            array = np.zeros((1,) * ndim, code_len_dtype)
+            frame, _, _ = wire.encode(array)
+            assert (len(frame) - array.nbytes) % 16 == 0, (code_len_dtype, ndim)
+
+
+def test_head_caches_are_bounded_and_keep_working_when_emptied():
+    for n in range(3 * wire._KEPT):
+        array = np.full(n % 300 + 1, n, np.int32).reshape(1, -1) if n % 2 else np.full(n + 1, n, np.int16)
+        out = wire.decode(bytearray(wire.encode(array)[0]), None, True)
+        assert_same_array(array, out)
+        assert len(wire._c_heads) <= wire._KEPT and len(wire._described) <= wire._KEPT
+
+
+def test_same_shape_in_another_order_byte_order_or_dtype_is_not_confused_by_the_head_cache():
+    c = np.arange(6.0).reshape(2, 3)
+    variants = [c, np.asfortranarray(c), c.astype(">f8"), c.astype(np.float32), c.T.copy(), c.T]
+    for _ in range(2):  # the second time every head comes from the caches
+        for array in variants:
+            out = wire.decode(bytearray(wire.encode(array)[0]), None, True)
+            assert_same_array(array, out)
+            np.testing.assert_array_equal(out, array)
+            if array.flags.f_contiguous and not array.flags.c_contiguous:
+                assert out.flags.f_contiguous
+            else:
+                assert out.flags.c_contiguous
+
+
+def test_small_plain_object_travels_as_a_bare_pickle_stream():
+    obj = {"step": 12, "loss": 0.25, "name": "worker-3", "ok": True}
+    frame, payloads, owned = wire.encode(obj)
+    assert frame == pickle.dumps(obj, protocol=5) and not payloads and owned
+    assert wire.decode(bytearray(frame), None, True) == obj
+
+
+def test_small_container_of_arrays_still_sends_them_out_of_band():
+    obj = {"w": np.arange(4.0), "meta": "x"}
+    frame, payloads, _ = wire.encode(obj)
+    assert frame[0] != 0x80 and len(payloads) == 1
+    out, _, _ = roundtrip(obj)
+    np.testing.assert_array_equal(out["w"], obj["w"])
+    assert out["w"].flags.writeable
