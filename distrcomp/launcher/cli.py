@@ -35,8 +35,13 @@ first N slots. Without one, -n N nodes (default 1) run on this machine.
 
 The first node that fails (non-zero exit, killed, MPI_Abort, or lost) ends the job: every
 other node is stopped (SIGTERM, then SIGKILL after a few seconds) and no process of the job
-survives the launcher. Ctrl-C does the same (a second Ctrl-C kills at once). Python nodes run
-with PYTHONUNBUFFERED=1 unless it is set. Piped input goes to node 0; the others read none.
+survives the launcher. Ctrl-C does the same (a second Ctrl-C kills at once). Piped input goes
+to node 0; the others read none.
+
+Python nodes write their output unbuffered (PYTHONUNBUFFERED=1, as `python -u`) when this
+command's stdout is a terminal, so you see each line as it is printed; into a file or a pipe
+they buffer it, as Python and mpiexec do (printing many lines is then several times cheaper),
+unless -u is given. A PYTHONUNBUFFERED of your own is passed on as it is.
 """
 
 _RUN_EPILOG = """\
@@ -98,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     layout.add_argument("--no-tag", action="store_true",
                         help="no [node ...] prefix: the nodes' bytes as written (lines still "
                              "whole)")
+    run.add_argument("-u", "--unbuffered", action="store_true",
+                     help="Python nodes write unbuffered even when this command's output is not "
+                          "a terminal (live lines in a log or a pipe, at a cost per line)")
     run.add_argument("--output-dir", metavar="DIR", type=Path,
                      help="also write node-<id>.out and node-<id>.err for each node into DIR")
     run.add_argument("--mpi-args", default="", metavar='"ARGS"',
@@ -299,6 +307,15 @@ def _shell_words(command: str, source: str) -> list[str]:
         raise _UsageError(f"{source}: command {command!r} is not valid shell: {exc}") from None
 
 
+def _buffering(unbuffered: bool) -> dict[str, str | None]:
+    """How the nodes' Python buffers its output, as variables to forward (see the run help)."""
+    if "PYTHONUNBUFFERED" in os.environ:
+        return {"PYTHONUNBUFFERED": None}  # the user's own, passed on
+    if unbuffered or os.isatty(1):
+        return {"PYTHONUNBUFFERED": "1"}
+    return {}
+
+
 def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, grouped: bool):
     """``(JobSpec, host of each node)`` for one launch of ``command``."""
     from .job import JobSpec
@@ -320,6 +337,7 @@ def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, gro
         mpi_args = shlex.split(args.mpi_args)
     except ValueError as exc:
         raise _UsageError(f"--mpi-args: {exc}") from None
+    env = {**env, **_buffering(args.unbuffered)}
     spec = JobSpec(
         command=command, hosts=names, flavor=flavor, hostfile_text=hostfile_text,
         mpi_args=mpi_args, env=env, timeout=timeout, tagged=not args.no_tag,

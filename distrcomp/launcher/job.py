@@ -104,8 +104,8 @@ class JobSpec:
 
 
 def forwarded_names(env: dict[str, str | None]) -> list[str]:
-    """Variables forwarded to every node: the relay's, PYTHONUNBUFFERED, then the user's."""
-    fixed = [channel.ENV_ADDRESS, channel.ENV_SECRET, channel.ENV_JOB, "PYTHONUNBUFFERED"]
+    """Variables forwarded to every node: the relay's, then those of ``env``."""
+    fixed = [channel.ENV_ADDRESS, channel.ENV_SECRET, channel.ENV_JOB]
     return fixed + [name for name in env if name not in fixed]
 
 
@@ -239,7 +239,6 @@ class Job:
             hostfile = os.path.join(scratch, "hostfile")
             Path(hostfile).write_text(spec.hostfile_text)
         env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")  # live output from Python nodes
         env.update({name: value for name, value in spec.env.items() if value is not None})
         env[channel.ENV_ADDRESS] = address
         env[channel.ENV_SECRET] = self.secret

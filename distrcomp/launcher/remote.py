@@ -42,7 +42,8 @@ def add_options(run: argparse.ArgumentParser) -> None:
         "Remote hosts (peers that are not this machine) are reached with the ordinary ssh\n"
         "client, as `ssh HOST` would: keys, agent and ~/.ssh/config apply. Always set:\n"
         f"{' '.join(ssh.OPTIONS[1::2])}.\n"
-        "Across machines the nodes get PATH, PYTHONUNBUFFERED and the -x variables only.",
+        "Across machines the nodes get PATH, PYTHONUNBUFFERED (see -u) and the -x variables "
+        "only.",
     )
     group.add_argument("--ssh-config", metavar="FILE",
                        help="ssh client configuration to use instead of ~/.ssh/config (ssh -F)")

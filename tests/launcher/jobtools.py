@@ -65,8 +65,9 @@ class Launch:
     def __init__(self, args: Sequence[str], cwd: Path, env: dict | None,
                  stdin: bytes | None = None) -> None:
         self.mark = uuid.uuid4().hex
-        full_env = {**os.environ, **(env or {}), MARK: self.mark}
-        full_env.pop("PYTHONUNBUFFERED", None)
+        # the launcher decides the nodes' buffering unless the test says otherwise
+        inherited = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        full_env = {**inherited, **(env or {}), MARK: self.mark}
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "distrcomp", *args], cwd=cwd, env=full_env,

@@ -33,7 +33,7 @@ def check_node_lines(lines: list[tuple[int, str]], nodes: list[int], count: int)
 
 
 def test_integrity_4_nodes_50k_unbuffered_partial_writes(tmp_path):
-    done = launch(tmp_path, "run", "-n", "4", program("writer.py"), str(LINES), timeout=300)
+    done = launch(tmp_path, "run", "-n", "4", "-u", program("writer.py"), str(LINES), timeout=300)
     assert done.returncode == 0, done
     out = tagged_lines(done.stdout)  # fails on any line that is not "[node K · localhost] ..."
     assert {host for _, host, _ in out} == {"localhost"}
@@ -45,7 +45,7 @@ def test_integrity_4_nodes_50k_unbuffered_partial_writes(tmp_path):
 
 
 def test_group_prints_blocks_in_node_order(tmp_path):
-    done = launch(tmp_path, "run", "-n", "3", "--group", program("writer.py"), "500")
+    done = launch(tmp_path, "run", "-n", "3", "--group", "-u", program("writer.py"), "500")
     assert done.returncode == 0, done
     blocks = re.split(r"^--------\(Node (\d+) localhost return\)--------\n", done.stdout,
                       flags=re.MULTILINE)
@@ -59,7 +59,8 @@ def test_group_prints_blocks_in_node_order(tmp_path):
 
 def test_output_dir_keeps_each_node_raw(tmp_path):
     logs = tmp_path / "logs"
-    done = launch(tmp_path, "run", "-n", "2", "--output-dir", str(logs), program("writer.py"), "300")
+    done = launch(tmp_path, "run", "-n", "2", "--output-dir", str(logs), "-u", program("writer.py"),
+                  "300")
     assert done.returncode == 0, done
     for node in range(2):
         out = (logs / f"node-{node}.out").read_text()

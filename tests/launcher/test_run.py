@@ -3,6 +3,8 @@ files, environment, the channel's secret, and the launcher's own process staying
 
 from __future__ import annotations
 
+import os
+import pty
 import re
 import subprocess
 import sys
@@ -99,10 +101,45 @@ def test_environment_forwarding_and_secret_hygiene(tmp_path):
     for node, _, text in tagged_lines(done.stdout):
         fields = dict(item.split("=", 1) for item in text.split()[4:])
         assert fields["DC_TEST_A"] == "alpha" and fields["DC_TEST_B"] == "beta"
-        assert fields["PYTHONUNBUFFERED"] == "1"
+        assert fields["PYTHONUNBUFFERED"] == "-"  # output to a pipe: Python buffers it
         # the wrapper removes the channel's address and secret before running the command
         assert fields["DISTRCOMP_RELAY_SECRET"] == "-" and fields["DISTRCOMP_RELAY"] == "-"
         assert fields["DISTRCOMP_JOB"] != "-"
+
+
+def test_python_output_is_unbuffered_with_u_or_on_a_terminal(tmp_path):
+    done = launch(tmp_path, "run", "-n", "2", "-u", program("env.py"))
+    assert done.returncode == 0, done
+    assert [text.split()[7] for _, _, text in tagged_lines(done.stdout)] == \
+        ["PYTHONUNBUFFERED=1"] * 2
+    # the launcher's stdout a terminal: nodes write each line as it is printed
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "distrcomp", "run", "-n", "2", "--no-tag", program("env.py")],
+            cwd=tmp_path, stdout=follower, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+        )
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    finally:
+        os.close(leader)
+    assert seen.count(b"PYTHONUNBUFFERED=1") == 2, seen
+
+
+def test_a_pythonunbuffered_of_ones_own_is_passed_on(tmp_path):
+    done = launch(tmp_path, "run", "-n", "1", program("env.py"), env={"PYTHONUNBUFFERED": "x"})
+    assert done.returncode == 0, done
+    assert "PYTHONUNBUFFERED=x" in done.stdout, done
 
 
 def test_mpi_args_pass_through(tmp_path):

@@ -1,7 +1,7 @@
 """Writes many lines in small unbuffered pieces: ``writer.py LINES``.
 
 Line ``i`` of node ``k`` on stdout is ``n<k> <i> <x * (i % 37)>``, written by ``print`` with
-several arguments (one write per piece under PYTHONUNBUFFERED=1) or, every 7th line, by
+several arguments (one write per piece under ``distrcomp run -u``) or, every 7th line, by
 ``os.write`` in three partial writes. Every 1000th line also goes to stderr as ``e<k> <i>``.
 The last stdout line, ``end <k>``, has no newline.
 """
