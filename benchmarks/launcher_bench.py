@@ -2,8 +2,11 @@
 
 Unlike the other benchmarks this one is not an MPI program: it starts whole jobs as
 subprocesses from the driver and times each from start to exit. Both launchers' output goes
-to a file, so neither is slowed by a terminal. When ``distrcomp run`` does not work on this
-checkout, :func:`unavailable` says why and the rows are shown as not available.
+to a file, so neither is slowed by a terminal. Jobs run without any ``PYTHONUNBUFFERED`` of the
+caller's, so each launcher's default buffering applies (into a file: buffered, for both), except
+in the unbuffered relay variant, where both are asked for it (``distrcomp run -u``; mpiexec with
+``PYTHONUNBUFFERED=1``). When ``distrcomp run`` does not work on this checkout,
+:func:`unavailable` says why and the rows are shown as not available.
 """
 
 from __future__ import annotations
@@ -34,7 +37,16 @@ def _distrcomp_command() -> str | None:
     return str(beside) if os.access(beside, os.X_OK) else shutil.which("distrcomp")
 
 
-def _run(argv: Sequence[str], stdout: Path, timeout: float) -> tuple[int, float]:
+def _env(unbuffered: bool = False) -> dict[str, str]:
+    """The jobs' environment: the caller's, with Python's output buffering as asked."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _run(argv: Sequence[str], stdout: Path, timeout: float, unbuffered: bool = False
+         ) -> tuple[int, float]:
     """Run ``argv`` with stdout to a file; return ``(exit code, wall seconds)``.
 
     The job gets a session of its own so that on timeout every process of it is killed.
@@ -42,7 +54,8 @@ def _run(argv: Sequence[str], stdout: Path, timeout: float) -> tuple[int, float]
     with open(stdout, "wb") as out:
         start = time.perf_counter()
         process = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=_env(unbuffered),
         )
         try:
             code = process.wait(timeout)
@@ -70,9 +83,10 @@ def unavailable(timeout: float = 120) -> str | None:
     return None
 
 
-def _wall(argv: Sequence[str], out: Path, timeout: float) -> Callable[[], float]:
+def _wall(argv: Sequence[str], out: Path, timeout: float, unbuffered: bool = False
+          ) -> Callable[[], float]:
     def sample() -> float:
-        code, seconds = _run(argv, out, timeout)
+        code, seconds = _run(argv, out, timeout, unbuffered)
         if code != 0:
             tail = out.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{' '.join(argv)} exited {code}:\n{tail}")
@@ -81,9 +95,12 @@ def _wall(argv: Sequence[str], out: Path, timeout: float) -> Callable[[], float]
     return sample
 
 
-def _argvs(mpiexec: Sequence[str], n: int, program: Path, *args: str) -> dict[str, list[str]]:
+def _argvs(mpiexec: Sequence[str], n: int, program: Path, *args: str, unbuffered: bool = False
+           ) -> dict[str, list[str]]:
+    options = ["-u"] if unbuffered else []
     return {
-        "dc": [_distrcomp_command() or "distrcomp", "run", "-n", str(n), str(program), *args],
+        "dc": [_distrcomp_command() or "distrcomp", "run", "-n", str(n), *options, str(program),
+               *args],
         "mpiexec": [*mpiexec, "-n", str(n), sys.executable, str(program), *args],
     }
 
@@ -98,15 +115,17 @@ def ring_samples(mpiexec: Sequence[str], reps: int, timeout: float) -> dict[str,
 
 
 def relay_samples(
-    mpiexec: Sequence[str], lines: int, reps: int, timeout: float
+    mpiexec: Sequence[str], lines: int, reps: int, timeout: float, unbuffered: bool = False
 ) -> tuple[dict[str, list[float]], dict[str, int]]:
     """Wall seconds of 4 nodes printing ``lines`` lines each, and the damaged lines of the
-    last run of each launcher (see :func:`count_damaged`)."""
+    last run of each launcher (see :func:`count_damaged`); ``unbuffered``: every line is its
+    own write, under both launchers."""
     with tempfile.TemporaryDirectory() as tmp:
-        argvs = _argvs(mpiexec, 4, PROGRAMS / "chatter.py", str(lines))
+        argvs = _argvs(mpiexec, 4, PROGRAMS / "chatter.py", str(lines), unbuffered=unbuffered)
         outs = {name: Path(tmp) / name for name in argvs}
         samples = interleaved(
-            {name: _wall(argv, outs[name], timeout) for name, argv in argvs.items()}, reps
+            {name: _wall(argv, outs[name], timeout, unbuffered) for name, argv in argvs.items()},
+            reps,
         )
         damaged = {
             name: count_damaged(outs[name].read_text(errors="replace"), 4, lines, name == "dc")

@@ -60,6 +60,8 @@ def _rows() -> list[Row]:
             "mpiexec", "lower", 1.15, "s"),
         Row("launcher_relay", "launcher: 4 nodes print lines", "launcher_relay_n4",
             "mpiexec", "lower", 1.3, "s"),
+        Row("launcher_relay_u", "launcher: same, both unbuffered", "launcher_relay_u_n4",
+            "mpiexec", "lower", 1.3, "s"),
     ]
     return rows
 

@@ -121,7 +121,7 @@ def run_all(quick: bool, log: Any) -> tuple[list[dict[str, Any]], dict[str, Any]
     launcher_missing = launcher_bench.unavailable()
     reps = 2 if quick else 7
     lines = 20_000 if quick else 200_000
-    damaged = None
+    damaged: dict[str, dict[str, int]] = {}  # relay row key -> damaged lines per launcher
     if launcher_missing is None:
         base = mpiexec_command()
         ring = attempt("launcher_ring", lambda: launcher_bench.ring_samples(base, reps, timeout))
@@ -132,7 +132,13 @@ def run_all(quick: bool, log: Any) -> tuple[list[dict[str, Any]], dict[str, Any]
             lambda: launcher_bench.relay_samples(base, lines, 2 if quick else 5, timeout),
         )
         if relay:
-            samples["launcher_relay_n4"], damaged = relay
+            samples["launcher_relay_n4"], damaged["launcher_relay"] = relay
+        relay_u = attempt(
+            "launcher_relay_unbuffered",
+            lambda: launcher_bench.relay_samples(base, lines, 2 if quick else 5, timeout, True),
+        )
+        if relay_u:
+            samples["launcher_relay_u_n4"], damaged["launcher_relay_u"] = relay_u
     raw["launcher_unavailable"] = launcher_missing
 
     memory = {
@@ -152,10 +158,11 @@ def run_all(quick: bool, log: Any) -> tuple[list[dict[str, Any]], dict[str, Any]
             note = "error"
         elif row.case.startswith("ring"):
             note = "completed"
-        if row.key == "launcher_relay" and damaged is not None:
-            note = f"{damaged['dc']} damaged lines, bare mpiexec {damaged['mpiexec']}"
+        lost = damaged.get(row.key)
+        if lost is not None:
+            note = f"{lost['dc']} damaged lines, bare mpiexec {lost['mpiexec']}"
         res = row_result(row, samples, note)
-        if row.key == "launcher_relay" and damaged is not None and damaged["dc"]:
+        if lost is not None and lost["dc"]:
             res["met"] = False  # intact output is part of this target
         if row.case.startswith("ring") and "ring" in errors:
             res["met"] = False  # completing is part of this target
