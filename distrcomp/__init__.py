@@ -11,11 +11,15 @@ Run it with ``distrcomp run -n 4 prog.py`` (or ``mpiexec -n 4 python prog.py``);
 
 from __future__ import annotations
 
-from typing import Any
-
 from .errors import DistrCompError, MessageDecodeError
 from .tags import ANY_SOURCE, ANY_TAG
-from .world import get as _get
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (see _get)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .world import World
+del TYPE_CHECKING
 
 __all__ = [
     "ANY_SOURCE",
@@ -52,6 +56,14 @@ def _start() -> Any:
     global _engine
     _engine = _get().engine
     return _engine
+
+
+def _get() -> World:
+    # world (and typing with it) loads on first use: the launcher and its per-node wrapper,
+    # started once per node, import this package and never use it.
+    from .world import get
+
+    return get()
 
 
 _COLLECTIVES = ("barrier", "bcast", "scatter", "gather", "allgather", "reduce", "allreduce")

@@ -50,7 +50,8 @@ _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command after ``--`` as this node; returns (stub) the command's exit status."""
+    """Run the command after ``--`` as this node; the stub exits with the command's exit status
+    (returns only for a usage error)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--"]:
         args = args[1:]
@@ -82,7 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             sys.stderr.flush()
             os._exit(code)
-    return _stub(relay_pid)
+    code = _stub(relay_pid)
+    # Exit at once: the stub has nothing to finalize, and mpiexec (so the whole job) waits for it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _rank() -> int | None:
