@@ -79,6 +79,18 @@ def test_local_nodes_write_into_pipes(tmp_path):
     assert done.stdout == "[True, True]\n" * 2, done
 
 
+def test_without_a_unix_socket_local_nodes_write_into_connections(tmp_path):
+    # a temporary directory too deep for a Unix socket's name: the launcher listens on loopback
+    # TCP instead, and each stream is a connection of its own
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    code = "import os, stat; print([stat.S_ISSOCK(os.fstat(fd).st_mode) for fd in (1, 2)])"
+    done = launch(tmp_path, "run", "-n", "2", "--no-tag", "--", sys.executable, "-c", code,
+                  env={"TMPDIR": str(deep)})
+    assert done.returncode == 0, done
+    assert done.stdout == "[True, True]\n" * 2, done
+
+
 def test_no_tag_is_raw_passthrough(tmp_path):
     done = launch(tmp_path, "run", "-n", "1", "--no-tag", "--", "sh", "-c",
                   "printf 'a b\\n[node x] c\\nno newline'")
