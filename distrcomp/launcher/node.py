@@ -1,12 +1,14 @@
 """The per-node wrapper: ``python -m distrcomp.launcher.node -- COMMAND [ARGS...]``.
 
 ``distrcomp run`` makes mpiexec start this instead of the user's command on every node. It
-opens three authenticated connections to the launcher (see :mod:`distrcomp.launcher.channel`)
-and runs the command with two of them as its stdout and stderr: the command's output goes
-straight to the launcher, which cuts it into lines, and nothing of the node handles it on the
-way. Over the third it reports how the command ended and carries out the launcher's orders:
-stop the command, or ask the Python processes of the node for a stack dump (SIGUSR1, which
-distrcomp routes to faulthandler).
+opens an authenticated control connection to the launcher (see
+:mod:`distrcomp.launcher.channel`) and runs the command with stdout and stderr that the launcher
+reads itself: pipes whose read ends it passes to the launcher on the launcher's machine, two
+more authenticated connections elsewhere. The command's output goes straight to the launcher,
+which cuts it into lines; nothing of the node handles it on the way. Over the control connection
+the wrapper reports how the command ended and carries out the launcher's orders: stop the
+command, or ask the Python processes of the node for a stack dump (SIGUSR1, which distrcomp
+routes to faulthandler).
 
 Three processes per node, so that nothing of the node is lost when MPI kills it::
 
@@ -16,8 +18,8 @@ Three processes per node, so that nothing of the node is lost when MPI kills it:
 
 When a node calls ``MPI_Abort``, MPICH kills the process group of every node with SIGKILL. What
 the command wrote before dying (its last traceback lines are often the most important output
-of the job) is already in its sockets, which the kernel delivers after the process is gone; the
-relay is outside that group and still reports the exit status.
+of the job) is already in its pipes or sockets, whose other ends the launcher holds; the relay
+is outside that group and still reports the exit status.
 The command inherits MPI's environment and file descriptors (MPICH's ``PMI_FD``) unchanged;
 the stub keeps its own copies open, so a command that crashes does not make MPI kill every
 node at once -- the launcher stops them and knows which node failed first.
