@@ -49,21 +49,21 @@ n_node: int
 comm: Any
 
 
-_engine: Any = None  # the world's p2p engine, once initialised: send and recv are every message's path
-
-
-def _start() -> Any:
-    global _engine
-    _engine = _get().engine
-    return _engine
+_world: World | None = None  # set on first use, by _get
+_engine: Any = None  # _world.engine, kept apart: every message's path reads it
 
 
 def _get() -> World:
-    # world (and typing with it) loads on first use: the launcher and its per-node wrapper,
-    # started once per node, import this package and never use it.
-    from .world import get
+    """The process's World, initialising MPI on the first call. world (and typing with it) is
+    imported only then: the launcher and its per-node wrapper, started once per node, import
+    this package and never use it."""
+    global _world, _engine
+    if _world is None:
+        from .world import get
 
-    return get()
+        _world = get()
+        _engine = _world.engine
+    return _world
 
 
 _COLLECTIVES = ("barrier", "bcast", "scatter", "gather", "allgather", "reduce", "allreduce")
@@ -105,7 +105,7 @@ def send(dest: int, obj: Any, tag: int = 0) -> None:
     Raises ValueError if ``dest`` is not in ``range(n_node)`` or ``tag`` is negative or too large;
     TypeError, naming the type, if ``obj`` cannot be pickled (raised before anything is sent).
     """
-    (_engine or _start()).send(dest, obj, tag)
+    (_engine or _get().engine).send(dest, obj, tag)
 
 
 def recv(src: int, tag: int = ANY_TAG, timeout: float | None = None) -> Any:
@@ -120,12 +120,12 @@ def recv(src: int, tag: int = ANY_TAG, timeout: float | None = None) -> Any:
     Raises ValueError for a ``src`` outside ``range(n_node)`` (other than ``ANY_SOURCE``) or a bad
     ``tag``; MessageDecodeError if the message arrived but cannot be unpickled here.
     """
-    return (_engine or _start()).recv(src, tag, timeout)
+    return (_engine or _get().engine).recv(src, tag, timeout)
 
 
 def recv_any(tag: int = ANY_TAG, timeout: float | None = None) -> tuple[int, Any]:
     """Like ``recv(ANY_SOURCE, tag, timeout)``, but return ``(src, obj)``: who sent it, and what."""
-    engine = _get().engine
+    engine = _engine or _get().engine
     engine.check_tag("recv_any", tag, allow_any=True)
     src, _, obj = engine.receive(ANY_SOURCE, tag, timeout)
     return src, obj
@@ -137,7 +137,7 @@ def probe(src: int = ANY_SOURCE, tag: int = ANY_TAG, timeout: float | None = Non
     The message is not consumed: the next ``recv`` that matches it returns it. ``timeout`` as
     for :func:`recv` (TimeoutError). Raises ValueError as :func:`recv` does.
     """
-    engine = _get().engine
+    engine = _engine or _get().engine
     engine.check_node("probe: src", src, allow_any=True)
     engine.check_tag("probe", tag, allow_any=True)
     found_src, found_tag, _ = engine.receive(src, tag, timeout, remove=False)
