@@ -174,6 +174,7 @@ class Job:
         self.conns: dict[socket.socket, _Conn] = {}
         self.by_node: dict[int, _Conn] = {}
         self.streams: dict[int, _Stream] = {}  # by descriptor: the output streams still open
+        self.open_streams = [0] * spec.n  # per node: how many of those are its
         self.n_streams = 0  # output streams ever received
         self.drain_until: dict[int, float] = {}  # node: when its open streams are cut off
         self.listener: socket.socket | None = None
@@ -385,9 +386,7 @@ class Job:
     def _done(self, node: int) -> bool:
         """True once ``node`` has reported (or is lost) and its output streams have ended."""
         result = self.results[node]
-        return (result.returncode is not None or result.lost) and not any(
-            stream.node == node for stream in self.streams.values()
-        )
+        return (result.returncode is not None or result.lost) and not self.open_streams[node]
 
     def _read_stream(self, stream: _Stream) -> int:
         """Relay what ``stream`` has; return how many bytes that was."""
@@ -408,6 +407,7 @@ class Job:
     def _add_stream(self, stream: _Stream) -> None:
         os.set_blocking(stream.fd, False)
         self.streams[stream.fd] = stream
+        self.open_streams[stream.node] += 1
         self.n_streams += 1
         self.selector.register(stream.fd, selectors.EVENT_READ, "stream")
         self._close_listener_if_complete()
@@ -415,6 +415,7 @@ class Job:
     def _close_stream(self, stream: _Stream) -> None:
         if self.streams.pop(stream.fd, None) is None:
             return
+        self.open_streams[stream.node] -= 1
         self.selector.unregister(stream.fd)
         rest = stream.lines.finish()
         if rest:
@@ -459,7 +460,7 @@ class Job:
         node = conn.node
         assert node is not None
         fds, conn.fds = conn.fds[:2], conn.fds[2:]
-        if len(fds) != 2 or any(st.node == node for st in self.streams.values()):
+        if len(fds) != 2 or self.open_streams[node]:
             _close_fds(fds)
             self.notes.append(f"distrcomp: node {node} sent a malformed STREAMS frame; ignored")
             return
