@@ -11,42 +11,60 @@ from distrcomp.launcher import channel
 from distrcomp.launcher.channel import ChannelError, FrameReader, ServerHandshake
 
 
-def _serve_once(secret: str, result: dict) -> tuple[socket.socket, threading.Thread]:
-    """A one-connection launcher side on loopback; ``result`` gets ``(node id, stream)`` or the
-    error."""
+def _listen_once(serve) -> tuple[socket.socket, threading.Thread, str]:
+    """A loopback listener whose one connection ``serve(conn)`` handles in a thread; returns
+    the listener, the thread and the address to connect to."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
 
-    def serve() -> None:
+    def accept() -> None:
         conn, _ = listener.accept()
         with conn:
-            handshake = ServerHandshake(secret)
-            conn.sendall(handshake.greeting)
-            try:
-                node = None
-                while node is None:
-                    data = conn.recv(4096)
-                    if not data:
-                        result["error"] = "closed"
-                        return
-                    node = handshake.feed(data)
-                conn.sendall(handshake.reply)
-                result["node"] = node
-                result["frames"] = FrameReader().feed(conn.recv(4096))
-            except ChannelError as exc:
-                result["error"] = str(exc)
+            serve(conn)
 
-    thread = threading.Thread(target=serve, daemon=True)
+    thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    return listener, thread
+    return listener, thread, channel.format_address("127.0.0.1", listener.getsockname()[1])
+
+
+def _serve_once(secret: str, result: dict) -> tuple[socket.socket, threading.Thread, str]:
+    """A one-connection launcher side on loopback; ``result`` gets ``(node id, stream)`` or the
+    error."""
+
+    def serve(conn: socket.socket) -> None:
+        handshake = ServerHandshake(secret)
+        conn.sendall(handshake.greeting)
+        try:
+            node = None
+            while node is None:
+                data = conn.recv(4096)
+                if not data:
+                    result["error"] = "closed"
+                    return
+                node = handshake.feed(data)
+            conn.sendall(handshake.reply)
+            result["node"] = node
+            result["frames"] = FrameReader().feed(conn.recv(4096))
+        except ChannelError as exc:
+            result["error"] = str(exc)
+
+    return _listen_once(serve)
+
+
+def _node_says(handshake: ServerHandshake, secret: str, node: int, stream: int,
+               claimed_stream: int) -> bytes:
+    """What a node sends to prove ``(node, stream)``, claiming ``claimed_stream`` in the clear."""
+    launcher_nonce = handshake.greeting[len(channel.MAGIC):]
+    node_nonce = b"n" * 32
+    proof = channel._proof(secret, b"node", launcher_nonce, node_nonce, node, stream)
+    return node.to_bytes(4, "big") + bytes([claimed_stream]) + node_nonce + proof
 
 
 def test_right_secret_authenticates_both_ways():
     secret = channel.new_secret()
     result: dict = {}
-    listener, thread = _serve_once(secret, result)
-    address = channel.format_address("127.0.0.1", listener.getsockname()[1])
+    listener, thread, address = _serve_once(secret, result)
     sock = channel.connect(address, secret, node=5)
     sock.sendall(channel.encode(channel.OUT, b"hello\n") + channel.encode_json(channel.EXIT, {"returncode": 0}))
     thread.join(10)
@@ -60,8 +78,7 @@ def test_right_secret_authenticates_both_ways():
 def test_output_streams_are_named_in_the_proof(stream):
     secret = channel.new_secret()
     result: dict = {}
-    listener, thread = _serve_once(secret, result)
-    address = channel.format_address("127.0.0.1", listener.getsockname()[1])
+    listener, thread, address = _serve_once(secret, result)
     sock = channel.connect(address, secret, node=3, stream=stream)
     sock.sendall(b"raw bytes, no frames\n")
     thread.join(10)
@@ -74,28 +91,20 @@ def test_a_proof_for_one_stream_does_not_pass_for_another():
     # the stream byte is covered by the HMAC: a proof replayed with another stream fails
     secret = channel.new_secret()
     handshake = ServerHandshake(secret)
-    launcher_nonce = handshake.greeting[len(channel.MAGIC):]
-    node_nonce = b"n" * 32
-    proof = channel._proof(secret, b"node", launcher_nonce, node_nonce, 1, channel.OUT)
-    forged = (1).to_bytes(4, "big") + bytes([channel.ERR]) + node_nonce + proof
     with pytest.raises(ChannelError, match="wrong proof"):
-        handshake.feed(forged)
+        handshake.feed(_node_says(handshake, secret, 1, channel.OUT, claimed_stream=channel.ERR))
 
 
 def test_unknown_stream_is_rejected():
     secret = channel.new_secret()
     handshake = ServerHandshake(secret)
-    launcher_nonce = handshake.greeting[len(channel.MAGIC):]
-    node_nonce = b"n" * 32
-    proof = channel._proof(secret, b"node", launcher_nonce, node_nonce, 1, 9)
     with pytest.raises(ChannelError, match="unknown stream 9"):
-        handshake.feed((1).to_bytes(4, "big") + bytes([9]) + node_nonce + proof)
+        handshake.feed(_node_says(handshake, secret, 1, 9, claimed_stream=9))
 
 
 def test_node_with_wrong_secret_is_rejected():
     result: dict = {}
-    listener, thread = _serve_once(channel.new_secret(), result)
-    address = channel.format_address("127.0.0.1", listener.getsockname()[1])
+    listener, thread, address = _serve_once(channel.new_secret(), result)
     with pytest.raises(ChannelError):
         channel.connect(address, channel.new_secret(), node=0, timeout=5)
     thread.join(10)
@@ -106,20 +115,12 @@ def test_node_with_wrong_secret_is_rejected():
 def test_node_refuses_a_listener_that_does_not_know_the_secret():
     # a listener that completes the handshake without the secret (say, one that squatted the
     # port): the node must not trust it
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
+    def impostor(conn: socket.socket) -> None:
+        conn.sendall(channel.MAGIC + b"\0" * 32)
+        conn.recv(4096)
+        conn.sendall(b"\0" * 32)
 
-    def impostor() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.sendall(channel.MAGIC + b"\0" * 32)
-            conn.recv(4096)
-            conn.sendall(b"\0" * 32)
-
-    thread = threading.Thread(target=impostor, daemon=True)
-    thread.start()
-    address = channel.format_address("127.0.0.1", listener.getsockname()[1])
+    listener, thread, address = _listen_once(impostor)
     with pytest.raises(ChannelError, match="does not know the job secret"):
         channel.connect(address, channel.new_secret(), node=0, timeout=5)
     thread.join(10)
