@@ -38,9 +38,9 @@ import numpy as np
 
 from .errors import MessageDecodeError
 from .tags import ANY_SOURCE, ANY_TAG
-from .wire import decode, encode
+from .wire import FRAME_MAX, decode, encode, pickle_frame
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "compiled", "new_engine"]
 
 _EXIT_TIMEOUT = 10.0  # seconds the exit handler waits for this node's sends before warning
 
@@ -111,7 +111,17 @@ class Engine:
             self.check_node("send: dest", dest)
         if type(tag) is not int or not 0 <= tag <= self.max_tag:
             self.check_tag("send", tag)
-        frame, payloads, owned = encode(obj)
+        self._post(dest, tag, *encode(obj))
+
+    _send_py = send  # what the compiled engine calls for the messages it leaves to Python
+
+    def _send_stream(self, dest: int, tag: int, stream: bytes, out_of_band: list[Any]) -> None:
+        """Send an object the compiled engine has pickled into ``stream`` and ``out_of_band``
+        buffers but that is not one bare pickle frame (see :func:`wire.pickle_frame`)."""
+        self._post(dest, tag, *pickle_frame(stream, out_of_band))
+
+    def _post(self, dest: int, tag: int, frame: bytes, payloads: list[Any], owned: bool) -> None:
+        """Start sending an encoded message: the frame, then its payloads (see ``encode``)."""
         mtag = tag << 1
         sent = self._sent[dest] = self._sent[dest] + 1
         pending = self._pending  # what _keep does, inline: this is every message's path
@@ -172,10 +182,13 @@ class Engine:
         """
         frame = bytearray(status.Get_count())
         message.Recv(frame)
-        src = status.Get_source()
-        mtag = status.Get_tag()
-        self._payloads_from = (src, mtag | 1)
         self._n_received += 1
+        return self._decode_entry(frame, status.Get_source(), status.Get_tag())
+
+    def _decode_entry(self, frame: bytearray, src: int, mtag: int) -> tuple[int, int, Any]:
+        """The queue entry ``(src, tag, obj)`` of a frame received from ``src`` with MPI tag
+        ``mtag``, its payloads received; an undecodable message is kept as such."""
+        self._payloads_from = (src, mtag | 1)
         try:
             obj = decode(frame, self._fill_payload, True)
         except Exception as exc:  # noqa: BLE001 - kept; the recv that asks for this message raises it
@@ -220,6 +233,8 @@ class Engine:
         if type(obj) is _Undecodable:
             raise obj.error
         return obj
+
+    _recv_py = recv  # what the compiled engine calls for the messages it leaves to Python
 
     def receive(self, src: int, tag: int, timeout: float | None, remove: bool = True) -> tuple[int, int, Any]:
         """Block until a message from ``src`` with ``tag`` is here; return ``(src, tag, obj)``.
@@ -333,6 +348,38 @@ class Engine:
             where = ", ".join(f"{n} from node {s} (tag {t})" for (s, t), n in sorted(counts.items()))
             _warn(f"node {self.node_id} is exiting with {len(self._queue)} message(s) never received: {where}")
             self._queue.clear()
+
+
+def new_engine(comm: Any) -> Engine:
+    """The engine for ``comm``: compiled (see :func:`compiled`) or pure Python; one per process."""
+    from . import wire
+
+    if not compiled():
+        return Engine(comm)
+    engine = _CompiledEngine(comm)
+    engine._attach(wire._c_heads, wire._described, FRAME_MAX, engine._any_source, engine._any_tag)
+    return engine
+
+
+def compiled() -> bool:
+    """True when this process's engine uses the compiled hot path (``distrcomp._hotpath``).
+
+    False when the extension was not built at install (no C compiler there: the install goes
+    on without it) or the environment sets ``DISTRCOMP_PURE_PYTHON=1``. Both engines behave
+    the same; the compiled one spends less time per small message.
+    """
+    return _Core is not None and os.environ.get("DISTRCOMP_PURE_PYTHON", "").strip() not in ("1", "yes", "true")
+
+
+try:
+    from ._hotpath import Core as _Core
+except ImportError:  # built without a C compiler: the pure-Python engine
+    _Core = None
+
+if _Core is not None:
+
+    class _CompiledEngine(_Core, Engine):  # type: ignore[valid-type, misc]
+        """Engine with ``send`` and ``recv`` from ``_hotpath.Core`` (its other methods from Engine)."""
 
 
 def _yield_core() -> None:

@@ -45,7 +45,7 @@ import numpy as np
 
 from . import buffers
 
-__all__ = ["FRAME_MAX", "decode", "encode"]
+__all__ = ["FRAME_MAX", "decode", "encode", "pickle_frame"]
 
 FRAME_MAX = 16384
 
@@ -126,7 +126,7 @@ def encode(obj: Any) -> tuple[bytes, list[Any], bool]:
         raise TypeError(f"cannot pickle object of type {type(obj).__qualname__}: {exc}") from exc
     if not out_of_band and len(stream) <= FRAME_MAX:
         return stream, [], True
-    return _pickle_frame(stream, out_of_band)
+    return pickle_frame(stream, out_of_band)
 
 
 def _head_len(ndim: int, code_len: int) -> int:
@@ -166,8 +166,11 @@ def _encode_array(array: np.ndarray, code: bytes, dflag: int) -> tuple[bytes, li
     return head + array.tobytes("F" if fortran else "C"), [], True
 
 
-def _pickle_frame(stream: bytes, out_of_band: list[pickle.PickleBuffer]) -> tuple[bytes, list[Any], bool]:
-    """A ``PICKLE`` frame: for a stream too large to be a frame, or with out-of-band buffers."""
+def pickle_frame(stream: bytes, out_of_band: list[pickle.PickleBuffer]) -> tuple[bytes, list[Any], bool]:
+    """``(frame, payloads, owned)`` of a pickle-5 ``stream`` that cannot travel as a bare pickle
+    frame: it has ``out_of_band`` buffers, or is longer than ``FRAME_MAX``. A ``PICKLE`` frame
+    (see the module docstring); ``owned`` as for :func:`encode`. Nothing is copied but a
+    stream short enough to go inline."""
     # Empty buffers travel as a zero length only: a zero-byte payload would be a message of its own.
     raws = [buffer.raw() for buffer in out_of_band]
     lengths = struct.pack(f"<{len(raws)}q", *(raw.nbytes for raw in raws))

@@ -62,12 +62,12 @@ def get() -> World:
 def _init() -> World:
     from mpi4py import MPI
 
-    from .p2p import Engine
+    from .p2p import new_engine
 
     comm = MPI.COMM_WORLD
     private = comm.Dup()
     private.Set_name("distrcomp")
-    world = World(MPI, comm, private, comm.Get_rank(), comm.Get_size(), Engine(private))
+    world = World(MPI, comm, private, comm.Get_rank(), comm.Get_size(), new_engine(private))
     _install_excepthook(world)
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)

@@ -1,0 +1,553 @@
+/* distrcomp._hotpath: the compiled path of every small message's send and recv.
+ *
+ * Optional: distrcomp.p2p.Engine is the whole engine in Python and the reference for what
+ * this does; when this module is built, p2p uses a subclass of Engine whose base, Core,
+ * answers send() and recv() here for the common messages and hands everything else to the
+ * Python methods (_send_py, _recv_py, _decode_entry). Nothing here talks to MPI directly: it
+ * calls the same mpi4py methods the Python engine calls (Isend, Mprobe, Message.Recv), so it
+ * needs neither MPI's nor numpy's headers and works with any MPI mpi4py works with. What it
+ * saves is the interpreter: measured on MPICH, the Python glue and encode/decode cost more
+ * per one-way message than MPI itself.
+ *
+ * Handled here, and only here:
+ *   send  dest and tag plain ints in range, and obj either
+ *         - a C-contiguous numpy array whose frame head distrcomp.wire has already built for
+ *           its (dtype, shape) (wire._c_heads: small arrays sent before), or
+ *         - an object pickle 5 writes as one stream of at most FRAME_MAX bytes, with no
+ *           out-of-band buffer (a "bare pickle" frame);
+ *   recv  timeout None, nothing queued, and the next frame is a bare pickle or an inline
+ *         array whose head wire has already read (wire._described), and it is the one asked for.
+ * The wire format stays defined in distrcomp/wire.py; this file reads two facts of it (the
+ * kind byte, and the little-endian head length at bytes 6-7 of an array frame).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+
+#define FRAME_MAX 16384 /* wire.FRAME_MAX; checked against it when a Core is attached */
+#define KIND_ARRAY 1
+#define KIND_BARE_PICKLE 0x80
+#define MAX_DIMS 64
+
+typedef struct {
+    PyObject_HEAD
+    /* Shared with the Python engine (members of the same names): */
+    PyObject *comm;
+    PyObject *status;
+    PyObject *queue;    /* collections.deque of (src, tag, obj) */
+    PyObject *pending;  /* list of (request, buffer, dest, nth) */
+    PyObject *sent;     /* list: messages sent to each node */
+    Py_ssize_t n_node;
+    Py_ssize_t max_tag;
+    Py_ssize_t n_received;
+    Py_ssize_t purge_at;
+    /* Set by _attach: */
+    PyObject *isend, *mprobe, *get_count, *get_source, *get_tag;
+    PyObject *any_source, *any_tag;
+    PyObject *c_heads, *described; /* wire._c_heads, wire._described */
+    PyObject *ndarray, *dumps, *loads, *protocol, *kw_callback;
+    PyObject *oob, *oob_append; /* out-of-band buffers of the pickle being made */
+    int busy;                   /* a send is pickling: a nested send takes the Python path */
+    /* The last array head sent, so a program sending one shape again skips the dict: */
+    PyObject *last_dtype, *last_head;
+    int last_ndim;
+    Py_ssize_t last_shape[MAX_DIMS];
+} Core;
+
+static PyObject *s_send_py, *s_send_stream, *s_recv_py, *s_decode_entry, *s_purge, *s_recv_method;
+static PyObject *s_dtype, *s_shape, *s_append;
+
+/* ------------------------------------------------------------------ send */
+
+/* The frame of a C-contiguous array whose head is cached: a new reference, or NULL without an
+ * exception when this array takes the Python path. */
+static PyObject *
+array_frame(Core *self, PyObject *array)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(array, &view, PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Clear(); /* not C-contiguous, or a dtype without a buffer format */
+        return NULL;
+    }
+    PyObject *head = NULL, *frame = NULL;
+    PyObject *dtype = PyObject_GetAttr(array, s_dtype);
+    if (dtype == NULL)
+        goto done;
+    if (dtype == self->last_dtype && view.ndim == self->last_ndim && view.ndim <= MAX_DIMS &&
+        memcmp(view.shape, self->last_shape, sizeof(Py_ssize_t) * view.ndim) == 0) {
+        head = self->last_head;
+        Py_INCREF(head);
+    } else {
+        PyObject *shape = PyObject_GetAttr(array, s_shape);
+        if (shape == NULL)
+            goto done;
+        PyObject *key = PyTuple_Pack(2, dtype, shape);
+        Py_DECREF(shape);
+        if (key == NULL)
+            goto done;
+        head = PyDict_GetItemWithError(self->c_heads, key); /* borrowed */
+        Py_DECREF(key);
+        if (head == NULL || !PyBytes_CheckExact(head) || view.ndim > MAX_DIMS) {
+            head = NULL;
+            goto done;
+        }
+        Py_INCREF(head);
+        Py_INCREF(dtype);
+        Py_XSETREF(self->last_dtype, dtype);
+        Py_INCREF(head);
+        Py_XSETREF(self->last_head, head);
+        self->last_ndim = view.ndim;
+        if (view.ndim)
+            memcpy(self->last_shape, view.shape, sizeof(Py_ssize_t) * view.ndim);
+    }
+    Py_ssize_t head_len = PyBytes_GET_SIZE(head);
+    if (head_len + view.len > FRAME_MAX)
+        goto done; /* cannot happen for a cached head; the Python path decides then */
+    frame = PyBytes_FromStringAndSize(NULL, head_len + view.len);
+    if (frame != NULL) {
+        memcpy(PyBytes_AS_STRING(frame), PyBytes_AS_STRING(head), head_len);
+        memcpy(PyBytes_AS_STRING(frame) + head_len, view.buf, view.len);
+    }
+done:
+    Py_XDECREF(dtype);
+    Py_XDECREF(head);
+    PyBuffer_Release(&view);
+    return frame;
+}
+
+/* obj pickled (protocol 5, out-of-band buffers collected): a new reference, or NULL without an
+ * exception when obj takes the Python path (pickling failed, or a nested send). When the stream
+ * is not a bare pickle frame by itself (out-of-band buffers, or longer than FRAME_MAX),
+ * *buffers is set to a new list of the out-of-band buffers: the Python engine frames it. */
+static PyObject *
+pickle_stream(Core *self, PyObject *obj, PyObject **buffers)
+{
+    *buffers = NULL;
+    if (self->busy)
+        return NULL;
+    PyObject *args[3] = {obj, self->protocol, self->oob_append};
+    self->busy = 1;
+    PyObject *stream = PyObject_Vectorcall(self->dumps, args, 2, self->kw_callback);
+    self->busy = 0;
+    if (stream != NULL && (PyList_GET_SIZE(self->oob) != 0 || !PyBytes_CheckExact(stream) ||
+                           PyBytes_GET_SIZE(stream) > FRAME_MAX)) {
+        *buffers = PyList_GetSlice(self->oob, 0, PY_SSIZE_T_MAX);
+        if (*buffers == NULL)
+            Py_CLEAR(stream);
+    }
+    if (PyList_SetSlice(self->oob, 0, PY_SSIZE_T_MAX, NULL) < 0) {
+        Py_XDECREF(stream);
+        Py_CLEAR(*buffers);
+        return NULL;
+    }
+    if (stream == NULL && *buffers == NULL)
+        PyErr_Clear(); /* the Python path pickles again and raises the TypeError naming the type */
+    return stream;
+}
+
+/* self.<name>(*args, **kwargs), as this method was called: the Python engine's way. */
+static PyObject *
+call_python(Core *self, PyObject *name, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *stack[8];
+    Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    if (total + 1 > 8) {
+        PyErr_SetString(PyExc_TypeError, "distrcomp: too many arguments");
+        return NULL;
+    }
+    stack[0] = (PyObject *)self;
+    memcpy(stack + 1, args, sizeof(PyObject *) * total);
+    return PyObject_VectorcallMethod(name, stack, nargs + 1, kwnames);
+}
+
+static int
+as_index(PyObject *value, Py_ssize_t low, Py_ssize_t high, Py_ssize_t *out)
+{
+    if (!PyLong_CheckExact(value))
+        return 0;
+    Py_ssize_t v = PyLong_AsSsize_t(value);
+    if (v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (v < low || v > high)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static PyObject *
+Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t dest, tag;
+    PyObject *frame = NULL;
+    if (self->isend == NULL || kwnames != NULL || nargs != 3 ||
+        !as_index(args[0], 0, self->n_node - 1, &dest) || !as_index(args[2], 0, self->max_tag, &tag) ||
+        !PyList_CheckExact(self->sent) || PyList_GET_SIZE(self->sent) != self->n_node ||
+        !PyList_CheckExact(self->pending))
+        goto python;
+    PyObject *obj = args[1];
+    if (Py_TYPE(obj) == (PyTypeObject *)self->ndarray) {
+        frame = array_frame(self, obj);
+    } else {
+        PyObject *buffers;
+        frame = pickle_stream(self, obj, &buffers);
+        if (buffers != NULL) {
+            PyObject *result = PyObject_VectorcallMethod(
+                s_send_stream, (PyObject *[]){(PyObject *)self, args[0], args[2], frame, buffers}, 5, NULL);
+            Py_DECREF(frame);
+            Py_DECREF(buffers);
+            return result;
+        }
+    }
+    if (frame == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        goto python;
+    }
+    PyObject *count = PyList_GET_ITEM(self->sent, dest);
+    Py_ssize_t nth = PyLong_AsSsize_t(count);
+    if (nth == -1 && PyErr_Occurred())
+        goto fail;
+    PyObject *nth_obj = PyLong_FromSsize_t(nth + 1);
+    if (nth_obj == NULL)
+        goto fail;
+    PyList_SetItem(self->sent, dest, nth_obj); /* steals nth_obj */
+    PyObject *mtag = PyLong_FromSsize_t(tag << 1);
+    if (mtag == NULL)
+        goto fail;
+    PyObject *isend_args[3] = {frame, args[0], mtag};
+    PyObject *request = PyObject_Vectorcall(self->isend, isend_args, 3, NULL);
+    Py_DECREF(mtag);
+    if (request == NULL)
+        goto fail;
+    Py_INCREF(nth_obj); /* the list holds one reference; the entry takes another */
+    PyObject *entry = PyTuple_New(4);
+    if (entry == NULL) {
+        Py_DECREF(nth_obj);
+        Py_DECREF(request);
+        goto fail;
+    }
+    PyTuple_SET_ITEM(entry, 0, request);
+    PyTuple_SET_ITEM(entry, 1, frame); /* the entry keeps the frame alive until MPI is done */
+    Py_INCREF(args[0]);
+    PyTuple_SET_ITEM(entry, 2, args[0]);
+    PyTuple_SET_ITEM(entry, 3, nth_obj);
+    int appended = PyList_Append(self->pending, entry);
+    Py_DECREF(entry);
+    if (appended < 0)
+        return NULL;
+    if (PyList_GET_SIZE(self->pending) >= self->purge_at)
+        return PyObject_CallMethodNoArgs((PyObject *)self, s_purge);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(frame);
+    return NULL;
+python:
+    return call_python(self, s_send_py, args, nargs, kwnames);
+}
+
+/* ------------------------------------------------------------------ recv */
+
+/* The object in a received frame, if this module decodes it: a new reference; NULL without an
+ * exception when the Python decoder must; NULL with one when unpickling failed. */
+static PyObject *
+fast_decode(Core *self, PyObject *frame)
+{
+    Py_ssize_t size = PyByteArray_GET_SIZE(frame);
+    const unsigned char *buf = (const unsigned char *)PyByteArray_AS_STRING(frame);
+    if (size == 0)
+        return NULL;
+    if (buf[0] == KIND_BARE_PICKLE)
+        return PyObject_CallOneArg(self->loads, frame);
+    if (buf[0] != KIND_ARRAY || size < 8)
+        return NULL;
+    Py_ssize_t head_len = buf[6] | (buf[7] << 8);
+    if (head_len > size || ((uintptr_t)(buf + head_len)) % 16 != 0)
+        return NULL; /* unaligned data: the Python decoder copies it */
+    PyObject *head = PyBytes_FromStringAndSize((const char *)buf, head_len);
+    if (head == NULL)
+        return NULL;
+    PyObject *described = PyDict_GetItemWithError(self->described, head); /* borrowed */
+    Py_DECREF(head);
+    if (described == NULL || !PyTuple_CheckExact(described) || PyTuple_GET_SIZE(described) != 5)
+        return NULL;
+    /* (dtype, shape, order, nbytes, inline) */
+    PyObject *nbytes = PyTuple_GET_ITEM(described, 3), *inline_ = PyTuple_GET_ITEM(described, 4);
+    if (!PyObject_IsTrue(inline_) || !PyObject_IsTrue(nbytes))
+        return NULL;
+    PyObject *offset = PyLong_FromSsize_t(head_len);
+    if (offset == NULL)
+        return NULL;
+    PyObject *args[6] = {PyTuple_GET_ITEM(described, 1), PyTuple_GET_ITEM(described, 0), frame, offset,
+                         Py_None, PyTuple_GET_ITEM(described, 2)};
+    PyObject *array = PyObject_Vectorcall(self->ndarray, args, 6, NULL);
+    Py_DECREF(offset);
+    return array;
+}
+
+static PyObject *
+Core_recv(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t src, tag;
+    if (self->mprobe == NULL || kwnames != NULL || nargs != 3 || args[2] != Py_None ||
+        !as_index(args[0], -1, self->n_node - 1, &src) || !as_index(args[1], -1, self->max_tag, &tag))
+        goto python;
+    Py_ssize_t queued = PyObject_Size(self->queue);
+    if (queued != 0) {
+        if (queued < 0)
+            return NULL;
+        goto python;
+    }
+    PyObject *probe_args[3] = {self->any_source, self->any_tag, self->status};
+    PyObject *message = PyObject_Vectorcall(self->mprobe, probe_args, 3, NULL);
+    if (message == NULL)
+        return NULL;
+    PyObject *frame = NULL, *got_src = NULL, *got_mtag = NULL, *obj = NULL, *result = NULL;
+    PyObject *count = PyObject_CallNoArgs(self->get_count);
+    if (count == NULL)
+        goto done;
+    Py_ssize_t size = PyLong_AsSsize_t(count);
+    Py_DECREF(count);
+    if (size < 0) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_RuntimeError, "distrcomp: probed a frame of %zd bytes", size);
+        goto done;
+    }
+    frame = PyByteArray_FromStringAndSize(NULL, size);
+    if (frame == NULL)
+        goto done;
+    PyObject *received = PyObject_VectorcallMethod(s_recv_method, (PyObject *[]){message, frame}, 2, NULL);
+    if (received == NULL)
+        goto done;
+    Py_DECREF(received);
+    got_src = PyObject_CallNoArgs(self->get_source);
+    got_mtag = got_src ? PyObject_CallNoArgs(self->get_tag) : NULL;
+    if (got_mtag == NULL)
+        goto done;
+    self->n_received++;
+    Py_ssize_t from = PyLong_AsSsize_t(got_src), mtag = PyLong_AsSsize_t(got_mtag);
+    if (PyErr_Occurred())
+        goto done;
+    obj = fast_decode(self, frame);
+    if (obj == NULL && PyErr_Occurred())
+        PyErr_Clear(); /* the Python decoder unpickles again and keeps the error for this recv */
+    if (obj != NULL && (src < 0 || from == src) && (tag < 0 || (mtag >> 1) == tag)) {
+        result = obj;
+        obj = NULL;
+        goto done;
+    }
+    /* Queue the entry (the queue was empty) and let the Python engine take it from there. */
+    PyObject *entry;
+    if (obj != NULL)
+        entry = Py_BuildValue("(nnO)", from, mtag >> 1, obj);
+    else
+        entry = PyObject_VectorcallMethod(s_decode_entry, (PyObject *[]){(PyObject *)self, frame, got_src, got_mtag},
+                                          4, NULL);
+    if (entry == NULL)
+        goto done;
+    PyObject *appended = PyObject_CallMethodOneArg(self->queue, s_append, entry);
+    Py_DECREF(entry);
+    if (appended == NULL)
+        goto done;
+    Py_DECREF(appended);
+    result = call_python(self, s_recv_py, args, nargs, kwnames);
+done:
+    Py_DECREF(message);
+    Py_XDECREF(frame);
+    Py_XDECREF(got_src);
+    Py_XDECREF(got_mtag);
+    Py_XDECREF(obj);
+    return result;
+python:
+    return call_python(self, s_recv_py, args, nargs, kwnames);
+}
+
+/* ------------------------------------------------------------------ the type */
+
+static PyObject *
+Core_attach(Core *self, PyObject *args)
+{
+    PyObject *c_heads, *described, *any_source, *any_tag;
+    Py_ssize_t frame_max;
+    if (!PyArg_ParseTuple(args, "O!O!nOO:_attach", &PyDict_Type, &c_heads, &PyDict_Type, &described, &frame_max,
+                          &any_source, &any_tag))
+        return NULL;
+    if (frame_max != FRAME_MAX)
+        return PyErr_Format(PyExc_RuntimeError, "distrcomp._hotpath was built for FRAME_MAX=%d, wire has %zd",
+                            FRAME_MAX, frame_max);
+    if (self->comm == NULL || self->status == NULL)
+        return PyErr_Format(PyExc_RuntimeError, "distrcomp._hotpath: comm and _status must be set before _attach");
+    PyObject *numpy = PyImport_ImportModule("numpy");
+    if (numpy == NULL)
+        return NULL;
+    PyObject *ndarray = PyObject_GetAttrString(numpy, "ndarray");
+    Py_DECREF(numpy);
+    PyObject *pickle = PyImport_ImportModule("pickle");
+    if (pickle == NULL) {
+        Py_XDECREF(ndarray);
+        return NULL;
+    }
+    PyObject *dumps = PyObject_GetAttrString(pickle, "dumps");
+    PyObject *loads = PyObject_GetAttrString(pickle, "loads");
+    Py_DECREF(pickle);
+    PyObject *oob = PyList_New(0);
+    PyObject *fields[] = {
+        PyObject_GetAttrString(self->comm, "Isend"),
+        PyObject_GetAttrString(self->comm, "Mprobe"),
+        PyObject_GetAttrString(self->status, "Get_count"),
+        PyObject_GetAttrString(self->status, "Get_source"),
+        PyObject_GetAttrString(self->status, "Get_tag"),
+        ndarray,
+        dumps,
+        loads,
+        PyLong_FromLong(5),
+        Py_BuildValue("(s)", "buffer_callback"),
+        oob,
+        oob ? PyObject_GetAttrString(oob, "append") : NULL,
+    };
+    PyObject **slots[] = {&self->isend, &self->mprobe, &self->get_count, &self->get_source, &self->get_tag,
+                          &self->ndarray, &self->dumps, &self->loads, &self->protocol, &self->kw_callback,
+                          &self->oob, &self->oob_append};
+    size_t n = sizeof(fields) / sizeof(fields[0]);
+    int failed = 0;
+    for (size_t i = 0; i < n; i++)
+        failed |= fields[i] == NULL;
+    if (failed || !PyType_Check(ndarray)) {
+        for (size_t i = 0; i < n; i++)
+            Py_XDECREF(fields[i]);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "distrcomp._hotpath: numpy.ndarray is not a type");
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        Py_XSETREF(*slots[i], fields[i]);
+    Py_INCREF(c_heads);
+    Py_XSETREF(self->c_heads, c_heads);
+    Py_INCREF(described);
+    Py_XSETREF(self->described, described);
+    Py_INCREF(any_source);
+    Py_XSETREF(self->any_source, any_source);
+    Py_INCREF(any_tag);
+    Py_XSETREF(self->any_tag, any_tag);
+    Py_RETURN_NONE;
+}
+
+#define OBJECT_FIELDS(X)                                                                                       \
+    X(comm) X(status) X(queue) X(pending) X(sent) X(isend) X(mprobe) X(get_count) X(get_source) X(get_tag)    \
+        X(any_source) X(any_tag) X(c_heads) X(described) X(ndarray) X(dumps) X(loads) X(protocol)             \
+            X(kw_callback) X(oob) X(oob_append) X(last_dtype) X(last_head)
+
+static int
+Core_traverse(Core *self, visitproc visit, void *arg)
+{
+#define VISIT(name) Py_VISIT(self->name);
+    OBJECT_FIELDS(VISIT)
+#undef VISIT
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static int
+Core_clear(Core *self)
+{
+#define CLEAR(name) Py_CLEAR(self->name);
+    OBJECT_FIELDS(CLEAR)
+#undef CLEAR
+    return 0;
+}
+
+static void
+Core_dealloc(Core *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Core_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyMethodDef Core_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))Core_send, METH_FASTCALL | METH_KEYWORDS,
+     "send(dest, obj, tag): see distrcomp.send; common messages here, the rest by _send_py."},
+    {"recv", (PyCFunction)(void (*)(void))Core_recv, METH_FASTCALL | METH_KEYWORDS,
+     "recv(src, tag, timeout): see distrcomp.recv; common messages here, the rest by _recv_py."},
+    {"_attach", (PyCFunction)Core_attach, METH_VARARGS,
+     "_attach(c_heads, described, frame_max, any_source, any_tag): bind to comm, _status and wire's caches."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Core_members[] = {
+    {"comm", T_OBJECT_EX, offsetof(Core, comm), 0, NULL},
+    {"_status", T_OBJECT_EX, offsetof(Core, status), 0, NULL},
+    {"_queue", T_OBJECT_EX, offsetof(Core, queue), 0, NULL},
+    {"_pending", T_OBJECT_EX, offsetof(Core, pending), 0, NULL},
+    {"_sent", T_OBJECT_EX, offsetof(Core, sent), 0, NULL},
+    {"n_node", T_PYSSIZET, offsetof(Core, n_node), 0, NULL},
+    {"max_tag", T_PYSSIZET, offsetof(Core, max_tag), 0, NULL},
+    {"_n_received", T_PYSSIZET, offsetof(Core, n_received), 0, NULL},
+    {"_purge_at", T_PYSSIZET, offsetof(Core, purge_at), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot Core_slots[] = {
+    {Py_tp_doc, "The compiled half of distrcomp.p2p's engine (see the module docstring)."},
+    {Py_tp_methods, Core_methods},
+    {Py_tp_members, Core_members},
+    {Py_tp_traverse, Core_traverse},
+    {Py_tp_clear, Core_clear},
+    {Py_tp_dealloc, Core_dealloc},
+    {Py_tp_new, PyType_GenericNew},
+    {0, NULL},
+};
+
+static PyType_Spec Core_spec = {
+    "distrcomp._hotpath.Core",
+    sizeof(Core),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    Core_slots,
+};
+
+static int
+intern_names(void)
+{
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {
+        {&s_send_py, "_send_py"}, {&s_send_stream, "_send_stream"}, {&s_recv_py, "_recv_py"}, {&s_decode_entry, "_decode_entry"},
+        {&s_purge, "_purge"},     {&s_recv_method, "Recv"}, {&s_dtype, "dtype"},
+        {&s_shape, "shape"},      {&s_append, "append"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].text);
+        if (*names[i].slot == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+static struct PyModuleDef hotpath_module = {
+    PyModuleDef_HEAD_INIT, "distrcomp._hotpath",
+    "The compiled path of small messages' send and recv (optional; see distrcomp.p2p).", -1, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__hotpath(void)
+{
+    if (intern_names() < 0)
+        return NULL;
+    PyObject *module = PyModule_Create(&hotpath_module);
+    if (module == NULL)
+        return NULL;
+    PyObject *core = PyType_FromSpec(&Core_spec);
+    if (core == NULL || PyModule_AddObject(module, "Core", core) < 0) {
+        Py_XDECREF(core);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
