@@ -1,7 +1,11 @@
-"""Runs tests/mpi under real mpiexec at 1, 2 and 4 ranks and fails if any rank fails.
+"""Runs tests/mpi under real mpiexec at 1, 2 and 4 ranks, with each engine, and fails if any
+rank fails.
 
-Each rank writes a JUnit report; a size passes only if mpiexec exits 0, every rank's report
-exists, every rank ran at least one test, and no rank has a failure or error.
+Engines: "compiled" (``distrcomp._hotpath``, built at install where a C compiler is found) and
+"python" (``DISTRCOMP_PURE_PYTHON=1``). Without the extension the compiled runs skip, unless
+``DISTRCOMP_REQUIRE_COMPILED=1`` (CI sets it), which makes them fail. Each rank writes a JUnit
+report; a run passes only if mpiexec exits 0, every rank's report exists, every rank ran at
+least one test, and no rank has a failure or error.
 """
 
 from __future__ import annotations
@@ -17,18 +21,27 @@ from conftest import TESTS, mpiexec_argv
 SUITE_TIMEOUT = 600
 
 
+@pytest.mark.parametrize("engine", ["compiled", "python"])
 @pytest.mark.parametrize("n", [1, 2, 4])
-def test_mpi_suite(n: int, tmp_path) -> None:
+def test_mpi_suite(n: int, engine: str, tmp_path) -> None:
+    env = {**os.environ, "DISTRCOMP_JUNIT_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1",
+           "DISTRCOMP_EXPECT_ENGINE": engine}
+    env.pop("DISTRCOMP_PURE_PYTHON", None)
+    if engine == "python":
+        env["DISTRCOMP_PURE_PYTHON"] = "1"
+    elif not _extension_built():
+        if os.environ.get("DISTRCOMP_REQUIRE_COMPILED") == "1":
+            pytest.fail("DISTRCOMP_REQUIRE_COMPILED=1 but distrcomp._hotpath was not built at install")
+        pytest.skip("distrcomp._hotpath was not built at install (no C compiler): pure Python only")
     argv = [
         *mpiexec_argv(n), sys.executable, "-m", "pytest", "--with-mpi", "-q",
         "-p", "no:cacheprovider", "-x", str(TESTS / "mpi"),
     ]
-    env = {**os.environ, "DISTRCOMP_JUNIT_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     try:
         done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=SUITE_TIMEOUT, env=env)
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"")[-6000:]
-        pytest.fail(f"mpi suite at {n} ranks did not finish in {SUITE_TIMEOUT} s:\n{out!r}")
+        pytest.fail(f"mpi suite at {n} ranks ({engine} engine) did not finish in {SUITE_TIMEOUT} s:\n{out!r}")
     output = (done.stdout + done.stderr)[-12000:]
     problems = []
     for rank in range(n):
@@ -51,4 +64,12 @@ def test_mpi_suite(n: int, tmp_path) -> None:
             problems.append(f"rank {rank}: {bad} failed: {', '.join(names)}")
     if done.returncode != 0:
         problems.append(f"mpiexec exited {done.returncode}")
-    assert not problems, f"at {n} ranks: " + "; ".join(problems) + "\n" + output
+    assert not problems, f"at {n} ranks, {engine} engine: " + "; ".join(problems) + "\n" + output
+
+
+def _extension_built() -> bool:
+    try:
+        import distrcomp._hotpath  # noqa: F401
+    except ImportError:
+        return False
+    return True

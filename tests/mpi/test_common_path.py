@@ -1,0 +1,157 @@
+"""The common message's path: plain send, and recv without a timeout (run by test_mpi_suite.py
+with each engine: compiled, where ``distrcomp._hotpath`` is built, and pure Python).
+
+The compiled engine answers these calls itself when it can (small arrays whose frame head it
+has seen, objects that pickle into one bare frame) and hands the rest to the Python engine;
+these tests mix the two kinds so that every hand-over is crossed. Receives here have no
+timeout on purpose (a timeout takes the Python path): a hang is caught by the suite's limit.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from distrcomp import p2p
+from distrcomp.wire import FRAME_MAX
+
+
+def ring(dc):
+    return (dc.node_id + 1) % dc.n_node, (dc.node_id - 1) % dc.n_node
+
+
+@pytest.mark.mpi
+def test_the_engine_is_the_one_the_suite_asked_for(dc):
+    expected = os.environ.get("DISTRCOMP_EXPECT_ENGINE")
+    if not expected:
+        pytest.skip("run by test_mpi_suite.py, which says which engine to expect")
+    assert ("compiled" if p2p.compiled() else "python") == expected
+    assert (type(dc._engine) is not p2p.Engine) == (expected == "compiled")
+
+
+@pytest.mark.mpi
+def test_repeated_small_arrays_keep_dtype_shape_order_and_values(dc):
+    right, left = ring(dc)
+    base = np.arange(6, dtype=np.float64).reshape(2, 3)
+    frozen = np.arange(3.0)
+    frozen.flags.writeable = False
+    sent = [
+        np.arange(3.0), np.arange(3.0) + 1,  # the same head twice
+        np.arange(3, dtype=np.int32),  # the same shape, another dtype
+        base, np.asfortranarray(base),  # the same shape and dtype, another order
+        base[:, ::2], frozen, np.array(2.5), np.zeros(0), np.zeros((0, 4), np.int8),
+        np.arange(3.0).view(np.recarray), np.ma.masked_array([1.0, 2.0], mask=[0, 1]),
+        np.arange(3.0),
+    ]
+    for _ in range(3):  # the first round builds the heads, the next ones reuse them
+        for array in sent:
+            dc.send(right, array)
+        for array in sent:
+            got = dc.recv(left)
+            assert type(got) is type(array)
+            assert got.dtype == array.dtype and got.shape == array.shape
+            assert got.tobytes() == array.tobytes()
+            assert got.flags.f_contiguous == array.flags.f_contiguous or array.ndim < 2
+            assert got.flags.writeable
+
+
+class _SendsWhilePickled:
+    """Sends a message of its own while it is being pickled (as a __reduce__ may)."""
+
+    def __init__(self, dc, dest):
+        self.dc, self.dest = dc, dest
+
+    def __reduce__(self):
+        self.dc.send(self.dest, "from inside", tag=9)
+        return (str, ("pickled",))
+
+
+@pytest.mark.mpi
+def test_a_send_made_while_pickling_another_keeps_both_intact(dc):
+    # The outer object's array is handed to pickle out of band before the inner send runs.
+    right, left = ring(dc)
+    outer = {"array": np.arange(1000.0), "sender": _SendsWhilePickled(dc, right)}
+    dc.send(right, outer, tag=8)
+    assert dc.recv(left, tag=9) == "from inside"
+    got = dc.recv(left, tag=8)
+    np.testing.assert_array_equal(got["array"], np.arange(1000.0))
+    assert got["sender"] == "pickled"
+
+
+class _Counted:
+    """Counts how often it is pickled; its pickle is longer than one frame."""
+
+    reductions = 0
+
+    def __init__(self):
+        self.payload = list(range(FRAME_MAX))
+
+    def __reduce__(self):
+        type(self).reductions += 1
+        return (list, (self.payload,))
+
+
+@pytest.mark.mpi
+def test_an_object_too_large_for_one_frame_is_pickled_once_per_send(dc):
+    right, left = ring(dc)
+    before = _Counted.reductions
+    for _ in range(3):
+        dc.send(right, _Counted())
+    for _ in range(3):
+        assert dc.recv(left) == list(range(FRAME_MAX))
+    assert _Counted.reductions - before == 3
+
+
+def _explode():
+    raise RuntimeError("cannot be rebuilt here")
+
+
+class _Bomb:
+    def __reduce__(self):
+        return (_explode, ())
+
+
+@pytest.mark.mpi
+def test_undecodable_message_raises_on_its_recv_and_the_next_recv_works(dc):
+    right, left = ring(dc)
+    dc.send(right, _Bomb())
+    dc.send(right, {"next": 1})
+    with pytest.raises(dc.MessageDecodeError, match=f"from node {left} .*RuntimeError"):
+        dc.recv(left)
+    assert dc.recv(left) == {"next": 1}
+
+
+@pytest.mark.mpi(min_size=3)
+def test_a_frame_from_another_node_taken_while_waiting_is_kept_for_its_recv(dc):
+    # Node 0 waits for node 2 while node 1's messages (one of each kind) arrive first.
+    first = [np.arange(4.0), {"small": 1}, np.arange(10**5)]
+    if dc.node_id == 1:
+        for obj in first:
+            dc.send(0, obj)
+    dc.barrier()
+    if dc.node_id == 2:
+        dc.send(0, "from 2")
+    if dc.node_id == 0:
+        assert dc.recv(2) == "from 2"
+        np.testing.assert_array_equal(dc.recv(1), first[0])
+        assert dc.recv(dc.ANY_SOURCE) == first[1]
+        np.testing.assert_array_equal(dc.recv(1), first[2])
+
+
+@pytest.mark.mpi
+def test_wrong_arguments_raise_the_documented_errors(dc):
+    right, _ = ring(dc)
+    with pytest.raises(ValueError, match=f"dest={dc.n_node} but n_node={dc.n_node}"):
+        dc.send(dc.n_node, np.arange(3.0))
+    with pytest.raises(ValueError, match="tag=-2"):
+        dc.send(right, {"a": 1}, -2)
+    with pytest.raises(TypeError, match="dest must be an int"):
+        dc.send("1", np.arange(3.0))
+    with pytest.raises(ValueError, match=f"src={dc.n_node}"):
+        dc.recv(dc.n_node)
+    with pytest.raises(TypeError, match="tag must be an int"):
+        dc.recv(right, "x")
+    dc.send(np.int64(right), "numpy ints are node ids too", tag=np.int32(4))
+    assert dc.recv(np.int64((dc.node_id - 1) % dc.n_node), np.int16(4)) == "numpy ints are node ids too"
