@@ -79,10 +79,12 @@ def machine() -> dict[str, Any]:
     import mpi4py
     import numpy
 
+    from distrcomp import p2p
     from distrcomp.launcher.flavor import detect
 
     return {
         "cores": os.cpu_count(), "python": platform.python_version(),
+        "engine": "compiled" if p2p.compiled() else "python",
         "mpi": detect().version, "mpi4py": mpi4py.__version__, "numpy": numpy.__version__,
         "platform": platform.platform(),
     }
@@ -215,12 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     load_after = load_average()
     table = format_table(rows)
     print(table)
-    print(f"\n{started}, {'quick' if args.quick else 'full'} run, "
+    facts = machine()
+    print(f"\n{started}, {'quick' if args.quick else 'full'} run, {facts['engine']} engine, "
           f"load average (1 min) {load_before:.2f} at start, {load_after:.2f} at end")
     path = args.json or HERE / "results" / f"{started.replace(':', '')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "started": started, "quick": args.quick, "machine": machine(),
+        "started": started, "quick": args.quick, "machine": facts,
         "load_average": {"start": load_before, "end": load_after},
         "rows": rows, "table": table, **raw,
     }
