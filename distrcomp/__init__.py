@@ -11,6 +11,8 @@ Run it with ``distrcomp run -n 4 prog.py`` (or ``mpiexec -n 4 python prog.py``);
 
 from __future__ import annotations
 
+import os
+
 from .errors import DistrCompError, MessageDecodeError
 from .tags import ANY_SOURCE, ANY_TAG
 
@@ -47,6 +49,18 @@ __version__ = "0.1.0"
 node_id: int
 n_node: int
 comm: Any
+
+
+try:
+    from . import _hotpath  # the compiled hot path, built at install where a C compiler is found
+except ImportError:
+    _hotpath = None
+
+
+def _compiled() -> bool:
+    """Whether this process uses the compiled hot path (see ``distrcomp.p2p.compiled``)."""
+    pure = os.environ.get("DISTRCOMP_PURE_PYTHON", "").strip().lower() in ("1", "yes", "true", "on")
+    return _hotpath is not None and not pure
 
 
 _world: World | None = None  # set on first use, by _get
@@ -142,3 +156,9 @@ def probe(src: int = ANY_SOURCE, tag: int = ANY_TAG, timeout: float | None = Non
     engine.check_tag("probe", tag, allow_any=True)
     found_src, found_tag, _ = engine.receive(src, tag, timeout, remove=False)
     return found_src, found_tag
+
+
+if _compiled():
+    # The same functions, compiled: once MPI is initialised they call the engine without a
+    # Python frame in between; until then (and with keyword arguments) they call the ones above.
+    send, recv = _hotpath.entry_points(send, recv, "(dest, obj, tag=0)", "(src, tag=ANY_TAG, timeout=None)")

@@ -15,10 +15,12 @@
  *           its (dtype, shape) (wire._c_heads: small arrays sent before), or
  *         - an object pickle 5 writes as one stream of at most FRAME_MAX bytes, with no
  *           out-of-band buffer (a "bare pickle" frame);
- *   recv  timeout None, nothing queued, and the next frame is a bare pickle or an inline
- *         array whose head wire has already read (wire._described), and it is the one asked for.
- * The wire format stays defined in distrcomp/wire.py; this file reads two facts of it (the
- * kind byte, and the little-endian head length at bytes 6-7 of an array frame).
+ *   recv  timeout None, nothing queued, and the next frame is the one asked for and either a
+ *         bare pickle (received and unpickled by mpi4py's Message.recv) or an inline array
+ *         whose head wire has already read (wire._described).
+ * The wire format stays defined in distrcomp/wire.py and the MPI tags in distrcomp/p2p.py;
+ * this file reads three facts of them: the kind in the MPI tag's low bits, an array frame's
+ * kind byte, and its little-endian head length at bytes 6-7.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -27,8 +29,12 @@
 #include <string.h>
 
 #define FRAME_MAX 16384 /* wire.FRAME_MAX; checked against it when a Core is attached */
-#define KIND_ARRAY 1
-#define KIND_BARE_PICKLE 0x80
+#define KIND_ARRAY 1 /* the first byte of an array frame */
+/* The MPI tag of a message of tag t: t << KIND_BITS | kind (p2p.FRAMED, PAYLOAD, BARE). */
+#define KIND_BITS 2
+#define KIND_MASK 3
+#define FRAMED 0
+#define BARE 2
 #define MAX_DIMS 64
 
 typedef struct {
@@ -45,9 +51,9 @@ typedef struct {
     Py_ssize_t purge_at;
     /* Set by _attach: */
     PyObject *isend, *mprobe, *get_count, *get_source, *get_tag;
-    PyObject *any_source, *any_tag;
+    PyObject *any_source, *any_tag, *mpi_error;
     PyObject *c_heads, *described; /* wire._c_heads, wire._described */
-    PyObject *ndarray, *dumps, *loads, *protocol, *kw_callback;
+    PyObject *ndarray, *dumps, *protocol, *kw_callback;
     PyObject *oob, *oob_append; /* out-of-band buffers of the pickle being made */
     int busy;                   /* a send is pickling: a nested send takes the Python path */
     /* The last array head sent, so a program sending one shape again skips the dict: */
@@ -56,7 +62,8 @@ typedef struct {
     Py_ssize_t last_shape[MAX_DIMS];
 } Core;
 
-static PyObject *s_send_py, *s_send_stream, *s_recv_py, *s_decode_entry, *s_purge, *s_recv_method;
+static PyObject *s_send_py, *s_send_stream, *s_recv_py, *s_decode_entry, *s_undecodable_entry, *s_purge;
+static PyObject *s_recv_method, *s_recv_lower;
 static PyObject *s_dtype, *s_shape, *s_append;
 
 /* ------------------------------------------------------------------ send */
@@ -189,9 +196,11 @@ Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
         !PyList_CheckExact(self->pending))
         goto python;
     PyObject *obj = args[1];
+    int kind = FRAMED;
     if (Py_TYPE(obj) == (PyTypeObject *)self->ndarray) {
         frame = array_frame(self, obj);
     } else {
+        kind = BARE;
         PyObject *buffers;
         frame = pickle_stream(self, obj, &buffers);
         if (buffers != NULL) {
@@ -215,7 +224,7 @@ Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     if (nth_obj == NULL)
         goto fail;
     PyList_SetItem(self->sent, dest, nth_obj); /* steals nth_obj */
-    PyObject *mtag = PyLong_FromSsize_t(tag << 1);
+    PyObject *mtag = PyLong_FromSsize_t(tag << KIND_BITS | kind);
     if (mtag == NULL)
         goto fail;
     PyObject *isend_args[3] = {frame, args[0], mtag};
@@ -251,18 +260,14 @@ python:
 
 /* ------------------------------------------------------------------ recv */
 
-/* The object in a received frame, if this module decodes it: a new reference; NULL without an
- * exception when the Python decoder must; NULL with one when unpickling failed. */
+/* The array in a received FRAMED frame, if this module decodes it: a new reference; NULL
+ * without an exception when the Python decoder must. */
 static PyObject *
 fast_decode(Core *self, PyObject *frame)
 {
     Py_ssize_t size = PyByteArray_GET_SIZE(frame);
     const unsigned char *buf = (const unsigned char *)PyByteArray_AS_STRING(frame);
-    if (size == 0)
-        return NULL;
-    if (buf[0] == KIND_BARE_PICKLE)
-        return PyObject_CallOneArg(self->loads, frame);
-    if (buf[0] != KIND_ARRAY || size < 8)
+    if (size < 8 || buf[0] != KIND_ARRAY)
         return NULL;
     Py_ssize_t head_len = buf[6] | (buf[7] << 8);
     if (head_len > size || ((uintptr_t)(buf + head_len)) % 16 != 0)
@@ -305,51 +310,69 @@ Core_recv(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     PyObject *message = PyObject_Vectorcall(self->mprobe, probe_args, 3, NULL);
     if (message == NULL)
         return NULL;
-    PyObject *frame = NULL, *got_src = NULL, *got_mtag = NULL, *obj = NULL, *result = NULL;
-    PyObject *count = PyObject_CallNoArgs(self->get_count);
-    if (count == NULL)
-        goto done;
-    Py_ssize_t size = PyLong_AsSsize_t(count);
-    Py_DECREF(count);
-    if (size < 0) {
-        if (!PyErr_Occurred())
-            PyErr_Format(PyExc_RuntimeError, "distrcomp: probed a frame of %zd bytes", size);
-        goto done;
-    }
-    frame = PyByteArray_FromStringAndSize(NULL, size);
-    if (frame == NULL)
-        goto done;
-    PyObject *received = PyObject_VectorcallMethod(s_recv_method, (PyObject *[]){message, frame}, 2, NULL);
-    if (received == NULL)
-        goto done;
-    Py_DECREF(received);
+    PyObject *frame = NULL, *got_src = NULL, *got_mtag = NULL, *obj = NULL, *result = NULL, *entry = NULL;
     got_src = PyObject_CallNoArgs(self->get_source);
     got_mtag = got_src ? PyObject_CallNoArgs(self->get_tag) : NULL;
     if (got_mtag == NULL)
         goto done;
-    self->n_received++;
     Py_ssize_t from = PyLong_AsSsize_t(got_src), mtag = PyLong_AsSsize_t(got_mtag);
     if (PyErr_Occurred())
         goto done;
-    obj = fast_decode(self, frame);
-    if (obj == NULL && PyErr_Occurred())
-        PyErr_Clear(); /* the Python decoder unpickles again and keeps the error for this recv */
-    if (obj != NULL && (src < 0 || from == src) && (tag < 0 || (mtag >> 1) == tag)) {
+    self->n_received++;
+    if ((mtag & KIND_MASK) == BARE) {
+        /* mpi4py receives and unpickles it (the buffer mprobe allocated); as _take_frame does. */
+        obj = PyObject_CallMethodNoArgs(message, s_recv_lower);
+        if (obj == NULL) {
+            if (PyErr_ExceptionMatches(self->mpi_error) || !PyErr_ExceptionMatches(PyExc_Exception))
+                goto done;
+            PyObject *type, *value, *traceback;
+            PyErr_Fetch(&type, &value, &traceback);
+            PyErr_NormalizeException(&type, &value, &traceback);
+            entry = PyObject_VectorcallMethod(
+                s_undecodable_entry, (PyObject *[]){(PyObject *)self, got_src, got_mtag, value}, 4, NULL);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(traceback);
+            if (entry == NULL)
+                goto done;
+        }
+    } else {
+        PyObject *count = PyObject_CallNoArgs(self->get_count);
+        if (count == NULL)
+            goto done;
+        Py_ssize_t size = PyLong_AsSsize_t(count);
+        Py_DECREF(count);
+        if (size < 0) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_RuntimeError, "distrcomp: probed a frame of %zd bytes", size);
+            goto done;
+        }
+        frame = PyByteArray_FromStringAndSize(NULL, size);
+        if (frame == NULL)
+            goto done;
+        PyObject *received = PyObject_VectorcallMethod(s_recv_method, (PyObject *[]){message, frame}, 2, NULL);
+        if (received == NULL)
+            goto done;
+        Py_DECREF(received);
+        obj = fast_decode(self, frame);
+        if (obj == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+            entry = PyObject_VectorcallMethod(s_decode_entry,
+                                              (PyObject *[]){(PyObject *)self, frame, got_src, got_mtag}, 4, NULL);
+            if (entry == NULL)
+                goto done;
+        }
+    }
+    if (entry == NULL && (src < 0 || from == src) && (tag < 0 || (mtag >> KIND_BITS) == tag)) {
         result = obj;
         obj = NULL;
         goto done;
     }
     /* Queue the entry (the queue was empty) and let the Python engine take it from there. */
-    PyObject *entry;
-    if (obj != NULL)
-        entry = Py_BuildValue("(nnO)", from, mtag >> 1, obj);
-    else
-        entry = PyObject_VectorcallMethod(s_decode_entry, (PyObject *[]){(PyObject *)self, frame, got_src, got_mtag},
-                                          4, NULL);
-    if (entry == NULL)
+    if (entry == NULL && (entry = Py_BuildValue("(nnO)", from, mtag >> KIND_BITS, obj)) == NULL)
         goto done;
     PyObject *appended = PyObject_CallMethodOneArg(self->queue, s_append, entry);
-    Py_DECREF(entry);
     if (appended == NULL)
         goto done;
     Py_DECREF(appended);
@@ -360,20 +383,134 @@ done:
     Py_XDECREF(got_src);
     Py_XDECREF(got_mtag);
     Py_XDECREF(obj);
+    Py_XDECREF(entry);
     return result;
 python:
     return call_python(self, s_recv_py, args, nargs, kwnames);
 }
+
+/* ------------------------------------------------------------------ distrcomp.send / recv */
+
+/* distrcomp.send and distrcomp.recv themselves, when compiled: once an engine is registered
+ * they call it without a Python frame in between; before that (MPI not initialised yet), with
+ * keyword arguments, or with a wrong number of arguments, they call the Python functions they
+ * replace, which initialise MPI or raise the TypeError Python would. */
+static PyObject *registered;        /* the process's engine (a Core), once initialised */
+static PyObject *send_py, *recv_py; /* distrcomp's Python send and recv */
+static PyObject *zero, *any_tag;    /* the default tags: 0 for send, ANY_TAG (-1) for recv */
+static PyTypeObject *core_type;
+
+static PyObject *Core_send(Core *, PyObject *const *, Py_ssize_t, PyObject *);
+static PyObject *Core_recv(Core *, PyObject *const *, Py_ssize_t, PyObject *);
+
+static PyObject *
+entry_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (registered == NULL || kwnames != NULL || nargs < 2 || nargs > 3)
+        return PyObject_Vectorcall(send_py, args, nargs, kwnames);
+    PyObject *full[3] = {args[0], args[1], nargs == 3 ? args[2] : zero};
+    return Core_send((Core *)registered, full, 3, NULL);
+}
+
+static PyObject *
+entry_recv(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (registered == NULL || kwnames != NULL || nargs < 1 || nargs > 3)
+        return PyObject_Vectorcall(recv_py, args, nargs, kwnames);
+    PyObject *full[3] = {args[0], nargs >= 2 ? args[1] : any_tag, nargs == 3 ? args[2] : Py_None};
+    return Core_recv((Core *)registered, full, 3, NULL);
+}
+
+static PyMethodDef entry_defs[2] = {
+    {"send", (PyCFunction)(void (*)(void))entry_send, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"recv", (PyCFunction)(void (*)(void))entry_recv, METH_FASTCALL | METH_KEYWORDS, NULL},
+};
+
+/* entry_points(send, recv, send_signature, recv_signature): the compiled send and recv, each
+ * documented as the Python function it stands for (signature line, then its docstring). */
+static PyObject *
+module_entry_points(PyObject *module, PyObject *args)
+{
+    PyObject *functions[2];
+    const char *signatures[2];
+    if (!PyArg_ParseTuple(args, "OOss:entry_points", &functions[0], &functions[1], &signatures[0], &signatures[1]))
+        return NULL;
+    if (send_py != NULL)
+        return PyErr_Format(PyExc_RuntimeError, "distrcomp._hotpath.entry_points: called twice");
+    PyObject *made[2] = {NULL, NULL};
+    PyObject *name = PyUnicode_FromString("distrcomp");
+    if (name == NULL)
+        return NULL;
+    for (int i = 0; i < 2; i++) {
+        PyObject *doc = PyObject_GetAttrString(functions[i], "__doc__");
+        if (doc == NULL)
+            goto fail;
+        PyObject *text = PyUnicode_Check(doc)
+                             ? PyUnicode_FromFormat("%s%s\n--\n\n%U", entry_defs[i].ml_name, signatures[i], doc)
+                             : PyUnicode_FromFormat("%s%s\n--\n\n", entry_defs[i].ml_name, signatures[i]);
+        Py_DECREF(doc);
+        if (text == NULL)
+            goto fail;
+        const char *utf8 = PyUnicode_AsUTF8(text);
+        char *copy = utf8 ? PyMem_RawMalloc(strlen(utf8) + 1) : NULL; /* lives as long as the process */
+        if (copy != NULL)
+            strcpy(copy, utf8);
+        Py_DECREF(text);
+        if (copy == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_NoMemory();
+            goto fail;
+        }
+        entry_defs[i].ml_doc = copy;
+        made[i] = PyCFunction_NewEx(&entry_defs[i], NULL, name);
+        if (made[i] == NULL)
+            goto fail;
+    }
+    Py_DECREF(name);
+    zero = PyLong_FromLong(0);
+    any_tag = PyLong_FromLong(-1);
+    if (zero == NULL || any_tag == NULL)
+        goto fail_late;
+    Py_INCREF(functions[0]);
+    send_py = functions[0];
+    Py_INCREF(functions[1]);
+    recv_py = functions[1];
+    return Py_BuildValue("(NN)", made[0], made[1]);
+fail:
+    Py_DECREF(name);
+fail_late:
+    Py_XDECREF(made[0]);
+    Py_XDECREF(made[1]);
+    return NULL;
+}
+
+/* register(engine): the engine distrcomp.send and recv call from now on. */
+static PyObject *
+module_register(PyObject *module, PyObject *engine)
+{
+    if (!PyObject_TypeCheck(engine, core_type))
+        return PyErr_Format(PyExc_TypeError, "distrcomp._hotpath.register: not a Core: %R", engine);
+    Py_INCREF(engine);
+    Py_XSETREF(registered, engine);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"entry_points", module_entry_points, METH_VARARGS,
+     "entry_points(send, recv, send_signature, recv_signature): compiled distrcomp.send and recv."},
+    {"register", module_register, METH_O, "register(engine): the engine the compiled send and recv call."},
+    {NULL, NULL, 0, NULL},
+};
 
 /* ------------------------------------------------------------------ the type */
 
 static PyObject *
 Core_attach(Core *self, PyObject *args)
 {
-    PyObject *c_heads, *described, *any_source, *any_tag;
+    PyObject *c_heads, *described, *any_source, *any_tag, *mpi_error;
     Py_ssize_t frame_max;
-    if (!PyArg_ParseTuple(args, "O!O!nOO:_attach", &PyDict_Type, &c_heads, &PyDict_Type, &described, &frame_max,
-                          &any_source, &any_tag))
+    if (!PyArg_ParseTuple(args, "O!O!nOOO:_attach", &PyDict_Type, &c_heads, &PyDict_Type, &described, &frame_max,
+                          &any_source, &any_tag, &mpi_error))
         return NULL;
     if (frame_max != FRAME_MAX)
         return PyErr_Format(PyExc_RuntimeError, "distrcomp._hotpath was built for FRAME_MAX=%d, wire has %zd",
@@ -391,25 +528,23 @@ Core_attach(Core *self, PyObject *args)
         return NULL;
     }
     PyObject *dumps = PyObject_GetAttrString(pickle, "dumps");
-    PyObject *loads = PyObject_GetAttrString(pickle, "loads");
     Py_DECREF(pickle);
     PyObject *oob = PyList_New(0);
     PyObject *fields[] = {
         PyObject_GetAttrString(self->comm, "Isend"),
-        PyObject_GetAttrString(self->comm, "Mprobe"),
+        PyObject_GetAttrString(self->comm, "mprobe"),
         PyObject_GetAttrString(self->status, "Get_count"),
         PyObject_GetAttrString(self->status, "Get_source"),
         PyObject_GetAttrString(self->status, "Get_tag"),
         ndarray,
         dumps,
-        loads,
         PyLong_FromLong(5),
         Py_BuildValue("(s)", "buffer_callback"),
         oob,
         oob ? PyObject_GetAttrString(oob, "append") : NULL,
     };
     PyObject **slots[] = {&self->isend, &self->mprobe, &self->get_count, &self->get_source, &self->get_tag,
-                          &self->ndarray, &self->dumps, &self->loads, &self->protocol, &self->kw_callback,
+                          &self->ndarray, &self->dumps, &self->protocol, &self->kw_callback,
                           &self->oob, &self->oob_append};
     size_t n = sizeof(fields) / sizeof(fields[0]);
     int failed = 0;
@@ -432,12 +567,14 @@ Core_attach(Core *self, PyObject *args)
     Py_XSETREF(self->any_source, any_source);
     Py_INCREF(any_tag);
     Py_XSETREF(self->any_tag, any_tag);
+    Py_INCREF(mpi_error);
+    Py_XSETREF(self->mpi_error, mpi_error);
     Py_RETURN_NONE;
 }
 
 #define OBJECT_FIELDS(X)                                                                                       \
     X(comm) X(status) X(queue) X(pending) X(sent) X(isend) X(mprobe) X(get_count) X(get_source) X(get_tag)    \
-        X(any_source) X(any_tag) X(c_heads) X(described) X(ndarray) X(dumps) X(loads) X(protocol)             \
+        X(any_source) X(any_tag) X(mpi_error) X(c_heads) X(described) X(ndarray) X(dumps) X(protocol)             \
             X(kw_callback) X(oob) X(oob_append) X(last_dtype) X(last_head)
 
 static int
@@ -475,7 +612,8 @@ static PyMethodDef Core_methods[] = {
     {"recv", (PyCFunction)(void (*)(void))Core_recv, METH_FASTCALL | METH_KEYWORDS,
      "recv(src, tag, timeout): see distrcomp.recv; common messages here, the rest by _recv_py."},
     {"_attach", (PyCFunction)Core_attach, METH_VARARGS,
-     "_attach(c_heads, described, frame_max, any_source, any_tag): bind to comm, _status and wire's caches."},
+     "_attach(c_heads, described, frame_max, any_source, any_tag, mpi_error): bind to comm, _status, wire's "
+     "caches."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -519,7 +657,8 @@ intern_names(void)
         const char *text;
     } names[] = {
         {&s_send_py, "_send_py"}, {&s_send_stream, "_send_stream"}, {&s_recv_py, "_recv_py"}, {&s_decode_entry, "_decode_entry"},
-        {&s_purge, "_purge"},     {&s_recv_method, "Recv"}, {&s_dtype, "dtype"},
+        {&s_purge, "_purge"},     {&s_recv_method, "Recv"}, {&s_recv_lower, "recv"},
+        {&s_undecodable_entry, "_undecodable_entry"}, {&s_dtype, "dtype"},
         {&s_shape, "shape"},      {&s_append, "append"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -532,7 +671,7 @@ intern_names(void)
 
 static struct PyModuleDef hotpath_module = {
     PyModuleDef_HEAD_INIT, "distrcomp._hotpath",
-    "The compiled path of small messages' send and recv (optional; see distrcomp.p2p).", -1, NULL,
+    "The compiled path of small messages' send and recv (optional; see distrcomp.p2p).", -1, module_methods,
 };
 
 PyMODINIT_FUNC
@@ -549,5 +688,6 @@ PyInit__hotpath(void)
         Py_DECREF(module);
         return NULL;
     }
+    core_type = (PyTypeObject *)core; /* the module holds it, and the module is never unloaded */
     return module;
 }

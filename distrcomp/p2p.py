@@ -1,9 +1,11 @@
 """The point-to-point engine behind ``send``, ``recv`` and ``probe``.
 
 Design, in one paragraph: every message is a frame plus payloads (see :mod:`distrcomp.wire`),
-sent on distrcomp's private communicator with MPI tag ``2*tag`` for the frame and ``2*tag+1``
-for its payloads. Frames are taken with a matched probe from any node with any tag
-(``Improbe``/``Mprobe`` then ``Mrecv``). Every blocking call (``send`` of a large array,
+sent on distrcomp's private communicator with MPI tag ``4*tag + kind``: kind ``FRAMED`` for a
+frame with a head, ``PAYLOAD`` for its payloads, ``BARE`` for a bare pickle frame (most small
+objects), which is then received and unpickled by mpi4py in one call (``Message.recv``).
+Frames are taken with a matched probe from any node with any tag (``improbe``/``mprobe`` then
+``Mrecv``). Every blocking call (``send`` of a large array,
 ``recv``, the collectives, the exit handler) keeps taking frames while it waits for what it
 is waiting for, and decodes each (its payloads received at once) into an arrival-ordered queue
 that ``recv`` consults first. So a node blocked in distrcomp always accepts incoming messages, and a ring where every
@@ -28,6 +30,7 @@ Open MPI and MPICH, the any-source probe is what costs, matched or not.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -38,9 +41,13 @@ import numpy as np
 
 from .errors import MessageDecodeError
 from .tags import ANY_SOURCE, ANY_TAG
-from .wire import FRAME_MAX, decode, encode, pickle_frame
+from .wire import BARE_PICKLE, FRAME_MAX, decode, encode, pickle_frame
 
 __all__ = ["Engine", "compiled", "new_engine"]
+
+# The MPI tag of a message of tag t is t << _KIND_BITS | kind (see the module docstring).
+FRAMED, PAYLOAD, BARE = 0, 1, 2
+_KIND_BITS, _KIND_MASK = 2, 3
 
 _EXIT_TIMEOUT = 10.0  # seconds the exit handler waits for this node's sends before warning
 
@@ -72,7 +79,8 @@ class Engine:
         self.comm = comm
         self.node_id = comm.Get_rank()
         self.n_node = comm.Get_size()
-        self.max_tag = (MPI.COMM_WORLD.Get_attr(MPI.TAG_UB) - 1) // 2
+        self.max_tag = (MPI.COMM_WORLD.Get_attr(MPI.TAG_UB) - 3) >> _KIND_BITS
+        self._mpi_error = MPI.Exception
         self._closed = False
         self._status = MPI.Status()
         self._any_source, self._any_tag = MPI.ANY_SOURCE, MPI.ANY_TAG
@@ -81,7 +89,7 @@ class Engine:
         self._purge_at = 64
         self._sent = [0] * self.n_node  # messages sent to each node, for the exit handshake
         self._n_received = 0  # frames taken, from any node
-        self._payloads_from = (0, 1)  # (node, MPI tag) of the payloads decode is reading now
+        self._payloads_from = (0, PAYLOAD)  # (node, MPI tag) of the payloads decode is reading now
         self._fill_payload = self._fill  # bound once: every frame passes it to decode
 
     # ------------------------------------------------------------------ checks
@@ -122,14 +130,14 @@ class Engine:
 
     def _post(self, dest: int, tag: int, frame: bytes, payloads: list[Any], owned: bool) -> None:
         """Start sending an encoded message: the frame, then its payloads (see ``encode``)."""
-        mtag = tag << 1
+        mtag = tag << _KIND_BITS | (BARE if frame[0] == BARE_PICKLE else FRAMED)
         sent = self._sent[dest] = self._sent[dest] + 1
         pending = self._pending  # what _keep does, inline: this is every message's path
         pending.append((self.comm.Isend(frame, dest, mtag), frame, dest, sent))
         if len(pending) >= self._purge_at:
             self._purge()
         if payloads:
-            self._send_payloads(dest, mtag | 1, payloads, owned)
+            self._send_payloads(dest, mtag | PAYLOAD, payloads, owned)
 
     def _send_payloads(self, dest: int, mtag: int, payloads: list[Any], owned: bool) -> None:
         comm = self.comm
@@ -165,7 +173,7 @@ class Engine:
         8.5 ms for a plain ``MPI_Wait``, which cannot accept messages meanwhile).
         """
         status = self._status
-        improbe = self.comm.Improbe
+        improbe = self.comm.improbe
         any_source, any_tag = self._MPI.ANY_SOURCE, self._MPI.ANY_TAG
         while not request.Test():
             message = improbe(any_source, any_tag, status)
@@ -175,25 +183,42 @@ class Engine:
                 self._queue.append(self._take_frame(message, status))
 
     def _take_frame(self, message: Any, status: Any) -> tuple[int, int, Any]:
-        """Receive the probed frame ``message`` and decode it, receiving its payloads.
+        """Receive the frame ``message`` (from ``mprobe``/``improbe``, which set ``status``) and
+        decode it, receiving its payloads: the queue entry ``(src, tag, obj)``.
 
-        Each frame gets a buffer of its own, of its exact size, given away to ``decode``: a
-        small array is then returned on that buffer, not copied out of a shared one.
+        A bare pickle frame is received and unpickled by mpi4py (``Message.recv``). Any other
+        frame gets a buffer of its own, of its exact size, given away to ``decode``: a small
+        array is then returned on that buffer, not copied out of a shared one. An undecodable
+        message is kept as such; an MPI error propagates.
         """
-        frame = bytearray(status.Get_count())
-        message.Recv(frame)
+        src = status.Get_source()
+        mtag = status.Get_tag()
         self._n_received += 1
-        return self._decode_entry(frame, status.Get_source(), status.Get_tag())
+        if mtag & _KIND_MASK != BARE:
+            frame = bytearray(status.Get_count())
+            message.Recv(frame)
+            return self._decode_entry(frame, src, mtag)
+        try:
+            return src, mtag >> _KIND_BITS, message.recv()
+        except self._mpi_error:
+            raise
+        except Exception as exc:  # noqa: BLE001 - kept; the recv that asks for this message raises it
+            return self._undecodable_entry(src, mtag, exc)
 
     def _decode_entry(self, frame: bytearray, src: int, mtag: int) -> tuple[int, int, Any]:
-        """The queue entry ``(src, tag, obj)`` of a frame received from ``src`` with MPI tag
-        ``mtag``, its payloads received; an undecodable message is kept as such."""
-        self._payloads_from = (src, mtag | 1)
+        """The queue entry ``(src, tag, obj)`` of a ``FRAMED`` frame received from ``src`` with
+        MPI tag ``mtag``, its payloads received; an undecodable message is kept as such."""
+        self._payloads_from = (src, mtag | PAYLOAD)
         try:
             obj = decode(frame, self._fill_payload, True)
         except Exception as exc:  # noqa: BLE001 - kept; the recv that asks for this message raises it
-            obj = _Undecodable(MessageDecodeError(src, mtag >> 1, f"{type(exc).__name__}: {exc}"))
-        return src, mtag >> 1, obj
+            return self._undecodable_entry(src, mtag, exc)
+        return src, mtag >> _KIND_BITS, obj
+
+    def _undecodable_entry(self, src: int, mtag: int, exc: BaseException) -> tuple[int, int, Any]:
+        """The queue entry of a message that arrived but could not be decoded (``exc``)."""
+        tag = mtag >> _KIND_BITS
+        return src, tag, _Undecodable(MessageDecodeError(src, tag, f"{type(exc).__name__}: {exc}"))
 
     def _fill(self, buffer: Any) -> None:
         """Receive the next payload of the frame being decoded into ``buffer``."""
@@ -223,7 +248,7 @@ class Engine:
         if entry is None:
             if timeout is None:  # block in MPI for the next frame, and most often it is the one
                 status = self._status
-                entry = self._take_frame(self.comm.Mprobe(self._any_source, self._any_tag, status), status)
+                entry = self._take_frame(self.comm.mprobe(self._any_source, self._any_tag, status), status)
                 if not ((src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag)):
                     self._queue.append(entry)
                     entry = self._await(src, tag, None, True)
@@ -255,7 +280,7 @@ class Engine:
         any_source, any_tag = self._any_source, self._any_tag
         queue = self._queue
         if timeout is None:  # every recv's path: block in MPI until the next frame
-            mprobe, take = self.comm.Mprobe, self._take_frame
+            mprobe, take = self.comm.mprobe, self._take_frame
             while True:
                 entry = take(mprobe(any_source, any_tag, status), status)
                 if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
@@ -266,7 +291,7 @@ class Engine:
         deadline = time.monotonic() + max(0.0, timeout)
         delay = 2e-5
         while True:
-            message = self.comm.Improbe(any_source, any_tag, status)
+            message = self.comm.improbe(any_source, any_tag, status)
             if message is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -309,7 +334,7 @@ class Engine:
         self.wait(self.comm.Ireduce_scatter_block(sent, expected, self._MPI.SUM))
         status = self._status
         while self._n_received < expected[0]:
-            message = self.comm.Mprobe(self._MPI.ANY_SOURCE, self._MPI.ANY_TAG, status)
+            message = self.comm.mprobe(self._MPI.ANY_SOURCE, self._MPI.ANY_TAG, status)
             self._queue.append(self._take_frame(message, status))
         self._MPI.Request.Waitall([entry[0] for entry in self._pending])
         self._pending = []
@@ -325,7 +350,7 @@ class Engine:
             if MPI.Request.Testall(requests):
                 self._pending = []
                 return
-            message = self.comm.Improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+            message = self.comm.improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
             if message is not None:
                 self._queue.append(self._take_frame(message, status))
                 continue
@@ -352,12 +377,14 @@ class Engine:
 
 def new_engine(comm: Any) -> Engine:
     """The engine for ``comm``: compiled (see :func:`compiled`) or pure Python; one per process."""
-    from . import wire
+    from . import _hotpath, wire
 
     if not compiled():
         return Engine(comm)
-    engine = _CompiledEngine(comm)
-    engine._attach(wire._c_heads, wire._described, FRAME_MAX, engine._any_source, engine._any_tag)
+    engine = _compiled_engine_class()(comm)
+    engine._attach(wire._c_heads, wire._described, FRAME_MAX, engine._any_source, engine._any_tag,
+                   engine._mpi_error)
+    _hotpath.register(engine)  # what distrcomp.send and recv call from now on
     return engine
 
 
@@ -366,20 +393,21 @@ def compiled() -> bool:
 
     False when the extension was not built at install (no C compiler there: the install goes
     on without it) or the environment sets ``DISTRCOMP_PURE_PYTHON=1``. Both engines behave
-    the same; the compiled one spends less time per small message.
+    the same and talk to each other; the compiled one spends less time per small message.
     """
-    return _Core is not None and os.environ.get("DISTRCOMP_PURE_PYTHON", "").strip() not in ("1", "yes", "true")
+    from . import _compiled
+
+    return _compiled()
 
 
-try:
-    from ._hotpath import Core as _Core
-except ImportError:  # built without a C compiler: the pure-Python engine
-    _Core = None
+@functools.cache
+def _compiled_engine_class() -> type[Engine]:
+    from ._hotpath import Core
 
-if _Core is not None:
-
-    class _CompiledEngine(_Core, Engine):  # type: ignore[valid-type, misc]
+    class CompiledEngine(Core, Engine):  # type: ignore[misc, valid-type]
         """Engine with ``send`` and ``recv`` from ``_hotpath.Core`` (its other methods from Engine)."""
+
+    return CompiledEngine
 
 
 def _yield_core() -> None:

@@ -45,12 +45,12 @@ import numpy as np
 
 from . import buffers
 
-__all__ = ["FRAME_MAX", "decode", "encode", "pickle_frame"]
+__all__ = ["BARE_PICKLE", "FRAME_MAX", "decode", "encode", "pickle_frame"]
 
 FRAME_MAX = 16384
 
 _ARRAY, _PICKLE = 1, 2
-_BARE_PICKLE = 0x80  # pickle's PROTO opcode: the first byte of every protocol-5 stream
+BARE_PICKLE = 0x80  # pickle's PROTO opcode: the first byte of every protocol-5 stream
 _INLINE, _FORTRAN, _DTYPE_PICKLED = 1, 2, 4
 
 _ARRAY_HEAD = "<BBHHHq"
@@ -195,7 +195,7 @@ def decode(frame: Any, fill: Fill, own: bool = False) -> Any:
     the unpickler raised it.
     """
     kind = frame[0]
-    if kind == _BARE_PICKLE:
+    if kind == BARE_PICKLE:
         return pickle.loads(frame)
     if kind == _ARRAY:
         return _decode_array(frame, fill, own)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -30,16 +31,49 @@ def test_import_does_not_initialise_mpi_and_first_use_does():
     assert done.stdout.split() == ["0", "1"]  # singleton: plain python is one node
 
 
-def test_singleton_send_recv_and_collectives(tmp_path):
+@pytest.mark.parametrize("pure", ["0", "1"], ids=["compiled-if-built", "python"])
+def test_singleton_send_recv_and_collectives(tmp_path, pure):
+    # The first call of the program is a send: it initialises MPI (the compiled send, where
+    # built, hands it to the Python one until an engine is registered).
     prog = script(tmp_path, """
-        import numpy as np, distrcomp as dc
+        import inspect, numpy as np, distrcomp as dc
         dc.send(0, np.arange(5))
         assert dc.recv(0).tolist() == [0, 1, 2, 3, 4]
+        dc.send(dest=0, obj="by keyword", tag=2)
+        assert dc.recv(src=0, tag=2, timeout=None) == "by keyword"
+        dc.send(0, {"default": "tag"})
+        assert dc.recv(0, 0) == {"default": "tag"}
+        for call in (lambda: dc.send(0), lambda: dc.recv(), lambda: dc.send(0, 1, 2, 3)):
+            try:
+                call()
+            except TypeError:
+                pass
+            else:
+                raise AssertionError("no TypeError")
+        def params(function):
+            return [(p.name, p.default) for p in inspect.signature(function).parameters.values()]
+        assert params(dc.send) == [("dest", inspect.Parameter.empty), ("obj", inspect.Parameter.empty), ("tag", 0)]
+        assert params(dc.recv) == [("src", inspect.Parameter.empty), ("tag", -1), ("timeout", None)]
+        assert dc.send.__doc__.count("Send ``obj`` to node ``dest``.") == 1
         assert dc.allreduce(3) == 3 and dc.bcast("x") == "x" and dc.gather(1) == [1]
-        print("ok")
+        from distrcomp import p2p
+        print("ok", "compiled" if p2p.compiled() else "python")
     """)
-    done = subprocess.run(check=False, args=[sys.executable, str(prog)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    env = {**os.environ, "DISTRCOMP_PURE_PYTHON": pure}
+    done = subprocess.run(check=False, args=[sys.executable, str(prog)], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    word, engine = done.stdout.split()
+    assert word == "ok"
+    assert engine == ("python" if pure == "1" or not _extension_built() else "compiled")
+
+
+def _extension_built() -> bool:
+    try:
+        import distrcomp._hotpath  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @pytest.mark.parametrize("n", [2, 4])
