@@ -63,7 +63,7 @@ typedef struct {
 } Core;
 
 static PyObject *s_send_py, *s_send_stream, *s_recv_py, *s_decode_entry, *s_undecodable_entry, *s_purge;
-static PyObject *s_recv_method, *s_recv_lower;
+static PyObject *s_recv_method, *s_recv_lower, *s_test;
 static PyObject *s_dtype, *s_shape, *s_append;
 
 /* ------------------------------------------------------------------ send */
@@ -232,6 +232,18 @@ Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     Py_DECREF(mtag);
     if (request == NULL)
         goto fail;
+    /* A small frame is often sent at once (copied out by MPI): then there is nothing to keep. */
+    PyObject *done = PyObject_CallMethodNoArgs(request, s_test);
+    if (done == NULL) {
+        Py_DECREF(request);
+        goto fail;
+    }
+    Py_DECREF(done);
+    if (done == Py_True) {
+        Py_DECREF(request);
+        Py_DECREF(frame);
+        Py_RETURN_NONE;
+    }
     Py_INCREF(nth_obj); /* the list holds one reference; the entry takes another */
     PyObject *entry = PyTuple_New(4);
     if (entry == NULL) {
@@ -657,7 +669,7 @@ intern_names(void)
         const char *text;
     } names[] = {
         {&s_send_py, "_send_py"}, {&s_send_stream, "_send_stream"}, {&s_recv_py, "_recv_py"}, {&s_decode_entry, "_decode_entry"},
-        {&s_purge, "_purge"},     {&s_recv_method, "Recv"}, {&s_recv_lower, "recv"},
+        {&s_purge, "_purge"},     {&s_recv_method, "Recv"}, {&s_recv_lower, "recv"}, {&s_test, "Test"},
         {&s_undecodable_entry, "_undecodable_entry"}, {&s_dtype, "dtype"},
         {&s_shape, "shape"},      {&s_append, "append"},
     };
