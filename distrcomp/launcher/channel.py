@@ -32,7 +32,11 @@ import hmac
 import os
 import socket
 import struct
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: every node wrapper imports this
+if TYPE_CHECKING:
+    from typing import Any
+del TYPE_CHECKING
 
 __all__ = [
     "BYE",

@@ -31,6 +31,19 @@ def test_import_does_not_initialise_mpi_and_first_use_does():
     assert done.stdout.split() == ["0", "1"]  # singleton: plain python is one node
 
 
+def test_the_node_wrapper_imports_only_what_it_needs():
+    # Started once per node, under -S (see launcher/command.py): every module it loads costs
+    # start-up time on every node of every job.
+    code = (
+        "import sys, distrcomp.launcher.node\n"
+        "heavy = {'typing', 'numpy', 'mpi4py', 'distrcomp.world', 'distrcomp.launcher.staging'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    done = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("pure", ["0", "1"], ids=["compiled-if-built", "python"])
 def test_singleton_send_recv_and_collectives(tmp_path, pure):
     # The first call of the program is a send: it initialises MPI (the compiled send, where
