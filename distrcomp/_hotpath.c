@@ -16,8 +16,8 @@
  *         - an object pickle 5 writes as one stream of at most FRAME_MAX bytes, with no
  *           out-of-band buffer (a "bare pickle" frame);
  *   recv  timeout None, nothing queued, and the next frame is the one asked for and either a
- *         bare pickle (received and unpickled by mpi4py's Message.recv) or an inline array
- *         whose head wire has already read (wire._described).
+ *         bare pickle (received and unpickled by mpi4py's Message.recv) or an array whose head
+ *         wire has already read (wire._described): inline, or followed by its payload.
  * The wire format stays defined in distrcomp/wire.py and the MPI tags in distrcomp/p2p.py;
  * this file reads three facts of them: the kind in the MPI tag's low bits, an array frame's
  * kind byte, and its little-endian head length at bytes 6-7.
@@ -34,6 +34,7 @@
 #define KIND_BITS 2
 #define KIND_MASK 3
 #define FRAMED 0
+#define PAYLOAD 1
 #define BARE 2
 #define MAX_DIMS 64
 
@@ -53,7 +54,7 @@ typedef struct {
     PyObject *isend, *mprobe, *get_count, *get_source, *get_tag;
     PyObject *any_source, *any_tag, *mpi_error;
     PyObject *c_heads, *described; /* wire._c_heads, wire._described */
-    PyObject *ndarray, *dumps, *protocol, *kw_callback;
+    PyObject *ndarray, *dumps, *protocol, *kw_callback, *block; /* block: distrcomp.buffers.block */
     PyObject *oob, *oob_append; /* out-of-band buffers of the pickle being made */
     int busy;                   /* a send is pickling: a nested send takes the Python path */
     /* The last array head sent, so a program sending one shape again skips the dict: */
@@ -272,18 +273,20 @@ python:
 
 /* ------------------------------------------------------------------ recv */
 
-/* The array in a received FRAMED frame, if this module decodes it: a new reference; NULL
- * without an exception when the Python decoder must. */
+/* The array in a received FRAMED frame from node `from` with MPI tag `mtag`, if this module
+ * decodes it: an inline array (on the frame's own buffer), or an array sent as a payload
+ * (received here, into distrcomp.buffers' memory, as wire.decode would). A new reference; NULL
+ * without an exception when the Python decoder must; NULL with one when receiving failed. */
 static PyObject *
-fast_decode(Core *self, PyObject *frame)
+fast_decode(Core *self, PyObject *frame, PyObject *from, Py_ssize_t mtag)
 {
     Py_ssize_t size = PyByteArray_GET_SIZE(frame);
     const unsigned char *buf = (const unsigned char *)PyByteArray_AS_STRING(frame);
     if (size < 8 || buf[0] != KIND_ARRAY)
         return NULL;
     Py_ssize_t head_len = buf[6] | (buf[7] << 8);
-    if (head_len > size || ((uintptr_t)(buf + head_len)) % 16 != 0)
-        return NULL; /* unaligned data: the Python decoder copies it */
+    if (head_len > size)
+        return NULL;
     PyObject *head = PyBytes_FromStringAndSize((const char *)buf, head_len);
     if (head == NULL)
         return NULL;
@@ -292,16 +295,41 @@ fast_decode(Core *self, PyObject *frame)
     if (described == NULL || !PyTuple_CheckExact(described) || PyTuple_GET_SIZE(described) != 5)
         return NULL;
     /* (dtype, shape, order, nbytes, inline) */
-    PyObject *nbytes = PyTuple_GET_ITEM(described, 3), *inline_ = PyTuple_GET_ITEM(described, 4);
-    if (!PyObject_IsTrue(inline_) || !PyObject_IsTrue(nbytes))
+    PyObject *nbytes = PyTuple_GET_ITEM(described, 3);
+    int inline_ = PyObject_IsTrue(PyTuple_GET_ITEM(described, 4));
+    if (inline_ < 0 || PyObject_IsTrue(nbytes) != 1)
         return NULL;
-    PyObject *offset = PyLong_FromSsize_t(head_len);
-    if (offset == NULL)
+    PyObject *memory, *offset;
+    if (inline_) {
+        if (((uintptr_t)(buf + head_len)) % 16 != 0)
+            return NULL; /* unaligned data: the Python decoder copies it */
+        memory = frame;
+        Py_INCREF(memory);
+        offset = PyLong_FromSsize_t(head_len);
+    } else {
+        memory = PyObject_CallOneArg(self->block, nbytes);
+        if (memory == NULL)
+            return NULL;
+        PyObject *payload_tag = PyLong_FromSsize_t((mtag & ~(Py_ssize_t)KIND_MASK) | PAYLOAD);
+        PyObject *received = payload_tag == NULL ? NULL :
+            PyObject_VectorcallMethod(s_recv_method, (PyObject *[]){self->comm, memory, from, payload_tag}, 4, NULL);
+        Py_XDECREF(payload_tag);
+        if (received == NULL) {
+            Py_DECREF(memory);
+            return NULL;
+        }
+        Py_DECREF(received);
+        offset = PyLong_FromLong(0);
+    }
+    if (offset == NULL) {
+        Py_DECREF(memory);
         return NULL;
-    PyObject *args[6] = {PyTuple_GET_ITEM(described, 1), PyTuple_GET_ITEM(described, 0), frame, offset,
+    }
+    PyObject *args[6] = {PyTuple_GET_ITEM(described, 1), PyTuple_GET_ITEM(described, 0), memory, offset,
                          Py_None, PyTuple_GET_ITEM(described, 2)};
     PyObject *array = PyObject_Vectorcall(self->ndarray, args, 6, NULL);
     Py_DECREF(offset);
+    Py_DECREF(memory);
     return array;
 }
 
@@ -366,7 +394,7 @@ Core_recv(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
         if (received == NULL)
             goto done;
         Py_DECREF(received);
-        obj = fast_decode(self, frame);
+        obj = fast_decode(self, frame, got_src, mtag);
         if (obj == NULL) {
             if (PyErr_Occurred())
                 goto done;
@@ -519,10 +547,10 @@ static PyMethodDef module_methods[] = {
 static PyObject *
 Core_attach(Core *self, PyObject *args)
 {
-    PyObject *c_heads, *described, *any_source, *any_tag, *mpi_error;
+    PyObject *c_heads, *described, *any_source, *any_tag, *mpi_error, *block;
     Py_ssize_t frame_max;
-    if (!PyArg_ParseTuple(args, "O!O!nOOO:_attach", &PyDict_Type, &c_heads, &PyDict_Type, &described, &frame_max,
-                          &any_source, &any_tag, &mpi_error))
+    if (!PyArg_ParseTuple(args, "O!O!nOOOO:_attach", &PyDict_Type, &c_heads, &PyDict_Type, &described, &frame_max,
+                          &any_source, &any_tag, &mpi_error, &block))
         return NULL;
     if (frame_max != FRAME_MAX)
         return PyErr_Format(PyExc_RuntimeError, "distrcomp._hotpath was built for FRAME_MAX=%d, wire has %zd",
@@ -581,13 +609,15 @@ Core_attach(Core *self, PyObject *args)
     Py_XSETREF(self->any_tag, any_tag);
     Py_INCREF(mpi_error);
     Py_XSETREF(self->mpi_error, mpi_error);
+    Py_INCREF(block);
+    Py_XSETREF(self->block, block);
     Py_RETURN_NONE;
 }
 
 #define OBJECT_FIELDS(X)                                                                                       \
     X(comm) X(status) X(queue) X(pending) X(sent) X(isend) X(mprobe) X(get_count) X(get_source) X(get_tag)    \
         X(any_source) X(any_tag) X(mpi_error) X(c_heads) X(described) X(ndarray) X(dumps) X(protocol)             \
-            X(kw_callback) X(oob) X(oob_append) X(last_dtype) X(last_head)
+            X(kw_callback) X(block) X(oob) X(oob_append) X(last_dtype) X(last_head)
 
 static int
 Core_traverse(Core *self, visitproc visit, void *arg)
@@ -624,8 +654,8 @@ static PyMethodDef Core_methods[] = {
     {"recv", (PyCFunction)(void (*)(void))Core_recv, METH_FASTCALL | METH_KEYWORDS,
      "recv(src, tag, timeout): see distrcomp.recv; common messages here, the rest by _recv_py."},
     {"_attach", (PyCFunction)Core_attach, METH_VARARGS,
-     "_attach(c_heads, described, frame_max, any_source, any_tag, mpi_error): bind to comm, _status, wire's "
-     "caches."},
+     "_attach(c_heads, described, frame_max, any_source, any_tag, mpi_error, block): bind to comm, _status, "
+     "wire's caches and buffers.block."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -61,9 +61,10 @@ _dtype_codes: dict = {}  # dtype -> (code bytes, flag), or None when arrays of i
 _code_dtypes: dict = {}  # code bytes -> dtype (a pickled code never looks like a dtype.str)
 
 # A program sends the same few shapes again and again, and for a small array building or
-# reading a head costs more than the data: heads of inline C-ordered arrays by (dtype, shape),
-# and what each array head received says. Both are emptied when they reach _KEPT entries.
-_c_heads: dict = {}  # (dtype, shape) -> head
+# reading a head costs more than the data: heads of C-ordered arrays by (dtype, shape), and what
+# each array head received says. Each is emptied when it reaches _KEPT entries.
+_c_heads: dict = {}  # (dtype, shape) -> head, of arrays sent inline
+_payload_heads: dict = {}  # (dtype, shape) -> head, of arrays sent as a payload
 _described: dict = {}  # head -> (dtype, shape, order, nbytes, inline)
 _KEPT = 256
 
@@ -110,9 +111,13 @@ def encode(obj: Any) -> tuple[bytes, list[Any], bool]:
     """
     if type(obj) is np.ndarray:
         if obj.flags.c_contiguous:
-            head = _c_heads.get((obj.dtype, obj.shape))
+            key = (obj.dtype, obj.shape)
+            head = _c_heads.get(key)
             if head is not None:
                 return head + obj.tobytes(), [], True
+            head = _payload_heads.get(key)
+            if head is not None:
+                return head, [_bytes_of(obj, False)], False
         dtype_code = _dtype_codes.get(obj.dtype) or _dtype_code(obj.dtype)
         if dtype_code is not None:
             encoded = _encode_array(obj, *dtype_code)
@@ -156,13 +161,14 @@ def _encode_array(array: np.ndarray, code: bytes, dflag: int) -> tuple[bytes, li
         return None
     head = _HEADS[ndim].pack(_ARRAY, flags, ndim, len(code), head_len, nbytes, *array.shape) + code
     head = head.ljust(head_len, b"\0")
+    if not fortran:
+        kept = _c_heads if inline else _payload_heads
+        if len(kept) >= _KEPT:
+            kept.clear()
+        kept[array.dtype, array.shape] = head
     if not inline:
         return head, [_bytes_of(array, fortran)], owned
     # Small arrays are copied into the frame: one message, and the caller's array is free.
-    if not fortran:
-        if len(_c_heads) >= _KEPT:
-            _c_heads.clear()
-        _c_heads[array.dtype, array.shape] = head
     return head + array.tobytes("F" if fortran else "C"), [], True
 
 

@@ -57,6 +57,27 @@ def test_repeated_small_arrays_keep_dtype_shape_order_and_values(dc):
             assert got.flags.writeable
 
 
+@pytest.mark.mpi
+def test_repeated_payload_arrays_arrive_intact_and_those_kept_are_never_reused(dc):
+    # Arrays too large for a frame follow it as a payload; from 1 MiB their memory comes from
+    # reused blocks (distrcomp.buffers), and the ones the program still holds must keep their values.
+    right, left = ring(dc)
+    kept = []
+    for step in range(6):
+        sent = [np.full(5000, step, np.float64), np.full((512, 1024), step, np.int32),
+                np.full((300, 700), step, np.float32)]
+        for array in sent:
+            dc.send(right, array)
+        got = [dc.recv(left) for _ in sent]
+        for mine, theirs in zip(got, sent):
+            assert mine.dtype == theirs.dtype and mine.shape == theirs.shape and (mine == step).all()
+            assert mine.flags.writeable and mine.flags.c_contiguous
+        if step % 2:
+            kept.append((step, got[1][::3], got))
+    for step, view, arrays in kept:
+        assert (view == step).all() and all((array == step).all() for array in arrays)
+
+
 class _SendsWhilePickled:
     """Sends a message of its own while it is being pickled (as a __reduce__ may)."""
 
