@@ -84,7 +84,7 @@ array_frame(Core *self, PyObject *array)
     if (dtype == NULL)
         goto done;
     if (dtype == self->last_dtype && view.ndim == self->last_ndim && view.ndim <= MAX_DIMS &&
-        memcmp(view.shape, self->last_shape, sizeof(Py_ssize_t) * view.ndim) == 0) {
+        (view.ndim == 0 || memcmp(view.shape, self->last_shape, sizeof(Py_ssize_t) * view.ndim) == 0)) {
         head = self->last_head;
         Py_INCREF(head);
     } else {
@@ -150,8 +150,10 @@ pickle_stream(Core *self, PyObject *obj, PyObject **buffers)
         Py_CLEAR(*buffers);
         return NULL;
     }
-    if (stream == NULL && *buffers == NULL)
-        PyErr_Clear(); /* the Python path pickles again and raises the TypeError naming the type */
+    /* The Python path pickles again and raises the TypeError naming the type; a KeyboardInterrupt
+     * (or any BaseException that is not an Exception) propagates from here. */
+    if (stream == NULL && *buffers == NULL && PyErr_ExceptionMatches(PyExc_Exception))
+        PyErr_Clear();
     return stream;
 }
 

@@ -125,6 +125,27 @@ def test_an_object_too_large_for_one_frame_is_pickled_once_per_send(dc):
     assert _Counted.reductions - before == 3
 
 
+class _InterruptedOnce:
+    """Raises KeyboardInterrupt the first time it is pickled, as a Ctrl-C arriving then would."""
+
+    interrupted = False
+
+    def __reduce__(self):
+        if not type(self).interrupted:
+            type(self).interrupted = True
+            raise KeyboardInterrupt
+        return (str, ("pickled",))
+
+
+@pytest.mark.mpi
+def test_an_interrupt_while_pickling_reaches_the_program_and_nothing_is_sent(dc):
+    right, left = ring(dc)
+    with pytest.raises(KeyboardInterrupt):
+        dc.send(right, {"x": _InterruptedOnce()})
+    dc.send(right, "after")
+    assert dc.recv(left) == "after"
+
+
 def _explode():
     raise RuntimeError("cannot be rebuilt here")
 
