@@ -16,6 +16,10 @@ when payloads are views of the caller's memory, ``send`` returns only once MPI h
 them. When nothing refers to the caller's memory, ``send`` returns at once and MPI completes
 the sends in the background.
 
+Two engines speak this protocol: :class:`Engine`, in Python, and the one :func:`new_engine`
+makes when ``distrcomp._hotpath`` was built, a subclass whose ``send`` and ``recv`` are compiled
+for the common messages and hand the rest to Engine's methods (see ``distrcomp/_hotpath.c``).
+
 Why a payload can never be mistaken for a frame: a node receives a frame's payloads right after
 the frame, before it probes again, and MPI does not let messages between two nodes overtake
 each other; so the next message from a node that an any-tag probe matches is always a frame.
