@@ -381,10 +381,10 @@ class Engine:
 
 def new_engine(comm: Any) -> Engine:
     """The engine for ``comm``: compiled (see :func:`compiled`) or pure Python; one per process."""
-    from . import _hotpath, buffers, wire
-
     if not compiled():
         return Engine(comm)
+    from . import _hotpath, buffers, wire
+
     engine = _compiled_engine_class()(comm)
     engine._attach(wire._c_heads, wire._described, FRAME_MAX, engine._any_source, engine._any_tag,
                    engine._mpi_error, buffers.block)

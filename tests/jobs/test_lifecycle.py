@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from conftest import run_job
@@ -79,6 +80,35 @@ def test_singleton_send_recv_and_collectives(tmp_path, pure):
     word, engine = done.stdout.split()
     assert word == "ok"
     assert engine == ("python" if pure == "1" or not _extension_built() else "compiled")
+
+
+def test_without_the_compiled_extension_the_python_engine_runs(tmp_path):
+    # An install where no C compiler was found: the package without distrcomp._hotpath.
+    import shutil
+
+    import distrcomp
+
+    copy = tmp_path / "site" / "distrcomp"
+    shutil.copytree(Path(distrcomp.__file__).parent, copy,
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    # What importing a module that is not there does; an editable install's finder would
+    # otherwise find the checkout's built extension.
+    (copy / "_hotpath.py").write_text("raise ImportError('distrcomp._hotpath was not built')\n")
+    prog = script(tmp_path, """
+        import numpy as np, distrcomp as dc
+        from distrcomp import p2p
+        assert dc.__file__.startswith(COPY), dc.__file__
+        assert not p2p.compiled() and type(dc.send).__name__ == "function"
+        right, left = (dc.node_id + 1) % dc.n_node, (dc.node_id - 1) % dc.n_node
+        dc.send(right, np.arange(3.0))
+        dc.send(right, {"from": dc.node_id})
+        assert dc.recv(left).tolist() == [0.0, 1.0, 2.0] and dc.recv(left) == {"from": left}
+        print("ok")
+    """.replace("COPY", repr(str(copy))))
+    env = {"PYTHONPATH": str(copy.parent), "DISTRCOMP_PURE_PYTHON": ""}
+    done = run_job(2, prog, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("ok") == 2, done.stdout  # mpiexec may join the two nodes' lines
 
 
 def _extension_built() -> bool:
