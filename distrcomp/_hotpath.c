@@ -477,13 +477,13 @@ module_entry_points(PyObject *module, PyObject *args)
     const char *signatures[2];
     if (!PyArg_ParseTuple(args, "OOss:entry_points", &functions[0], &functions[1], &signatures[0], &signatures[1]))
         return NULL;
-    if (send_py != NULL)
-        return PyErr_Format(PyExc_RuntimeError, "distrcomp._hotpath.entry_points: called twice");
     PyObject *made[2] = {NULL, NULL};
     PyObject *name = PyUnicode_FromString("distrcomp");
     if (name == NULL)
         return NULL;
     for (int i = 0; i < 2; i++) {
+        if (entry_defs[i].ml_doc != NULL)
+            continue; /* documented once per process */
         PyObject *doc = PyObject_GetAttrString(functions[i], "__doc__");
         if (doc == NULL)
             goto fail;
@@ -504,19 +504,21 @@ module_entry_points(PyObject *module, PyObject *args)
             goto fail;
         }
         entry_defs[i].ml_doc = copy;
+    }
+    for (int i = 0; i < 2; i++) {
         made[i] = PyCFunction_NewEx(&entry_defs[i], NULL, name);
         if (made[i] == NULL)
             goto fail;
     }
     Py_DECREF(name);
-    zero = PyLong_FromLong(0);
-    any_tag = PyLong_FromLong(-1);
-    if (zero == NULL || any_tag == NULL)
+    if ((zero == NULL && (zero = PyLong_FromLong(0)) == NULL) ||
+        (any_tag == NULL && (any_tag = PyLong_FromLong(-1)) == NULL))
         goto fail_late;
+    /* Again after importlib.reload(distrcomp): the new module's Python functions. */
     Py_INCREF(functions[0]);
-    send_py = functions[0];
+    Py_XSETREF(send_py, functions[0]);
     Py_INCREF(functions[1]);
-    recv_py = functions[1];
+    Py_XSETREF(recv_py, functions[1]);
     return Py_BuildValue("(NN)", made[0], made[1]);
 fail:
     Py_DECREF(name);

@@ -70,6 +70,10 @@ def test_singleton_send_recv_and_collectives(tmp_path, pure):
         assert params(dc.recv) == [("src", inspect.Parameter.empty), ("tag", -1), ("timeout", None)]
         assert dc.send.__doc__.count("Send ``obj`` to node ``dest``.") == 1
         assert dc.allreduce(3) == 3 and dc.bcast("x") == "x" and dc.gather(1) == [1]
+        import importlib
+        dc = importlib.reload(dc)
+        dc.send(0, [1, 2])
+        assert dc.recv(0) == [1, 2] and dc.send.__doc__.count("Send ``obj`` to node ``dest``.") == 1
         from distrcomp import p2p
         print("ok", "compiled" if p2p.compiled() else "python")
     """)
