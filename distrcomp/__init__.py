@@ -11,7 +11,7 @@ Run it with ``distrcomp run -n 4 prog.py`` (or ``mpiexec -n 4 python prog.py``);
 
 from __future__ import annotations
 
-import os
+import os as _os
 
 from .errors import DistrCompError, MessageDecodeError
 from .tags import ANY_SOURCE, ANY_TAG
@@ -59,7 +59,7 @@ except ImportError:
 
 def _compiled() -> bool:
     """Whether this process uses the compiled hot path (see ``distrcomp.p2p.compiled``)."""
-    pure = os.environ.get("DISTRCOMP_PURE_PYTHON", "").strip().lower() in ("1", "yes", "true", "on")
+    pure = _os.environ.get("DISTRCOMP_PURE_PYTHON", "").strip().lower() in ("1", "yes", "true", "on")
     return _hotpath is not None and not pure
 
 
