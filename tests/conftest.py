@@ -64,3 +64,12 @@ def run_job(
 def job():
     """The :func:`run_job` helper, as a fixture."""
     return run_job
+
+
+def extension_built() -> bool:
+    """Whether ``distrcomp._hotpath`` (the compiled hot path) was built at install."""
+    try:
+        import distrcomp._hotpath  # noqa: F401
+    except ImportError:
+        return False
+    return True

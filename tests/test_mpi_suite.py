@@ -16,7 +16,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import TESTS, mpiexec_argv
+from conftest import TESTS, extension_built, mpiexec_argv
 
 SUITE_TIMEOUT = 600
 
@@ -29,7 +29,7 @@ def test_mpi_suite(n: int, engine: str, tmp_path) -> None:
     env.pop("DISTRCOMP_PURE_PYTHON", None)
     if engine == "python":
         env["DISTRCOMP_PURE_PYTHON"] = "1"
-    elif not _extension_built():
+    elif not extension_built():
         if os.environ.get("DISTRCOMP_REQUIRE_COMPILED") == "1":
             pytest.fail("DISTRCOMP_REQUIRE_COMPILED=1 but distrcomp._hotpath was not built at install")
         pytest.skip("distrcomp._hotpath was not built at install (no C compiler): pure Python only")
@@ -65,11 +65,3 @@ def test_mpi_suite(n: int, engine: str, tmp_path) -> None:
     if done.returncode != 0:
         problems.append(f"mpiexec exited {done.returncode}")
     assert not problems, f"at {n} ranks, {engine} engine: " + "; ".join(problems) + "\n" + output
-
-
-def _extension_built() -> bool:
-    try:
-        import distrcomp._hotpath  # noqa: F401
-    except ImportError:
-        return False
-    return True

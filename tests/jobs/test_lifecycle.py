@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_job
+from conftest import extension_built, run_job
 
 
 def script(tmp_path, body: str, name: str = "prog.py"):
@@ -83,7 +83,7 @@ def test_singleton_send_recv_and_collectives(tmp_path, pure):
     assert done.returncode == 0, done.stderr
     word, engine = done.stdout.split()
     assert word == "ok"
-    assert engine == ("python" if pure == "1" or not _extension_built() else "compiled")
+    assert engine == ("python" if pure == "1" or not extension_built() else "compiled")
 
 
 def test_without_the_compiled_extension_the_python_engine_runs(tmp_path):
@@ -113,14 +113,6 @@ def test_without_the_compiled_extension_the_python_engine_runs(tmp_path):
     done = run_job(2, prog, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("ok") == 2, done.stdout  # mpiexec may join the two nodes' lines
-
-
-def _extension_built() -> bool:
-    try:
-        import distrcomp._hotpath  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("n", [2, 4])

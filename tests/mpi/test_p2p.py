@@ -1,7 +1,7 @@
 """send / recv / recv_any / probe under real mpiexec (run at 1, 2 and 4 ranks by test_mpi_suite.py).
 
 Every recv in these tests has a timeout, so a broken engine fails a test instead of hanging
-the suite.
+the suite; the one test also run without (``blocking``) is caught by the suite's time limit.
 """
 
 from __future__ import annotations
@@ -231,13 +231,15 @@ class _Bomb:
 
 
 @pytest.mark.mpi
-def test_undecodable_message_raises_on_its_recv_and_the_next_recv_works(dc):
+@pytest.mark.parametrize("timeout", [T, None], ids=["timeout", "blocking"])
+def test_undecodable_message_raises_on_its_recv_and_the_next_recv_works(dc, timeout):
+    # Without a timeout, recv takes the common path (compiled where built): see test_common_path.
     right, left = ring(dc)
     dc.send(right, _Bomb())
     dc.send(right, "next")
     with pytest.raises(dc.MessageDecodeError, match=f"from node {left} .*RuntimeError"):
-        dc.recv(left, timeout=T)
-    assert dc.recv(left, timeout=T) == "next"
+        dc.recv(left, timeout=timeout)
+    assert dc.recv(left, timeout=timeout) == "next"
     assert pickle.dumps(0)  # the pickle module itself is untouched
 
 
