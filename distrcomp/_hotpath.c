@@ -549,6 +549,13 @@ static PyMethodDef module_methods[] = {
 /* ------------------------------------------------------------------ the type */
 
 static PyObject *
+new_ref(PyObject *object) /* Py_NewRef, which Python 3.9 lacks */
+{
+    Py_INCREF(object);
+    return object;
+}
+
+static PyObject *
 Core_attach(Core *self, PyObject *args)
 {
     PyObject *c_heads, *described, *any_source, *any_tag, *mpi_error, *block;
@@ -586,10 +593,17 @@ Core_attach(Core *self, PyObject *args)
         Py_BuildValue("(s)", "buffer_callback"),
         oob,
         oob ? PyObject_GetAttrString(oob, "append") : NULL,
+        new_ref(c_heads),
+        new_ref(described),
+        new_ref(any_source),
+        new_ref(any_tag),
+        new_ref(mpi_error),
+        new_ref(block),
     };
     PyObject **slots[] = {&self->isend, &self->mprobe, &self->get_count, &self->get_source, &self->get_tag,
                           &self->ndarray, &self->dumps, &self->protocol, &self->kw_callback,
-                          &self->oob, &self->oob_append};
+                          &self->oob, &self->oob_append, &self->c_heads, &self->described, &self->any_source,
+                          &self->any_tag, &self->mpi_error, &self->block};
     size_t n = sizeof(fields) / sizeof(fields[0]);
     int failed = 0;
     for (size_t i = 0; i < n; i++)
@@ -603,18 +617,6 @@ Core_attach(Core *self, PyObject *args)
     }
     for (size_t i = 0; i < n; i++)
         Py_XSETREF(*slots[i], fields[i]);
-    Py_INCREF(c_heads);
-    Py_XSETREF(self->c_heads, c_heads);
-    Py_INCREF(described);
-    Py_XSETREF(self->described, described);
-    Py_INCREF(any_source);
-    Py_XSETREF(self->any_source, any_source);
-    Py_INCREF(any_tag);
-    Py_XSETREF(self->any_tag, any_tag);
-    Py_INCREF(mpi_error);
-    Py_XSETREF(self->mpi_error, mpi_error);
-    Py_INCREF(block);
-    Py_XSETREF(self->block, block);
     Py_RETURN_NONE;
 }
 
