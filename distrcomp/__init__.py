@@ -57,10 +57,15 @@ except ImportError:
     _hotpath = None
 
 
+def _pure_python() -> bool:
+    """Whether the environment asks for no compiled code (``DISTRCOMP_PURE_PYTHON=1``): the
+    Python engine in the nodes, the Python node wrapper in the launcher."""
+    return _os.environ.get("DISTRCOMP_PURE_PYTHON", "").strip().lower() in ("1", "yes", "true", "on")
+
+
 def _compiled() -> bool:
     """Whether this process uses the compiled hot path (see ``distrcomp.p2p.compiled``)."""
-    pure = _os.environ.get("DISTRCOMP_PURE_PYTHON", "").strip().lower() in ("1", "yes", "true", "on")
-    return _hotpath is not None and not pure
+    return _hotpath is not None and not _pure_python()
 
 
 _world: World | None = None  # set on first use, by _get

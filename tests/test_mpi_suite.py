@@ -16,7 +16,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import TESTS, extension_built, mpiexec_argv
+from conftest import TESTS, extension_built, mpiexec_argv, require_compiled
 
 SUITE_TIMEOUT = 600
 
@@ -30,9 +30,7 @@ def test_mpi_suite(n: int, engine: str, tmp_path) -> None:
     if engine == "python":
         env["DISTRCOMP_PURE_PYTHON"] = "1"
     elif not extension_built():
-        if os.environ.get("DISTRCOMP_REQUIRE_COMPILED") == "1":
-            pytest.fail("DISTRCOMP_REQUIRE_COMPILED=1 but distrcomp._hotpath was not built at install")
-        pytest.skip("distrcomp._hotpath was not built at install (no C compiler): pure Python only")
+        require_compiled("distrcomp._hotpath")
     argv = [
         *mpiexec_argv(n), sys.executable, "-m", "pytest", "--with-mpi", "-q",
         "-p", "no:cacheprovider", "-x", str(TESTS / "mpi"),

@@ -95,10 +95,16 @@ class JobSpec:
         """Number of nodes."""
         return len(self.hosts)
 
-    def argv(self, hostfile: str | None) -> list[str]:
-        """The exact mpiexec command line, given the path the hostfile is written to."""
+    @property
+    def local(self) -> bool:
+        """Every node is on this machine (the launcher listens on loopback)."""
+        return self.bind in _LOOPBACK
+
+    def argv(self, hostfile: str | None, local: bool = False) -> list[str]:
+        """The exact mpiexec command line, given the path the hostfile is written to;
+        ``local``: the launcher listens on a Unix socket (every node on this machine)."""
         return mpiexec_argv(
-            self.flavor, self.n, node_argv(self.command), hostfile=hostfile,
+            self.flavor, self.n, node_argv(self.command, local=local), hostfile=hostfile,
             env_names=forwarded_names(self.env), mpi_args=[*self.site_args, *self.mpi_args],
         )
 
@@ -224,7 +230,7 @@ class Job:
     # -- start -------------------------------------------------------------------------------
     def _launch(self, scratch: str) -> None:
         spec = self.spec
-        address = self._listen_unix(scratch) if spec.bind in _LOOPBACK else None
+        address = self._listen_unix(scratch) if spec.local else None
         if address is None:
             family = socket.AF_INET6 if ":" in spec.bind else socket.AF_INET
             self.listener = socket.socket(family, socket.SOCK_STREAM)
@@ -251,7 +257,7 @@ class Job:
         # Own session: a Ctrl-C in the terminal reaches the launcher only, which stops the
         # nodes in order instead of racing mpiexec's own signal handling.
         self.proc = subprocess.Popen(
-            spec.argv(hostfile), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            spec.argv(hostfile, local=address.startswith(channel.UNIX)), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, start_new_session=True,
         )
         for pipe in (self.proc.stdout, self.proc.stderr):

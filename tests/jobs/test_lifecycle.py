@@ -86,18 +86,24 @@ def test_singleton_send_recv_and_collectives(tmp_path, pure):
     assert engine == ("python" if pure == "1" or not extension_built() else "compiled")
 
 
-def test_without_the_compiled_extension_the_python_engine_runs(tmp_path):
-    # An install where no C compiler was found: the package without distrcomp._hotpath.
+def _uncompiled_copy(tmp_path) -> Path:
+    """The package as installed where no C compiler was found: without distrcomp._hotpath and
+    without the node wrapper program distrcomp-node. Put its parent first on PYTHONPATH."""
     import shutil
 
     import distrcomp
 
     copy = tmp_path / "site" / "distrcomp"
     shutil.copytree(Path(distrcomp.__file__).parent, copy,
-                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__", "distrcomp-node"))
     # What importing a module that is not there does; an editable install's finder would
     # otherwise find the checkout's built extension.
     (copy / "_hotpath.py").write_text("raise ImportError('distrcomp._hotpath was not built')\n")
+    return copy
+
+
+def test_without_the_compiled_extension_the_python_engine_runs(tmp_path):
+    copy = _uncompiled_copy(tmp_path)
     prog = script(tmp_path, """
         import numpy as np, distrcomp as dc
         from distrcomp import p2p
@@ -113,6 +119,24 @@ def test_without_the_compiled_extension_the_python_engine_runs(tmp_path):
     done = run_job(2, prog, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("ok") == 2, done.stdout  # mpiexec may join the two nodes' lines
+
+
+def test_without_the_compiled_wrapper_the_launcher_runs_the_python_one(tmp_path):
+    copy = _uncompiled_copy(tmp_path)
+    prog = script(tmp_path, """
+        import os, distrcomp as dc
+        assert dc.__file__.startswith(COPY), dc.__file__
+        print(open(f"/proc/{os.getppid()}/comm").read().strip(), "is the parent of", dc.node_id)
+    """.replace("COPY", repr(str(copy))))
+    env = {**os.environ, "PYTHONPATH": str(copy.parent)}
+    env.pop("DISTRCOMP_PURE_PYTHON", None)
+    # cwd: not the checkout, which `python -m` would put first on the path
+    done = subprocess.run([sys.executable, "-m", "distrcomp", "run", "-n", "2", str(prog)], check=False,
+                          env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    parents = sorted(line.split("] ", 1)[1] for line in done.stdout.splitlines())
+    python = os.path.basename(sys.executable)[:15]  # the relay: a fork of `python -S -c BOOT`
+    assert parents == [f"{python} is the parent of {node}" for node in (0, 1)], done.stdout
 
 
 @pytest.mark.parametrize("n", [2, 4])

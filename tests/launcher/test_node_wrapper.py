@@ -1,0 +1,162 @@
+"""The per-node wrapper, compiled (``distrcomp-node``) and Python (``distrcomp.launcher.node``):
+which one ``distrcomp run`` starts, and each one alone against the launcher's side of the
+channel (:mod:`distrcomp.launcher.channel`), over a real Unix socket, with real commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from jobtools import launch, tagged_lines
+
+from distrcomp.launcher import channel
+from distrcomp.launcher.channel import ChannelError, FrameReader, ServerHandshake
+from distrcomp.launcher.command import compiled_wrapper
+
+TIMEOUT = 30
+
+
+def test_nodes_run_under_the_wrapper_chosen(tmp_path, node_wrapper):
+    # Each node prints the name of its parent process: the wrapper's relay.
+    prog = tmp_path / "parent.py"
+    prog.write_text("import os\nprint(open(f'/proc/{os.getppid()}/comm').read().strip())\n")
+    done = launch(tmp_path, "run", "-n", "2", str(prog))
+    assert done.returncode == 0, done
+    parents = {text for _, _, text in tagged_lines(done.stdout)}
+    if node_wrapper == "compiled":
+        assert parents == {"distrcomp-node"}, done
+    else:
+        assert len(parents) == 1 and parents.pop().startswith("python"), done
+
+
+def _wrapper(node_wrapper: str) -> list[str]:
+    if node_wrapper == "compiled":
+        program = compiled_wrapper()
+        assert program is not None
+        return [program]
+    return [sys.executable, "-m", "distrcomp.launcher.node"]
+
+
+def _start(node_wrapper: str, tmp_path: Path, secret: str, command: list[str]
+           ) -> tuple[socket.socket, subprocess.Popen]:
+    """A listener on a Unix socket, and the wrapper started as node 2 of a job whose launcher
+    listens there."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "relay"))
+    listener.listen(1)
+    listener.settimeout(TIMEOUT)
+    env = {**os.environ, channel.ENV_ADDRESS: channel.UNIX + str(tmp_path / "relay"),
+           channel.ENV_SECRET: secret, "PMI_RANK": "2"}
+    proc = subprocess.Popen([*_wrapper(node_wrapper), "--", *command], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return listener, proc
+
+
+def _accept(listener: socket.socket, handshake: ServerHandshake) -> tuple[socket.socket, bytes]:
+    """Accept the wrapper's control connection, greet it as ``handshake`` does; return the
+    connection and what the node answered (its proof), unchecked."""
+    conn, _ = listener.accept()
+    conn.settimeout(TIMEOUT)
+    conn.sendall(handshake.greeting)
+    hello = b""
+    while len(hello) < ServerHandshake.SIZE:
+        chunk = conn.recv(ServerHandshake.SIZE - len(hello))
+        assert chunk, "the wrapper closed the connection during the handshake"
+        hello += chunk
+    return conn, hello
+
+
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 1 << 16):
+        data += chunk
+    os.close(fd)
+    return data
+
+
+def test_wrapper_runs_the_command_on_the_channel(tmp_path, node_wrapper):
+    secret = channel.new_secret()
+    command = ["sh", "-c", 'echo "out ${DISTRCOMP_RELAY_SECRET:-unset}"; echo err >&2; exit 3']
+    listener, proc = _start(node_wrapper, tmp_path, secret, command)
+    try:
+        handshake = ServerHandshake(secret)
+        conn, hello = _accept(listener, handshake)
+        # The node proves it knows the secret, and names itself and the stream.
+        assert handshake.feed(hello) == (2, channel.CONTROL)
+        conn.sendall(handshake.reply)
+        # Then it passes the read ends of the command's stdout and stderr, in one frame.
+        message, fds, _, _ = socket.recv_fds(conn, 64, 2)
+        assert FrameReader().feed(message) == [(channel.STREAMS, b"")] and len(fds) == 2
+        out, err = _read_all(fds[0]), _read_all(fds[1])
+        assert out == b"out unset\n" and err == b"err\n"  # the secret never reaches the command
+        frames, reader = [], FrameReader()
+        while not any(kind == channel.EXIT for kind, _ in frames):
+            data = conn.recv(1 << 16)
+            assert data, f"the connection ended before the exit report: {frames}"
+            frames += reader.feed(data)
+        assert frames == [(channel.EXIT, frames[-1][1])]
+        assert json.loads(frames[-1][1]) == {"returncode": 3}
+        assert proc.poll() is None  # it waits for the launcher's goodbye
+        conn.sendall(channel.encode(channel.BYE))
+        assert proc.wait(TIMEOUT) == 3
+        assert proc.stderr.read() == b""
+    finally:
+        proc.kill()
+        proc.wait()
+        listener.close()
+
+
+def test_wrapper_and_launcher_each_refuse_a_wrong_secret(tmp_path, node_wrapper):
+    listener, proc = _start(node_wrapper, tmp_path, channel.new_secret(), ["true"])
+    try:
+        handshake = ServerHandshake(channel.new_secret())
+        conn, hello = _accept(listener, handshake)
+        # The node's proof does not hold for another secret...
+        with pytest.raises(ChannelError, match="wrong proof of the job secret"):
+            handshake.feed(hello)
+        # ... and a launcher that cannot prove the node's secret is refused, command not run.
+        conn.sendall(bytes(32))
+        assert proc.wait(TIMEOUT) == 1
+        stderr = proc.stderr.read().decode()
+        assert f"the listener at unix:{tmp_path}/relay does not know the job secret" in stderr
+        assert stderr.startswith("distrcomp node 2: "), stderr
+    finally:
+        proc.kill()
+        proc.wait()
+        listener.close()
+
+
+@pytest.mark.parametrize("missing", ["command", channel.ENV_ADDRESS, "rank"])
+def test_wrapper_usage_errors(tmp_path, node_wrapper, missing):
+    env = {**os.environ, channel.ENV_ADDRESS: "unix:/nonexistent", channel.ENV_SECRET: "00",
+           "PMI_RANK": "0"}
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if missing == "rank":
+            env.pop(name, None)
+    if missing == channel.ENV_ADDRESS:
+        del env[channel.ENV_ADDRESS]
+    command = [] if missing == "command" else ["--", "true"]
+    done = subprocess.run([*_wrapper(node_wrapper), *command], check=False, env=env, capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    assert done.returncode == 2, done
+    expected = {
+        "command": "usage: ",
+        channel.ENV_ADDRESS: "distrcomp node: DISTRCOMP_RELAY is not set; start nodes with distrcomp run",
+        "rank": "distrcomp node: none of PMI_RANK, OMPI_COMM_WORLD_RANK, PMIX_RANK is set",
+    }[missing]
+    assert done.stderr.startswith(expected), done.stderr
+
+
+def test_unreachable_launcher_is_named(tmp_path, node_wrapper):
+    env = {**os.environ, channel.ENV_ADDRESS: f"unix:{tmp_path}/none", channel.ENV_SECRET: "00",
+           "PMI_RANK": "1"}
+    done = subprocess.run([*_wrapper(node_wrapper), "--", "true"], check=False, env=env, capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    assert done.returncode == 1, done
+    assert done.stderr == (f"distrcomp node 1: cannot connect to the launcher at unix:{tmp_path}"
+                           "/none: [Errno 2] No such file or directory\n"), done.stderr
