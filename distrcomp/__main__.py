@@ -1,7 +1,5 @@
 """``python -m distrcomp`` is the ``distrcomp`` command."""
 
-import sys
+from .launcher.cli import console
 
-from .launcher.cli import main
-
-sys.exit(main())
+console()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["console", "main"]
 
 _RUN_DESCRIPTION = """\
 Run COMMAND as N nodes under mpiexec and relay every node's output, line by line, tagged with
@@ -197,6 +197,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     parser.print_help(sys.stderr)
     return 2
+
+
+def console() -> None:
+    """The ``distrcomp`` command (console script, ``python -m distrcomp``): :func:`main`, then
+    exit with its code at once, without the interpreter's finalisation.
+
+    By then every node process is reaped, every output file closed and the scratch directory
+    removed; finalising the launcher's modules would only keep the shell waiting (~8 ms, a
+    fifth of the launcher's own start-up). stdout and stderr are flushed first; if that fails
+    (a closed pipe) the exit code is 120, as Python's own exit gives.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        code = code or 120
+    os._exit(code)
 
 
 def _flavor(name: str | None):
