@@ -12,7 +12,6 @@ launched).
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import shutil
 import signal
@@ -21,10 +20,17 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from . import address as addr
 from . import ssh
+from .channel import ENV_SLOTS, ENV_WORKDIR
 from .flavor import Flavor
-from .staging import ENV_SLOTS, ENV_WORKDIR, Stage, StagingError, check_files, parse_files
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .address import LauncherAddress
+    from .staging import Stage
+del TYPE_CHECKING
+# address and staging are imported where needed: a job on this machine alone, the most common,
+# needs neither, and the launcher's start-up delays every node.
 
 __all__ = ["Interrupted", "Remote", "RemoteError", "add_options"]
 
@@ -61,6 +67,16 @@ def add_options(run: argparse.ArgumentParser) -> None:
                        help="with --files: keep the shipped directory and print where it is")
 
 
+def _is_local(host: str) -> bool:
+    """Whether ``host`` is this machine (see :func:`.address.is_local`); ``localhost``, the
+    host of every node when there is no peers file, without importing :mod:`.address`."""
+    if host == "localhost":
+        return True
+    from .address import is_local
+
+    return is_local(host)
+
+
 def _host_slots(names: Sequence[str]) -> tuple[list[str], list[int]]:
     """Node hosts (one per node, consecutive per host) → hosts in order and nodes on each."""
     hosts: list[str] = []
@@ -86,7 +102,7 @@ class Remote:
         self.ssh_config = ssh_config
         self.check = check
         self.keep_files = keep_files
-        self.launcher: addr.LauncherAddress | None = None
+        self.launcher: LauncherAddress | None = None
         self.address_reason = ""
         self.files: list = []
         self.stage: Stage | None = None
@@ -110,21 +126,29 @@ class Remote:
             if not os.path.isfile(config):
                 raise RemoteError(f"--ssh-config {config}: no such file")
             config = os.path.abspath(config)
-        remote = cls(flavor, hosts, slots, [addr.is_local(h) for h in hosts], config,
+        remote = cls(flavor, hosts, slots, [_is_local(h) for h in hosts], config,
                      check=not args.no_check, keep_files=args.keep_files)
-        try:
-            remote.files = check_files([*parse_files(args.files), *extra_files])
-        except StagingError as exc:
-            raise RemoteError(str(exc)) from None
+        if args.files or extra_files:
+            from .staging import StagingError, check_files, parse_files
+
+            try:
+                remote.files = check_files([*parse_files(args.files), *extra_files])
+            except StagingError as exc:
+                raise RemoteError(str(exc)) from None
         if args.keep_files and not remote.files:
             raise RemoteError("--keep-files needs --files")
-        try:
-            remote._choose_address(args.launcher_address)
-        except addr.AddressError as exc:
-            raise RemoteError(str(exc)) from None
+        if args.launcher_address is not None or remote.remote_hosts:
+            from .address import AddressError
+
+            try:
+                remote._choose_address(args.launcher_address)
+            except AddressError as exc:
+                raise RemoteError(str(exc)) from None
         return remote
 
     def _choose_address(self, given: str | None) -> None:
+        from . import address as addr
+
         others = self.remote_hosts
         if given is not None:
             self.launcher = addr.validate(given)
@@ -157,6 +181,10 @@ class Remote:
         interfaces are in other networks, and Open MPI finds its way by trying each address."""
         if self.launcher is None or self.launcher.network is None:
             return None
+        import ipaddress
+
+        from . import address as addr
+
         network = ipaddress.ip_network(self.launcher.network)
         for host in self.remote_hosts:
             try:
@@ -191,6 +219,8 @@ class Remote:
             spec.bind = LOOPBACK
         if self.files:
             if self.stage is None:
+                from .staging import Stage
+
                 self.stage = Stage(self.hosts, self.local, self.ssh_config)
             spec.site_args += self.flavor.wdir_args(self.stage.root)
             spec.env[ENV_WORKDIR] = self.stage.root
@@ -216,6 +246,8 @@ class Remote:
             if self.check and self.remote_hosts:
                 self._preflight()
             if self.stage is not None:
+                from .staging import StagingError
+
                 try:
                     self.stage.ship(self.files)
                 except StagingError as exc:
