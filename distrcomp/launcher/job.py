@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import channel, procs
@@ -66,29 +65,41 @@ def _close_fds(fds: list[int]) -> None:
         os.close(fd)
 
 
-@dataclass
 class JobSpec:
     """Everything one run needs. ``hosts[i]`` is where node ``i`` runs (shown in its tag).
 
     ``hostfile_text`` None means every node on this machine (no hostfile); ``env`` maps names
-    of variables to forward to their value (None: the launcher's own value).
+    of variables to forward to their value (None: the launcher's own value). ``site_args``
+    (ssh program, launcher address, working directory), ``bind`` and ``unreached_hint`` (said
+    when some node never connected back, e.g. which address the nodes were given) are set by
+    :meth:`.remote.Remote.apply`.
+
+    A plain class rather than a dataclass: ``dataclasses`` (with ``inspect``) costs 2 ms of
+    the launcher's start-up, which delays every node.
     """
 
-    command: list[str]
-    hosts: list[str]
-    flavor: Flavor
-    hostfile_text: str | None = None
-    mpi_args: list[str] = field(default_factory=list)
-    env: dict[str, str | None] = field(default_factory=dict)
-    timeout: float | None = None
-    tagged: bool = True
-    grouped: bool = False
-    output_dir: Path | None = None
-    bind: str = "127.0.0.1"
-    # multi-host: ssh program, launcher address, working directory (see cli's remote setup)
-    site_args: list[str] = field(default_factory=list)
-    # said when some node never connected back (e.g. which address the nodes were given)
-    unreached_hint: str | None = None
+    def __init__(
+        self, command: list[str], hosts: list[str], flavor: Flavor,
+        hostfile_text: str | None = None, mpi_args: list[str] | None = None,
+        env: dict[str, str | None] | None = None, timeout: float | None = None,
+        tagged: bool = True, grouped: bool = False, output_dir: Path | None = None,
+    ) -> None:
+        self.command = command
+        self.hosts = hosts
+        self.flavor = flavor
+        self.hostfile_text = hostfile_text
+        self.mpi_args = [] if mpi_args is None else mpi_args
+        self.env = {} if env is None else env
+        self.timeout = timeout
+        self.tagged = tagged
+        self.grouped = grouped
+        self.output_dir = output_dir
+        self.bind = "127.0.0.1"
+        self.site_args: list[str] = []
+        self.unreached_hint: str | None = None
+
+    def __repr__(self) -> str:
+        return f"JobSpec({vars(self)!r})"
 
     @property
     def n(self) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import signal
-from dataclasses import dataclass, field
 
 __all__ = ["EXIT_TIMEOUT", "EXIT_USAGE", "NodeResult", "abort_code", "describe", "exit_status",
            "root_cause", "summary"]
@@ -27,25 +26,33 @@ _ABORT = re.compile(
 )
 
 
-@dataclass
 class NodeResult:
     """How one node ended, as far as the launcher knows.
 
     ``returncode`` follows :mod:`subprocess`: negative means killed by that signal; None means
     unknown (the node never started, or its wrapper was lost). ``stopped`` is True when the
     launcher had told the node to stop before it ended; ``failed_at`` orders failures as they
-    were observed (monotonic seconds).
+    were observed (monotonic seconds); ``aborted`` is the error code if the node called
+    ``MPI_Abort``. (Not a dataclass: see :class:`.job.JobSpec`.)
     """
 
-    node: int
-    host: str
-    returncode: int | None = None
-    started: bool = False
-    lost: bool = False
-    stopped: bool = False
-    failed_at: float | None = None
-    stderr_tail: list[str] = field(default_factory=list)
-    aborted: int | None = None  # the error code, if the node called MPI_Abort
+    def __init__(
+        self, node: int, host: str, returncode: int | None = None, *, started: bool = False,
+        lost: bool = False, stopped: bool = False, failed_at: float | None = None,
+        stderr_tail: list[str] | None = None, aborted: int | None = None,
+    ) -> None:
+        self.node = node
+        self.host = host
+        self.returncode = returncode
+        self.started = started
+        self.lost = lost
+        self.stopped = stopped
+        self.failed_at = failed_at
+        self.stderr_tail = [] if stderr_tail is None else stderr_tail
+        self.aborted = aborted
+
+    def __repr__(self) -> str:
+        return f"NodeResult({vars(self)!r})"
 
     @property
     def ok(self) -> bool:
