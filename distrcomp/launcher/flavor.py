@@ -12,8 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import namedtuple
 from collections.abc import Sequence
-from typing import NamedTuple
 
 __all__ = ["FLAVORS", "MPICH", "OPENMPI", "Flavor", "MPIError", "detect", "find_mpiexec", "forced"]
 
@@ -25,12 +25,15 @@ class MPIError(RuntimeError):
     """No usable ``mpiexec`` was found, or its MPI could not be recognised."""
 
 
-class Flavor(NamedTuple):
-    """An installed MPI: its family (``mpich`` covers MPICH and Intel MPI), mpiexec and version line."""
+class Flavor(namedtuple("Flavor", "name mpiexec version")):
+    """An installed MPI: its family ``name`` (``mpich`` covers MPICH and Intel MPI), the path of
+    its ``mpiexec`` and its version line (all ``str``).
 
-    name: str
-    mpiexec: str
-    version: str
+    A ``collections.namedtuple``: ``typing.NamedTuple`` would import ``typing`` (2 ms) into the
+    launcher's start-up, which delays every node.
+    """
+
+    __slots__ = ()
 
     def oversubscribe_args(self) -> list[str]:
         """Arguments that let more processes than cores run on one host."""

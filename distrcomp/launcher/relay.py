@@ -19,7 +19,11 @@ import os
 import select
 import tempfile
 from pathlib import Path
-from typing import IO
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the launcher's start-up)
+if TYPE_CHECKING:
+    from typing import IO
+del TYPE_CHECKING
 
 __all__ = ["MAX_LINE", "LineBuffer", "Output", "Sink", "tag"]
 

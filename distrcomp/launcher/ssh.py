@@ -13,8 +13,8 @@ import os
 import shlex
 import subprocess
 import time
+from collections import namedtuple
 from collections.abc import Sequence
-from typing import NamedTuple
 
 __all__ = ["CONNECT_TIMEOUT", "OPTIONS", "HostProblem", "check_hosts", "last_error_line",
            "run_parallel", "ssh_argv", "write_wrapper"]
@@ -28,11 +28,11 @@ OPTIONS = (
 )
 
 
-class HostProblem(NamedTuple):
-    """A host that failed a check: its name as in the peers file, and why (ssh's own line)."""
+class HostProblem(namedtuple("HostProblem", "host reason")):
+    """A host that failed a check: its name as in the peers file, and why (ssh's own line).
+    (Not a ``typing.NamedTuple``: see :class:`.flavor.Flavor`.)"""
 
-    host: str
-    reason: str
+    __slots__ = ()
 
 
 def ssh_argv(host: str, command: str, config: str | None = None) -> list[str]:
