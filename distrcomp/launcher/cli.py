@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.subcommand == "hostfile":
             return _hostfile(args)
         if args.subcommand == "compat-path":
-            from .legacy import compat_dir
+            from .script import compat_dir
 
             sys.stdout.write(compat_dir() + "\n")
             return 0
@@ -305,7 +305,7 @@ def _python_script(words: list[str]) -> str | None:
 def _check_script(script: str, env: dict[str, str | None]) -> None:
     """Refuse a script that does not compile (one message, before any node starts); put the
     legacy ``message`` module on the nodes' path for a script that imports it."""
-    from .legacy import py2_problem, uses_legacy_message, with_compat_path
+    from .script import py2_problem, uses_legacy_message, with_compat_path
 
     try:
         problem = py2_problem(script)
@@ -337,12 +337,13 @@ def _buffering(unbuffered: bool) -> dict[str, str | None]:
 def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, grouped: bool):
     """``(JobSpec, host of each node)`` for one launch of ``command``."""
     from .job import JobSpec
-    from .peers import node_hosts
 
     peers = _spec_peers(args)
     flavor = _flavor(args.mpi)
     hostfile_text = None
     if peers is not None:
+        from .peers import node_hosts
+
         hosts = _read_peers(peers)
         try:
             names = node_hosts(hosts, args.n)
@@ -404,7 +405,8 @@ def _run_legacy_master(args: argparse.Namespace) -> int:
     """The old master.py: each of its ``commands`` in order, on every node, output grouped per
     node, each with ``timelimit`` (``--timeout`` wins). Stops at the first command that fails
     and returns its exit status."""
-    from .legacy import LegacyMasterError, read_master, with_compat_path
+    from .legacy import LegacyMasterError, read_master
+    from .script import with_compat_path
 
     try:
         master = read_master(args.legacy_master)

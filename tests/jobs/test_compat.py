@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import mpiexec_argv
 
-from distrcomp.launcher.legacy import compat_dir
+from distrcomp.launcher.script import compat_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPAT_ENV = {"PYTHONPATH": compat_dir()}
@@ -78,7 +78,7 @@ def test_legacy_ring(job, tmp_path: Path, n: int, kind: str) -> None:
 def test_documented_one_liner_with_plain_mpiexec(tmp_path: Path) -> None:
     """``PYTHONPATH=$(...compat path...) mpiexec -n 4 python legacy.py`` in a shell."""
     # Until the CLI's ``distrcomp compat-path`` lands, the same path printed by Python.
-    compat = f"{sys.executable} -c 'from distrcomp.launcher.legacy import compat_dir; print(compat_dir())'"
+    compat = f"{sys.executable} -c 'from distrcomp.launcher.script import compat_dir; print(compat_dir())'"
     mpiexec = " ".join(mpiexec_argv(4))
     line = f"PYTHONPATH=$({compat}) {mpiexec} {sys.executable} examples/legacy_ring.py"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from distrcomp.launcher.legacy import compat_dir
+from distrcomp.launcher.script import compat_dir
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TIMEOUT = 300  # generous: 4 ranks share 2 cores; a hang still ends the test
@@ -133,7 +133,7 @@ def test_every_example_is_tested() -> None:
 
 
 def test_examples_have_no_syntax_problem() -> None:
-    from distrcomp.launcher.legacy import py2_problem
+    from distrcomp.launcher.script import py2_problem
 
     for path in EXAMPLES.glob("*.py"):
         assert py2_problem(path) is None, path

@@ -9,8 +9,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import require_compiled
 
-from distrcomp.launcher.legacy import compat_dir, py2_problem, uses_legacy_message, with_compat_path
+from distrcomp.launcher.script import compat_dir, py2_problem, uses_legacy_message, with_compat_path
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,6 +139,7 @@ def test_missing_script_raises_oserror(tmp_path: Path) -> None:
         ("from . import message\n", False),
         ("x = 'import message'\n# import message\n", False),
         ('print "py2"\n', False),
+        ("import \uff4dessage\n", True),  # a full-width m: Python reads the name as message
     ],
 )
 def test_uses_legacy_message(tmp_path: Path, text: str, expected: bool) -> None:
@@ -205,6 +207,12 @@ def test_wheel_ships_compat_inside_the_package(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "distrcomp/compat/message.py" in names
     assert "distrcomp/launcher/legacy.py" in names
+    # the compiled node wrapper, executable, where the build found a C compiler
+    if "distrcomp/launcher/distrcomp-node" in names:
+        mode = zipfile.ZipFile(wheel).getinfo("distrcomp/launcher/distrcomp-node").external_attr >> 16
+        assert mode & 0o111 == 0o111, oct(mode)
+    else:
+        require_compiled("distrcomp-node (in the wheel)")
     top_level = [n for n in names if "/" not in n]
     assert top_level == [], f"top-level modules in the wheel: {top_level}"
     assert not [n for n in names if n.startswith("distrcomp/compat/") and n.endswith("__init__.py")]
