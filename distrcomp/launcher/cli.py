@@ -12,7 +12,6 @@ import os
 import re
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,12 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distrcomp",
         description="Message passing with node_id, n_node, send, recv: the launcher.",
+        formatter_class=_HelpFormatter,
     )
     commands = parser.add_subparsers(dest="subcommand", metavar="{run,hostfile,compat-path}")
     run = commands.add_parser(
         "run", help="run a program on the nodes, relaying their output",
         description=_RUN_DESCRIPTION, epilog=_RUN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawHelpFormatter,
         usage="distrcomp run [-n N] [--peers FILE] [options] [--] COMMAND [ARGS...]",
     )
     run.add_argument("-n", type=_positive_int, metavar="N",
@@ -128,18 +128,45 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser(
         "compat-path", help="print the directory of the legacy `message` module",
+        formatter_class=_HelpFormatter,
         description="Print the directory holding distrcomp's drop-in `message` module, for "
                     "legacy scripts under plain mpiexec: "
                     "PYTHONPATH=$(distrcomp compat-path) mpiexec -n 4 python legacy.py",
     )
     hostfile = commands.add_parser(
-        "hostfile", help="print the hostfile a peers file becomes",
+        "hostfile", help="print the hostfile a peers file becomes", formatter_class=_HelpFormatter,
         description="Print the hostfile for the MPI installed (or --format) from a peers file.",
     )
     hostfile.add_argument("file", metavar="FILE", help="peers file")
     hostfile.add_argument("--format", choices=("mpich", "openmpi"),
                           help="hostfile syntax (default: that of the installed MPI)")
     return parser
+
+
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` finds it: ``$COLUMNS``, else the
+    width of the terminal on stdout, else 80."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, given the terminal width so that it does not import ``shutil`` to
+    ask (argparse makes one for every option added: 1.4 ms of each run's start-up, which
+    delays every node)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_columns() - 2)
+
+
+class _RawHelpFormatter(_HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`_HelpFormatter` keeping the description's and epilog's line breaks."""
 
 
 def _positive_int(text: str) -> int:
@@ -433,6 +460,8 @@ def _run_legacy_master(args: argparse.Namespace) -> int:
 
 
 def _dry_run(spec, peers: str | None) -> int:
+    import tempfile
+
     out = sys.stdout
     with tempfile.TemporaryDirectory(prefix="distrcomp-") as scratch:
         hostfile = None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import select
-import tempfile
 from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the launcher's start-up)
@@ -119,6 +118,8 @@ class _NodeLog:
             }
         self.blocks: dict[str, IO[bytes]] = {}
         if grouped:
+            import tempfile  # only here: the launcher's start-up delays every node
+
             self.blocks = {
                 stream: tempfile.SpooledTemporaryFile(_GROUP_SPOOL)  # noqa: SIM115
                 for stream in ("out", "err")

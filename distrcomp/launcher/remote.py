@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -200,6 +198,8 @@ class Remote:
         (the commands of a legacy master.py) may share one Remote: one wrapper, one staging."""
         if self.remote_hosts:
             if self.scratch is None:
+                import tempfile
+
                 self.scratch = tempfile.mkdtemp(prefix="distrcomp-ssh-")
             wrapper = os.path.join(self.scratch, "ssh")
             spec.site_args += self.flavor.ssh_args(wrapper)
@@ -229,6 +229,8 @@ class Remote:
     def discard(self) -> None:
         """Remove the local scratch directory (after a dry run)."""
         if self.scratch is not None:
+            import shutil
+
             shutil.rmtree(self.scratch, ignore_errors=True)
             self.scratch = None
 

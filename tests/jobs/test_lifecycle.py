@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -84,6 +85,33 @@ def test_singleton_send_recv_and_collectives(tmp_path, pure):
     word, engine = done.stdout.split()
     assert word == "ok"
     assert engine == ("python" if pure == "1" or not extension_built() else "compiled")
+
+
+def test_a_local_run_imports_little(tmp_path):
+    # Every node waits for the launcher's start-up: a job on this machine alone must not pay
+    # for what only multi-host jobs, --files, --legacy-master, --group or --help need.
+    prog = script(tmp_path, "import os\nprint('scratch:', os.listdir(os.environ['TMPDIR']))\n")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    code = (
+        "import sys\n"
+        "from distrcomp.launcher.cli import main\n"
+        f"code = main(['run', '-n', '2', {str(prog)!r}])\n"
+        "heavy = ('typing', 'dataclasses', 'inspect', 'tempfile', 'shutil', 'ast', 'tokenize',\n"
+        "         'tarfile', 'distrcomp.launcher.address', 'distrcomp.launcher.staging',\n"
+        "         'distrcomp.launcher.legacy', 'distrcomp.launcher.peers', 'mpi4py', 'numpy')\n"
+        "print('imported:', sorted(name for name in heavy if name in sys.modules))\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, check=False,
+                          env={**os.environ, "TMPDIR": str(scratch)})
+    assert done.returncode == 0, done.stderr
+    assert "imported: []" in done.stdout, done.stdout
+    # the job's private directory (its Unix socket) was under $TMPDIR, and is gone
+    listed = [line.split("scratch: ", 1)[1] for line in done.stdout.splitlines() if "scratch: " in line]
+    assert len(listed) == 2 and all(re.fullmatch(r"\['distrcomp-[0-9a-f]{12}'\]", x) for x in listed), listed
+    assert list(scratch.iterdir()) == []
 
 
 def _uncompiled_copy(tmp_path) -> Path:
