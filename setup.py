@@ -1,8 +1,8 @@
 """The optional compiled parts; everything else is in pyproject.toml.
 
-- ``distrcomp/_hotpath.c``: the compiled send/recv hot path (an extension module).
-- ``distrcomp/launcher/_node.c``: the per-node wrapper of ``distrcomp run`` as a program,
-  ``distrcomp/launcher/distrcomp-node`` (see ``distrcomp.launcher.command.compiled_wrapper``).
+- ``src/distrcomp/_hotpath.c``: the compiled send/recv hot path (an extension module).
+- ``src/distrcomp/launcher/_node.c``: the per-node wrapper of ``distrcomp run`` as a program,
+  ``src/distrcomp/launcher/distrcomp-node`` (see ``distrcomp.launcher.command.compiled_wrapper``).
 
 Both are optional: where no C compiler is available the install still succeeds, distrcomp runs
 its pure-Python engine (``distrcomp.p2p.compiled()`` tells which one a process uses) and the
@@ -15,7 +15,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.errors import BaseError, CCompilerError
 
-NODE_SOURCE = "distrcomp/launcher/_node.c"
+NODE_SOURCE = "src/distrcomp/launcher/_node.c"
 NODE_PROGRAM = "distrcomp-node"
 
 
@@ -32,7 +32,7 @@ class build_ext_and_node(build_ext):
     def _node_dir(self):
         if self.inplace:
             return os.path.dirname(NODE_SOURCE)
-        return os.path.join(self.build_lib, os.path.dirname(NODE_SOURCE))
+        return os.path.join(self.build_lib, "distrcomp", "launcher")
 
     def get_outputs(self):
         return [*super().get_outputs(), os.path.join(self._node_dir(), NODE_PROGRAM)]
@@ -50,6 +50,6 @@ class build_ext_and_node(build_ext):
 
 
 setup(
-    ext_modules=[Extension("distrcomp._hotpath", ["distrcomp/_hotpath.c"], optional=True)],
+    ext_modules=[Extension("distrcomp._hotpath", ["src/distrcomp/_hotpath.c"], optional=True)],
     cmdclass={"build_ext": build_ext_and_node},
 )
