@@ -98,7 +98,7 @@ def test_a_local_run_imports_little(tmp_path):
         "from distrcomp.launcher.cli import main\n"
         f"code = main(['run', '-n', '2', {str(prog)!r}])\n"
         "heavy = ('typing', 'dataclasses', 'inspect', 'tempfile', 'shutil', 'ast', 'tokenize',\n"
-        "         'tarfile', 'distrcomp.launcher.address', 'distrcomp.launcher.staging',\n"
+        "         'tarfile', 'pathlib', 'distrcomp.launcher.address', 'distrcomp.launcher.staging',\n"
         "         'distrcomp.launcher.legacy', 'distrcomp.launcher.peers', 'mpi4py', 'numpy')\n"
         "print('imported:', sorted(name for name in heavy if name in sys.modules))\n"
         "sys.exit(code)\n"

@@ -14,7 +14,6 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 __all__ = ["console", "main"]
 
@@ -106,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-u", "--unbuffered", action="store_true",
                      help="Python nodes write unbuffered even when this command's output is not "
                           "a terminal (live lines in a log or a pipe, at a cost per line)")
-    run.add_argument("--output-dir", metavar="DIR", type=Path,
+    run.add_argument("--output-dir", metavar="DIR",
                      help="also write node-<id>.out and node-<id>.err for each node into DIR")
     run.add_argument("--mpi-args", default="", metavar='"ARGS"',
                      help="extra options for mpiexec, as one shell-quoted string")

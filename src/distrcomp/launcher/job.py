@@ -29,7 +29,6 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator
-from pathlib import Path
 
 from . import channel, procs
 from .command import mpiexec_argv, node_argv
@@ -107,7 +106,7 @@ class JobSpec:
         self, command: list[str], hosts: list[str], flavor: Flavor,
         hostfile_text: str | None = None, mpi_args: list[str] | None = None,
         env: dict[str, str | None] | None = None, timeout: float | None = None,
-        tagged: bool = True, grouped: bool = False, output_dir: Path | None = None,
+        tagged: bool = True, grouped: bool = False, output_dir: str | None = None,
     ) -> None:
         self.command = command
         self.hosts = hosts
@@ -280,7 +279,8 @@ class Job:
         hostfile = None
         if spec.hostfile_text is not None:
             hostfile = os.path.join(scratch, "hostfile")
-            Path(hostfile).write_text(spec.hostfile_text)
+            with open(hostfile, "w") as handle:
+                handle.write(spec.hostfile_text)
         env = dict(os.environ)
         env.update({name: value for name, value in spec.env.items() if value is not None})
         env[channel.ENV_ADDRESS] = address

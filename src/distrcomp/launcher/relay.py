@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import select
-from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the launcher's start-up)
 if TYPE_CHECKING:
@@ -105,7 +104,8 @@ class Sink:
 class _NodeLog:
     """What is kept of one node's output: grouped blocks, files, and the last stderr lines."""
 
-    def __init__(self, node: int, host: str, directory: Path | None, grouped: bool) -> None:
+    def __init__(self, node: int, host: str, directory: str | os.PathLike | None, grouped: bool
+                 ) -> None:
         self.node = node
         self.host = host
         self.tag = tag(node, host).encode("utf-8")
@@ -113,7 +113,7 @@ class _NodeLog:
         if directory is not None:
             # open for the whole job, closed by close()
             self.files = {
-                stream: open(directory / f"node-{node}.{stream}", "wb")  # noqa: SIM115
+                stream: open(os.path.join(directory, f"node-{node}.{stream}"), "wb")  # noqa: SIM115
                 for stream in ("out", "err")
             }
         self.blocks: dict[str, IO[bytes]] = {}
@@ -150,10 +150,10 @@ class Output:
         stderr: Sink,
         tagged: bool = True,
         grouped: bool = False,
-        directory: Path | None = None,
+        directory: str | os.PathLike | None = None,
     ) -> None:
         if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
+            os.makedirs(directory, exist_ok=True)
         self._nodes = [_NodeLog(i, host, directory, grouped) for i, host in enumerate(hosts)]
         self._sinks = {"out": stdout, "err": stderr}
         self._tagged = tagged

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the launcher's start-up)
 if TYPE_CHECKING:
@@ -33,19 +32,25 @@ __all__ = ["compat_dir", "py2_problem", "syntax_reason", "uses_legacy_message", 
 
 
 # --------------------------------------------------------------------------- compat path
+def _read_bytes(path: PathLike) -> bytes:
+    # not pathlib: it is 2.4 ms of the launcher's start-up, which delays every node
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
 def compat_dir() -> str:
     """Absolute path of the directory holding the drop-in ``message.py``.
 
     Put it on the nodes' ``PYTHONPATH`` (see :func:`with_compat_path`) so that legacy scripts'
     ``import message`` finds it. Raises FileNotFoundError if the installation lacks it.
     """
-    directory = Path(__file__).resolve().parent.parent / "compat"
-    if not (directory / "message.py").is_file():
+    directory = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "compat")
+    module = os.path.join(directory, "message.py")
+    if not os.path.isfile(module):
         raise FileNotFoundError(
-            f"{directory / 'message.py'} is missing: this distrcomp installation is incomplete "
-            "(reinstall distrcomp)"
+            f"{module} is missing: this distrcomp installation is incomplete (reinstall distrcomp)"
         )
-    return str(directory)
+    return directory
 
 
 def with_compat_path(env: Mapping[str, str]) -> dict[str, str]:
@@ -74,7 +79,7 @@ def uses_legacy_message(path: PathLike) -> bool:
     package named ``message``. Reads the file, never runs it; a script Python 3 cannot parse is
     searched line by line. Raises OSError if it cannot be read.
     """
-    data = Path(path).read_bytes()
+    data = _read_bytes(path)
     if data.isascii() and b"message" not in data:
         return False  # no import of it can be written without the name (parsing costs more)
     import ast  # only now: 1.5 ms of the launcher's start-up, which delays every node
@@ -123,7 +128,7 @@ def py2_problem(path: PathLike) -> str | None:
     Raises OSError if the file cannot be read.
     """
     name = os.fspath(path)
-    data = Path(path).read_bytes()
+    data = _read_bytes(path)
     try:
         compile(data, name, "exec", dont_inherit=True)
     except SyntaxError as error:
