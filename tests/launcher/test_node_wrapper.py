@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +33,17 @@ def test_nodes_run_under_the_wrapper_chosen(tmp_path, node_wrapper):
         assert parents == {"distrcomp-node"}, done
     else:
         assert len(parents) == 1 and parents.pop().startswith("python"), done
+
+
+def test_command_gets_default_signal_dispositions(tmp_path, node_wrapper):
+    # The wrappers ignore SIGPIPE and SIGXFSZ themselves; the command must not inherit that
+    # (a program that is not Python would then miss the SIGPIPE that ends it in a pipeline).
+    done = launch(tmp_path, "run", "-n", "2", "grep", "SigIgn", "/proc/self/status")
+    assert done.returncode == 0, done
+    masks = {int(text.split()[1], 16) for _, _, text in tagged_lines(done.stdout)}
+    assert len(masks) == 1, done
+    ignored = masks.pop()
+    assert not ignored >> (signal.SIGPIPE - 1) & 1 and not ignored >> (signal.SIGXFSZ - 1) & 1, hex(ignored)
 
 
 def _wrapper(node_wrapper: str) -> list[str]:

@@ -1025,6 +1025,10 @@ int main(int argc, char **argv)
         fputs("distrcomp node: none of PMI_RANK, OMPI_COMM_WORLD_RANK, PMIX_RANK is set\n", stderr);
         return 2;
     }
+    /* As Python does (node.py): a closed stderr or a file too large is an error, not death;
+     * the command gets the default dispositions back (start). */
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);
     static int inherited[1024];
     int n_inherited = open_fds(inherited, 1024);
     stub_pid = getpid();
