@@ -182,6 +182,19 @@ def test_help_is_documentation_and_needs_no_mpi():
         assert top.returncode == 0 and "run" in top.stdout and "hostfile" in top.stdout
 
 
+@pytest.mark.parametrize("columns, width", [("40", 40), ("0", 80), ("x", 80)])
+def test_help_fits_the_terminal_width(columns, width):
+    # argparse is told the width ($COLUMNS, else the terminal's, else 80) rather than asking shutil
+    done = subprocess.run([sys.executable, "-m", "distrcomp", "hostfile", "--help"],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "COLUMNS": columns})
+    assert done.returncode == 0, done.stderr
+    description = done.stdout.split("\n\n")[1].splitlines()  # the paragraph after the usage
+    assert " ".join(description).startswith("Print the hostfile for the MPI installed"), done.stdout
+    assert max(map(len, description)) <= width - 2, done.stdout
+    assert len(description) == (1 if width == 80 else 3), done.stdout  # 73 characters
+
+
 def test_usage_errors_exit_2_with_one_line(tmp_path):
     for args, needle in [
         (("run",), "no COMMAND given"),

@@ -143,16 +143,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _columns() -> int:
-    """The terminal's width as ``shutil.get_terminal_size`` finds it: ``$COLUMNS``, else the
-    width of the terminal on stdout, else 80."""
+    """The terminal's width as ``shutil.get_terminal_size`` finds it: a positive ``$COLUMNS``,
+    else the width of the terminal on stdout, else 80."""
     try:
-        return int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        pass
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns > 0:
+        return columns
     try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns
+        columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
     except (AttributeError, ValueError, OSError):
-        return 80
+        columns = 0
+    return columns if columns > 0 else 80
 
 
 class _HelpFormatter(argparse.HelpFormatter):
