@@ -119,6 +119,17 @@ def test_a_local_run_imports_little(tmp_path):
     assert not [path for path in scratch.iterdir() if path.name.startswith("distrcomp-")]
 
 
+def test_a_missing_tmpdir_does_not_stop_a_run(tmp_path):
+    # the job's scratch directory then goes where tempfile puts it (as before it was made directly)
+    prog = script(tmp_path, "print('ran')\n")
+    env = {**os.environ, "TMPDIR": str(tmp_path / "missing")}
+    done = subprocess.run([sys.executable, "-m", "distrcomp", "run", "-n", "2", str(prog)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("ran") == 2, done.stdout
+
+
 def _uncompiled_copy(tmp_path) -> Path:
     """The package as installed where no C compiler was found: without distrcomp._hotpath and
     without the node wrapper program distrcomp-node. Put its parent first on PYTHONPATH."""

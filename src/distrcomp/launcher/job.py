@@ -62,10 +62,12 @@ def _ignore(_signum: int, _frame: object) -> None:
 @contextlib.contextmanager
 def _scratch_directory() -> Iterator[str]:
     """A new private directory (mode 0700) under ``$TMPDIR`` (else /tmp) for the job's Unix
-    socket and hostfile, removed with what it holds on exit. Raises OSError if it cannot be made.
+    socket and hostfile, removed with what it holds on exit. Where ``$TMPDIR`` cannot hold it,
+    ``tempfile`` chooses, as ``tempfile.TemporaryDirectory`` does. Raises OSError if no
+    directory can be made.
 
-    ``tempfile.TemporaryDirectory`` without ``tempfile``, which with ``shutil`` and ``random`` is
-    2.9 ms of the launcher's start-up, which delays every node.
+    ``tempfile`` only then: with ``shutil`` and ``random`` it is 2.9 ms of the launcher's
+    start-up, which delays every node.
     """
     base = os.environ.get("TMPDIR") or "/tmp"
     while True:
@@ -75,6 +77,11 @@ def _scratch_directory() -> Iterator[str]:
             break
         except FileExistsError:
             continue
+        except OSError:  # missing, not a directory, not writable: tempfile's search instead
+            import tempfile
+
+            path = tempfile.mkdtemp(prefix="distrcomp-")
+            break
     try:
         yield path
     finally:
