@@ -247,18 +247,26 @@ static int stat_of(pid_t pid, char *state, long *pgrp)
     return 1;
 }
 
+/* The next entry of `dir` whose name is a number (a pid, a descriptor), as that number; -1 at
+ * the end. */
+static long next_number(DIR *dir)
+{
+    struct dirent *entry;
+    while ((entry = readdir(dir)))
+        if (digits(entry->d_name))
+            return atol(entry->d_name);
+    return -1;
+}
+
 /* Live (non-zombie) processes of group `pgid`, except `ex1` and `ex2`; at most `max`. */
 static int group_members(pid_t pgid, pid_t ex1, pid_t ex2, pid_t *out, int max)
 {
     DIR *dir = opendir("/proc");
-    struct dirent *entry;
     int n = 0;
     if (!dir)
         return 0;
-    while ((entry = readdir(dir)) && n < max) {
-        if (!digits(entry->d_name))
-            continue;
-        pid_t pid = (pid_t)atol(entry->d_name);
+    for (long number; n < max && (number = next_number(dir)) >= 0;) {
+        pid_t pid = (pid_t)number;
         char state;
         long pgrp;
         if (pid == ex1 || pid == ex2 || !stat_of(pid, &state, &pgrp))
@@ -971,14 +979,11 @@ static int stub(void)
 static int open_fds(int *out, int max)
 {
     DIR *dir = opendir("/proc/self/fd");
-    struct dirent *entry;
     int n = 0;
     if (!dir)
         return 0;
-    while ((entry = readdir(dir)) && n < max) {
-        if (!digits(entry->d_name))
-            continue;
-        int fd = atoi(entry->d_name);
+    for (long number; n < max && (number = next_number(dir)) >= 0;) {
+        int fd = (int)number;
         if (fd <= 2 || fd == dirfd(dir))
             continue;
         int flags = fcntl(fd, F_GETFD);
