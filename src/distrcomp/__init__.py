@@ -123,6 +123,8 @@ def send(dest: int, obj: Any, tag: int = 0) -> None:
 
     Raises ValueError if ``dest`` is not in ``range(n_node)`` or ``tag`` is negative or too large;
     TypeError, naming the type, if ``obj`` cannot be pickled (raised before anything is sent).
+    A KeyboardInterrupt (or a signal handler's exception) while ``send`` waits propagates; the
+    message is still delivered, so an array being sent must then not be changed until it is.
     """
     (_engine or _get().engine).send(dest, obj, tag)
 

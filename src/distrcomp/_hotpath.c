@@ -12,9 +12,12 @@
  * Handled here, and only here:
  *   send  dest and tag plain ints in range, and obj either
  *         - a C-contiguous numpy array whose frame head distrcomp.wire has already built for
- *           its (dtype, shape) (wire._c_heads: small arrays sent before), or
+ *           its (dtype, shape): inline (wire._c_heads: small arrays sent before), or followed
+ *           by the array's memory as its payload (wire._payload_heads), waited for here, or
  *         - an object pickle 5 writes as one stream of at most FRAME_MAX bytes, with no
  *           out-of-band buffer (a "bare pickle" frame);
+ *   wait  every request the engine waits for (Engine.wait's loop: test it, take the frames
+ *         that arrive meanwhile, give the core away between polls);
  *   recv  timeout None, nothing queued, and the next frame is the one asked for and either a
  *         bare pickle (received and unpickled by mpi4py's Message.recv) or an array whose head
  *         wire has already read (wire._described): inline, or followed by its payload.
@@ -25,6 +28,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <sched.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -37,6 +41,7 @@
 #define PAYLOAD 1
 #define BARE 2
 #define MAX_DIMS 64
+#define SPIN_POLLS 64 /* p2p._SPIN_POLLS: tests of a request alone before a wait takes frames and yields */
 
 typedef struct {
     PyObject_HEAD
@@ -51,9 +56,10 @@ typedef struct {
     Py_ssize_t n_received;
     Py_ssize_t purge_at;
     /* Set by _attach: */
-    PyObject *isend, *mprobe, *get_count, *get_source, *get_tag;
+    PyObject *isend, *mprobe, *improbe, *get_count, *get_source, *get_tag;
     PyObject *any_source, *any_tag, *mpi_error;
-    PyObject *c_heads, *described; /* wire._c_heads, wire._described */
+    PyObject *c_heads, *payload_heads, *described; /* wire._c_heads, _payload_heads, _described */
+    PyObject *payload_type;                         /* the MPI datatype a uint8 array is sent as */
     PyObject *ndarray, *dumps, *protocol, *kw_callback, *block; /* block: distrcomp.buffers.block */
     PyObject *oob, *oob_append; /* out-of-band buffers of the pickle being made */
     int busy;                   /* a send is pickling: a nested send takes the Python path */
@@ -64,16 +70,18 @@ typedef struct {
 } Core;
 
 static PyObject *s_send_py, *s_send_stream, *s_recv_py, *s_decode_entry, *s_undecodable_entry, *s_purge;
-static PyObject *s_recv_method, *s_recv_lower, *s_test;
+static PyObject *s_recv_method, *s_recv_lower, *s_test, *s_take_frame;
 static PyObject *s_dtype, *s_shape, *s_append;
 
 /* ------------------------------------------------------------------ send */
 
 /* The frame of a C-contiguous array whose head is cached: a new reference, or NULL without an
- * exception when this array takes the Python path. */
+ * exception when this array takes the Python path. *payload is set to 1 when the frame is a
+ * head whose payload is the array's memory (wire._payload_heads), to 0 when the data is in it. */
 static PyObject *
-array_frame(Core *self, PyObject *array)
+array_frame(Core *self, PyObject *array, int *payload)
 {
+    *payload = 0;
     Py_buffer view;
     if (PyObject_GetBuffer(array, &view, PyBUF_C_CONTIGUOUS) < 0) {
         PyErr_Clear(); /* not C-contiguous, or a dtype without a buffer format */
@@ -96,6 +104,17 @@ array_frame(Core *self, PyObject *array)
         if (key == NULL)
             goto done;
         head = PyDict_GetItemWithError(self->c_heads, key); /* borrowed */
+        if (head == NULL && !PyErr_Occurred()) {
+            head = PyDict_GetItemWithError(self->payload_heads, key);
+            if (head != NULL && PyBytes_CheckExact(head) && PyBytes_GET_SIZE(head) <= FRAME_MAX) {
+                Py_DECREF(key);
+                *payload = 1;
+                frame = head;
+                Py_INCREF(frame);
+                head = NULL; /* borrowed */
+                goto done;
+            }
+        }
         Py_DECREF(key);
         if (head == NULL || !PyBytes_CheckExact(head) || view.ndim > MAX_DIMS) {
             head = NULL;
@@ -123,6 +142,56 @@ done:
     Py_XDECREF(head);
     PyBuffer_Release(&view);
     return frame;
+}
+
+/* What Engine.wait does: return 0 once `request` has completed, taking every frame that
+ * arrives meanwhile into the queue and giving the core away between polls; -1 with an
+ * exception when MPI fails, decoding raises something that is not kept, or a signal handler
+ * raises (KeyboardInterrupt). */
+static int
+core_wait(Core *self, PyObject *request)
+{
+    PyObject *probe_args[3] = {self->any_source, self->any_tag, self->status};
+    for (int polls = 0;; polls++) {
+        PyObject *done = PyObject_CallMethodNoArgs(request, s_test);
+        if (done == NULL)
+            return -1;
+        Py_DECREF(done);
+        if (done == Py_True)
+            return 0;
+        if (polls < SPIN_POLLS)
+            continue;
+        PyObject *message = PyObject_Vectorcall(self->improbe, probe_args, 3, NULL);
+        if (message == NULL)
+            return -1;
+        if (message == Py_None) {
+            Py_DECREF(message);
+            sched_yield();
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+            continue;
+        }
+        PyObject *entry = PyObject_VectorcallMethod(
+            s_take_frame, (PyObject *[]){(PyObject *)self, message, self->status}, 3, NULL);
+        Py_DECREF(message);
+        if (entry == NULL)
+            return -1;
+        PyObject *appended = PyObject_CallMethodOneArg(self->queue, s_append, entry);
+        Py_DECREF(entry);
+        if (appended == NULL)
+            return -1;
+        Py_DECREF(appended);
+    }
+}
+
+static PyObject *
+Core_wait(Core *self, PyObject *request)
+{
+    if (self->improbe == NULL)
+        return PyErr_Format(PyExc_RuntimeError, "distrcomp._hotpath: wait before _attach");
+    if (core_wait(self, request) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 /* obj pickled (protocol 5, out-of-band buffers collected): a new reference, or NULL without an
@@ -188,6 +257,47 @@ as_index(PyObject *value, Py_ssize_t low, Py_ssize_t high, Py_ssize_t *out)
     return 1;
 }
 
+/* Send the memory of the C-contiguous `array` to `dest` as the payload of the frame just sent
+ * with `tag` (the `nth` message to dest), and wait until MPI is done with it (the array is the
+ * caller's: value semantics). 0, or -1 with an exception; interrupted (KeyboardInterrupt), the
+ * payload still goes, and its request and the array are kept in pending until it has, as
+ * Engine._send_payloads keeps them. */
+static int
+send_payload(Core *self, PyObject *array, PyObject *dest, Py_ssize_t tag, PyObject *nth)
+{
+    PyObject *mtag = PyLong_FromSsize_t(tag << KIND_BITS | FRAMED | PAYLOAD);
+    PyObject *spec = mtag == NULL ? NULL : PyList_New(2);
+    if (spec == NULL) {
+        Py_XDECREF(mtag);
+        return -1;
+    }
+    Py_INCREF(array);
+    PyList_SET_ITEM(spec, 0, array);
+    Py_INCREF(self->payload_type);
+    PyList_SET_ITEM(spec, 1, self->payload_type);
+    PyObject *isend_args[3] = {spec, dest, mtag};
+    PyObject *request = PyObject_Vectorcall(self->isend, isend_args, 3, NULL);
+    Py_DECREF(spec);
+    Py_DECREF(mtag);
+    if (request == NULL)
+        return -1;
+    if (core_wait(self, request) == 0) {
+        Py_DECREF(request);
+        return 0;
+    }
+    PyObject *entry = PyTuple_Pack(4, request, array, dest, nth);
+    Py_DECREF(request);
+    if (entry != NULL) {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        if (PyList_Append(self->pending, entry) < 0)
+            PyErr_Clear(); /* no memory for the entry: the interrupt is what the caller hears of */
+        PyErr_Restore(type, value, traceback);
+        Py_DECREF(entry);
+    }
+    return -1;
+}
+
 static PyObject *
 Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -199,9 +309,9 @@ Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
         !PyList_CheckExact(self->pending))
         goto python;
     PyObject *obj = args[1];
-    int kind = FRAMED;
+    int kind = FRAMED, payload = 0;
     if (Py_TYPE(obj) == (PyTypeObject *)self->ndarray) {
-        frame = array_frame(self, obj);
+        frame = array_frame(self, obj, &payload);
     } else {
         kind = BARE;
         PyObject *buffers;
@@ -235,18 +345,21 @@ Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     Py_DECREF(mtag);
     if (request == NULL)
         goto fail;
-    /* A small frame is often sent at once (copied out by MPI): then there is nothing to keep. */
-    PyObject *done = PyObject_CallMethodNoArgs(request, s_test);
+    /* A small frame is often sent at once (copied out by MPI): then there is nothing to keep.
+     * A head is kept without looking, so that its payload follows it at once. */
+    PyObject *done = payload ? Py_False : PyObject_CallMethodNoArgs(request, s_test);
     if (done == NULL) {
         Py_DECREF(request);
         goto fail;
     }
-    Py_DECREF(done);
     if (done == Py_True) {
+        Py_DECREF(done);
         Py_DECREF(request);
         Py_DECREF(frame);
         Py_RETURN_NONE;
     }
+    if (done != Py_False)
+        Py_DECREF(done);
     Py_INCREF(nth_obj); /* the list holds one reference; the entry takes another */
     PyObject *entry = PyTuple_New(4);
     if (entry == NULL) {
@@ -263,6 +376,8 @@ Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     Py_DECREF(entry);
     if (appended < 0)
         return NULL;
+    if (payload && send_payload(self, obj, args[0], tag, nth_obj) < 0)
+        return NULL;
     if (PyList_GET_SIZE(self->pending) >= self->purge_at)
         return PyObject_CallMethodNoArgs((PyObject *)self, s_purge);
     Py_RETURN_NONE;
@@ -274,6 +389,7 @@ python:
 }
 
 /* ------------------------------------------------------------------ recv */
+
 
 /* The array in a received FRAMED frame from node `from` with MPI tag `mtag`, if this module
  * decodes it: an inline array (on the frame's own buffer), or an array sent as a payload
@@ -558,10 +674,11 @@ new_ref(PyObject *object) /* Py_NewRef, which Python 3.9 lacks */
 static PyObject *
 Core_attach(Core *self, PyObject *args)
 {
-    PyObject *c_heads, *described, *any_source, *any_tag, *mpi_error, *block;
+    PyObject *c_heads, *payload_heads, *described, *any_source, *any_tag, *mpi_error, *block, *payload_type;
     Py_ssize_t frame_max;
-    if (!PyArg_ParseTuple(args, "O!O!nOOOO:_attach", &PyDict_Type, &c_heads, &PyDict_Type, &described, &frame_max,
-                          &any_source, &any_tag, &mpi_error, &block))
+    if (!PyArg_ParseTuple(args, "O!O!O!nOOOOO:_attach", &PyDict_Type, &c_heads, &PyDict_Type, &payload_heads,
+                          &PyDict_Type, &described, &frame_max, &any_source, &any_tag, &mpi_error, &block,
+                          &payload_type))
         return NULL;
     if (frame_max != FRAME_MAX)
         return PyErr_Format(PyExc_RuntimeError, "distrcomp._hotpath was built for FRAME_MAX=%d, wire has %zd",
@@ -584,6 +701,7 @@ Core_attach(Core *self, PyObject *args)
     PyObject *fields[] = {
         PyObject_GetAttrString(self->comm, "Isend"),
         PyObject_GetAttrString(self->comm, "mprobe"),
+        PyObject_GetAttrString(self->comm, "improbe"),
         PyObject_GetAttrString(self->status, "Get_count"),
         PyObject_GetAttrString(self->status, "Get_source"),
         PyObject_GetAttrString(self->status, "Get_tag"),
@@ -594,16 +712,18 @@ Core_attach(Core *self, PyObject *args)
         oob,
         oob ? PyObject_GetAttrString(oob, "append") : NULL,
         new_ref(c_heads),
+        new_ref(payload_heads),
         new_ref(described),
         new_ref(any_source),
         new_ref(any_tag),
         new_ref(mpi_error),
         new_ref(block),
+        new_ref(payload_type),
     };
-    PyObject **slots[] = {&self->isend, &self->mprobe, &self->get_count, &self->get_source, &self->get_tag,
-                          &self->ndarray, &self->dumps, &self->protocol, &self->kw_callback,
-                          &self->oob, &self->oob_append, &self->c_heads, &self->described, &self->any_source,
-                          &self->any_tag, &self->mpi_error, &self->block};
+    PyObject **slots[] = {&self->isend, &self->mprobe, &self->improbe, &self->get_count, &self->get_source,
+                          &self->get_tag, &self->ndarray, &self->dumps, &self->protocol, &self->kw_callback,
+                          &self->oob, &self->oob_append, &self->c_heads, &self->payload_heads, &self->described,
+                          &self->any_source, &self->any_tag, &self->mpi_error, &self->block, &self->payload_type};
     size_t n = sizeof(fields) / sizeof(fields[0]);
     int failed = 0;
     for (size_t i = 0; i < n; i++)
@@ -621,9 +741,10 @@ Core_attach(Core *self, PyObject *args)
 }
 
 #define OBJECT_FIELDS(X)                                                                                       \
-    X(comm) X(status) X(queue) X(pending) X(sent) X(isend) X(mprobe) X(get_count) X(get_source) X(get_tag)    \
-        X(any_source) X(any_tag) X(mpi_error) X(c_heads) X(described) X(ndarray) X(dumps) X(protocol)             \
-            X(kw_callback) X(block) X(oob) X(oob_append) X(last_dtype) X(last_head)
+    X(comm) X(status) X(queue) X(pending) X(sent) X(isend) X(mprobe) X(improbe) X(get_count) X(get_source)    \
+        X(get_tag) X(any_source) X(any_tag) X(mpi_error) X(c_heads) X(payload_heads) X(described) X(ndarray)      \
+            X(dumps) X(protocol) X(kw_callback) X(block) X(payload_type) X(oob) X(oob_append) X(last_dtype)       \
+                X(last_head)
 
 static int
 Core_traverse(Core *self, visitproc visit, void *arg)
@@ -659,9 +780,11 @@ static PyMethodDef Core_methods[] = {
      "send(dest, obj, tag): see distrcomp.send; common messages here, the rest by _send_py."},
     {"recv", (PyCFunction)(void (*)(void))Core_recv, METH_FASTCALL | METH_KEYWORDS,
      "recv(src, tag, timeout): see distrcomp.recv; common messages here, the rest by _recv_py."},
+    {"wait", (PyCFunction)Core_wait, METH_O,
+     "wait(request): see Engine.wait; block until request completes, queueing the frames that arrive."},
     {"_attach", (PyCFunction)Core_attach, METH_VARARGS,
-     "_attach(c_heads, described, frame_max, any_source, any_tag, mpi_error, block): bind to comm, _status, "
-     "wire's caches and buffers.block."},
+     "_attach(c_heads, payload_heads, described, frame_max, any_source, any_tag, mpi_error, block, payload_type): "
+     "bind to comm, _status, wire's caches, buffers.block and the MPI datatype of a uint8 payload."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -705,7 +828,7 @@ intern_names(void)
         const char *text;
     } names[] = {
         {&s_send_py, "_send_py"}, {&s_send_stream, "_send_stream"}, {&s_recv_py, "_recv_py"}, {&s_decode_entry, "_decode_entry"},
-        {&s_purge, "_purge"},     {&s_recv_method, "Recv"}, {&s_recv_lower, "recv"}, {&s_test, "Test"},
+        {&s_purge, "_purge"},     {&s_recv_method, "Recv"}, {&s_recv_lower, "recv"}, {&s_test, "Test"}, {&s_take_frame, "_take_frame"},
         {&s_undecodable_entry, "_undecodable_entry"}, {&s_dtype, "dtype"},
         {&s_shape, "shape"},      {&s_append, "append"},
     };
