@@ -70,7 +70,7 @@ typedef struct {
 } Core;
 
 static PyObject *s_send_py, *s_send_stream, *s_recv_py, *s_decode_entry, *s_undecodable_entry, *s_purge;
-static PyObject *s_recv_method, *s_recv_lower, *s_test, *s_take_frame;
+static PyObject *s_recv_method, *s_recv_lower, *s_test, *s_take_frame, *s_abandon;
 static PyObject *s_dtype, *s_shape, *s_append;
 
 /* ------------------------------------------------------------------ send */
@@ -184,14 +184,46 @@ core_wait(Core *self, PyObject *request)
     }
 }
 
+/* wait(request, *keep): see Engine.wait; interrupted, the request and keep go to Engine._abandon. */
 static PyObject *
-Core_wait(Core *self, PyObject *request)
+Core_wait(Core *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (nargs < 1)
+        return PyErr_Format(PyExc_TypeError, "wait() takes a request and the buffers to keep");
     if (self->improbe == NULL)
         return PyErr_Format(PyExc_RuntimeError, "distrcomp._hotpath: wait before _attach");
-    if (core_wait(self, request) < 0)
+    if (core_wait(self, args[0]) == 0)
+        Py_RETURN_NONE;
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyObject *keep = PyTuple_New(nargs - 1);
+    if (keep != NULL) {
+        for (Py_ssize_t i = 1; i < nargs; i++) {
+            Py_INCREF(args[i]);
+            PyTuple_SET_ITEM(keep, i - 1, args[i]);
+        }
+        PyObject *kept = PyObject_VectorcallMethod(s_abandon, (PyObject *[]){(PyObject *)self, args[0], keep}, 3, NULL);
+        Py_DECREF(keep);
+        Py_XDECREF(kept);
+    }
+    if (PyErr_Occurred()) { /* keeping them failed too: that error, with the interrupt as its context */
+        PyObject *type2, *value2, *traceback2;
+        PyErr_Fetch(&type2, &value2, &traceback2);
+        PyErr_NormalizeException(&type2, &value2, &traceback2);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (value != NULL && traceback != NULL)
+            PyException_SetTraceback(value, traceback);
+        if (value2 != NULL)
+            PyException_SetContext(value2, value); /* steals value */
+        else
+            Py_XDECREF(value);
+        Py_XDECREF(type);
+        Py_XDECREF(traceback);
+        PyErr_Restore(type2, value2, traceback2);
         return NULL;
-    Py_RETURN_NONE;
+    }
+    PyErr_Restore(type, value, traceback);
+    return NULL;
 }
 
 /* obj pickled (protocol 5, out-of-band buffers collected): a new reference, or NULL without an
@@ -780,8 +812,8 @@ static PyMethodDef Core_methods[] = {
      "send(dest, obj, tag): see distrcomp.send; common messages here, the rest by _send_py."},
     {"recv", (PyCFunction)(void (*)(void))Core_recv, METH_FASTCALL | METH_KEYWORDS,
      "recv(src, tag, timeout): see distrcomp.recv; common messages here, the rest by _recv_py."},
-    {"wait", (PyCFunction)Core_wait, METH_O,
-     "wait(request): see Engine.wait; block until request completes, queueing the frames that arrive."},
+    {"wait", (PyCFunction)(void (*)(void))Core_wait, METH_FASTCALL,
+     "wait(request, *keep): see Engine.wait; block until request completes, queueing the frames that arrive."},
     {"_attach", (PyCFunction)Core_attach, METH_VARARGS,
      "_attach(c_heads, payload_heads, described, frame_max, any_source, any_tag, mpi_error, block, payload_type): "
      "bind to comm, _status, wire's caches, buffers.block and the MPI datatype of a uint8 payload."},
@@ -829,6 +861,7 @@ intern_names(void)
     } names[] = {
         {&s_send_py, "_send_py"}, {&s_send_stream, "_send_stream"}, {&s_recv_py, "_recv_py"}, {&s_decode_entry, "_decode_entry"},
         {&s_purge, "_purge"},     {&s_recv_method, "Recv"}, {&s_recv_lower, "recv"}, {&s_test, "Test"}, {&s_take_frame, "_take_frame"},
+        {&s_abandon, "_abandon"},
         {&s_undecodable_entry, "_undecodable_entry"}, {&s_dtype, "dtype"},
         {&s_shape, "shape"},      {&s_append, "append"},
     };

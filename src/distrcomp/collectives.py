@@ -222,7 +222,7 @@ def allreduce(obj: Any, op: Op = "sum") -> Any:
         world = get()
         send = np.ascontiguousarray(obj)
         out = buffers.empty(send.shape, send.dtype)
-        world.engine.wait(world.private.Iallreduce(send, out, mpi_op))
+        world.engine.wait(world.private.Iallreduce(send, out, mpi_op), send, out)
         return out
     return functools.reduce(py, allgather(obj))
 
@@ -236,7 +236,7 @@ def reduce(obj: Any, op: Op = "sum", root: int = 0) -> Any:
     if mpi_op is not None and _native_numeric(obj):
         send = np.ascontiguousarray(obj)
         out = buffers.empty(send.shape, send.dtype) if world.node_id == root else None
-        world.engine.wait(world.private.Ireduce(send, out, mpi_op, root))
+        world.engine.wait(world.private.Ireduce(send, out, mpi_op, root), send, out)
         return out
     items = gather(obj, root)
     return None if items is None else functools.reduce(py, items)

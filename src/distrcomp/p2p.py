@@ -91,6 +91,7 @@ class Engine:
         self._any_source, self._any_tag = MPI.ANY_SOURCE, MPI.ANY_TAG
         self._queue: deque[tuple[int, int, Any]] = deque()
         self._pending: list[tuple[Any, Any, int, int]] = []  # (request, buffer kept alive, dest, nth)
+        self._interrupted: list[tuple[Any, tuple[Any, ...]]] = []  # see _abandon
         self._purge_at = 64
         self._sent = [0] * self.n_node  # messages sent to each node, for the exit handshake
         self._n_received = 0  # frames taken, from any node
@@ -173,7 +174,7 @@ class Engine:
         self._purge_at = max(64, 2 * len(self._pending))
 
     # -------------------------------------------------------------------- wait
-    def wait(self, request: Any) -> None:
+    def wait(self, request: Any, *keep: Any) -> None:
         """Block until ``request`` completes, queueing every message that arrives meanwhile.
 
         First tests the request alone ``_SPIN_POLLS`` times (most waits end there: a payload
@@ -182,21 +183,38 @@ class Engine:
         nodes than cores, or on a loaded machine, the node that has to make progress waits a
         whole time slice for its core (measured with MPICH, allreduce of 8 MiB on 4 nodes on 2
         cores: 26 ms with Waitany, 7.5 ms like this, 8.5 ms for a plain ``MPI_Wait``, which
-        cannot accept messages meanwhile). An exception from a signal handler (Ctrl-C's
-        KeyboardInterrupt) propagates; the request goes on.
+        cannot accept messages meanwhile).
+
+        An exception from a signal handler (Ctrl-C's KeyboardInterrupt) propagates, and the
+        operation goes on in MPI: the request and the buffers in ``keep`` (those MPI may still
+        use that the request does not hold itself: mpi4py's reduction requests do not hold their
+        receive buffer) are then kept by the engine (see :meth:`_abandon`).
         """
-        for _ in range(_SPIN_POLLS):
-            if request.Test():
-                return
-        status = self._status
-        improbe = self.comm.improbe
-        any_source, any_tag = self._MPI.ANY_SOURCE, self._MPI.ANY_TAG
-        while not request.Test():
-            message = improbe(any_source, any_tag, status)
-            if message is None:
-                _yield_core()
-            else:
-                self._queue.append(self._take_frame(message, status))
+        try:
+            for _ in range(_SPIN_POLLS):
+                if request.Test():
+                    return
+            status = self._status
+            improbe = self.comm.improbe
+            any_source, any_tag = self._MPI.ANY_SOURCE, self._MPI.ANY_TAG
+            while not request.Test():
+                message = improbe(any_source, any_tag, status)
+                if message is None:
+                    _yield_core()
+                else:
+                    self._queue.append(self._take_frame(message, status))
+        except BaseException:
+            self._abandon(request, keep)
+            raise
+
+    def _abandon(self, request: Any, keep: tuple[Any, ...]) -> None:
+        """Keep ``request`` and the buffers in ``keep`` alive: a wait for them was interrupted,
+        and MPI may still use the buffers (a collective goes on once the other nodes join it).
+        Otherwise the request would be freed while active (erroneous for a collective) and a
+        buffer could go back to :mod:`distrcomp.buffers` and be handed out while MPI writes it.
+        Those already completed are dropped here."""
+        self._interrupted = [entry for entry in self._interrupted if not entry[0].Test()]
+        self._interrupted.append((request, keep))
 
     def _take_frame(self, message: Any, status: Any) -> tuple[int, int, Any]:
         """Receive the frame ``message`` (from ``mprobe``/``improbe``, which set ``status``) and
@@ -347,7 +365,7 @@ class Engine:
         # Reduce-scatter, not alltoall: MPICH's Ialltoall on one rank sends on the user's context.
         sent = np.array(self._sent, np.int64)
         expected = np.zeros(1, np.int64)
-        self.wait(self.comm.Ireduce_scatter_block(sent, expected, self._MPI.SUM))
+        self.wait(self.comm.Ireduce_scatter_block(sent, expected, self._MPI.SUM), sent, expected)
         status = self._status
         while self._n_received < expected[0]:
             message = self.comm.mprobe(self._MPI.ANY_SOURCE, self._MPI.ANY_TAG, status)

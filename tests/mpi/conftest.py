@@ -6,7 +6,9 @@ report there, so the driver can check that every rank ran tests and none failed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 
 import pytest
 
@@ -35,3 +37,30 @@ def _in_step(dc):
     any-source receive can only see that test's messages."""
     yield
     dc.barrier()
+
+
+class Interrupted(Exception):
+    """What :func:`interrupt_after`'s timer raises, as Ctrl-C's KeyboardInterrupt would."""
+
+
+@pytest.fixture
+def interrupt_after():
+    """``with interrupt_after(seconds):`` expects the block to be interrupted by a signal
+    handler raising :class:`Interrupted` after ``seconds`` (a real SIGALRM), and fails the test
+    if the block ends otherwise."""
+
+    def _raise(signum, frame):
+        raise Interrupted
+
+    @contextlib.contextmanager
+    def interrupted(seconds: float):
+        previous = signal.signal(signal.SIGALRM, _raise)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            with pytest.raises(Interrupted):
+                yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    return interrupted

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,27 @@ def test_collective_after_a_large_send_does_not_deadlock(dc):
     total = dc.allreduce(1)
     assert total == dc.n_node
     assert dc.recv(left, timeout=T).sum() == 8 << 20
+
+
+@pytest.mark.mpi(min_size=2)
+def test_an_interrupted_allreduce_keeps_its_memory_until_mpi_is_done_with_it(dc, interrupt_after):
+    # Node 0's allreduce is interrupted before node 1 joins it; node 0 then receives an array
+    # of the result's size. The abandoned reduction completes later, once node 1 has joined:
+    # it must write into memory of its own, not into the array node 0 received meanwhile.
+    n = 1 << 20
+    mine = np.full(n, dc.node_id + 1.0)
+    if dc.node_id == 0:
+        with interrupt_after(0.3):
+            dc.allreduce(mine)
+        gc.collect()
+        dc.comm.send("interrupted", dest=1, tag=98)
+        got = dc.recv(1)
+        dc.barrier()  # the abandoned reduction completes while this waits
+        np.testing.assert_array_equal(got, np.full(n, 7.0))
+    else:
+        if dc.node_id == 1:
+            assert dc.comm.recv(source=0, tag=98) == "interrupted"
+            dc.send(0, np.full(n, 7.0))
+        total = dc.allreduce(mine)
+        dc.barrier()
+        np.testing.assert_array_equal(total, np.full(n, dc.n_node * (dc.n_node + 1) / 2))

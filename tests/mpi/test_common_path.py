@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
 
 import numpy as np
 import pytest
@@ -115,30 +114,17 @@ def test_payload_arrays_of_every_kind_keep_their_values_and_send_keeps_value_sem
             assert got.tobytes() == expected.tobytes()
 
 
-class _Interrupted(Exception):
-    """What the test's timer raises, as Ctrl-C's KeyboardInterrupt would."""
-
-
-def _interrupt(signum, frame):
-    raise _Interrupted
-
-
 @pytest.mark.mpi(min_size=2)
-def test_an_interrupt_while_send_waits_for_its_payload_propagates_and_the_message_still_arrives(dc):
+def test_an_interrupt_while_send_waits_for_its_payload_propagates_and_the_message_still_arrives(
+        dc, interrupt_after):
     # Node 1 receives the second array only after node 0 tells it (on COMM_WORLD, outside
     # distrcomp) that its send was interrupted: a send that cannot be interrupted hangs here.
     # The array is a temporary, which only the interrupted send keeps alive.
     big = np.arange(1 << 20, dtype=np.float64)
     if dc.node_id == 0:
         dc.send(1, big)  # the first send of this shape builds its head
-        previous = signal.signal(signal.SIGALRM, _interrupt)
-        signal.setitimer(signal.ITIMER_REAL, 0.3)
-        try:
-            with pytest.raises(_Interrupted):
-                dc.send(1, big * 2)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+        with interrupt_after(0.3):
+            dc.send(1, big * 2)
         gc.collect()
         np.ones(1 << 20)  # memory freed by mistake would be reused here
         dc.comm.send("interrupted", dest=1, tag=99)
