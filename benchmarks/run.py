@@ -121,7 +121,9 @@ def run_all(quick: bool, log: Any) -> tuple[list[dict[str, Any]], dict[str, Any]
             samples.update(got["samples"])
 
     launcher_missing = launcher_bench.unavailable()
-    reps = 2 if quick else 7
+    # A whole job is short (~0.4 s) and the machine's load comes in bursts of about that
+    # length: 15 interleaved pairs, so that one burst cannot move the median of either.
+    reps = 2 if quick else 15
     lines = 20_000 if quick else 200_000
     damaged: dict[str, dict[str, int]] = {}  # relay row key -> damaged lines per launcher
     if launcher_missing is None:
