@@ -379,19 +379,19 @@ Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
         goto fail;
     /* A small frame is often sent at once (copied out by MPI): then there is nothing to keep.
      * A head is kept without looking, so that its payload follows it at once. */
-    PyObject *done = payload ? Py_False : PyObject_CallMethodNoArgs(request, s_test);
-    if (done == NULL) {
-        Py_DECREF(request);
-        goto fail;
-    }
-    if (done == Py_True) {
+    if (!payload) {
+        PyObject *done = PyObject_CallMethodNoArgs(request, s_test);
+        if (done == NULL) {
+            Py_DECREF(request);
+            goto fail;
+        }
         Py_DECREF(done);
-        Py_DECREF(request);
-        Py_DECREF(frame);
-        Py_RETURN_NONE;
+        if (done == Py_True) {
+            Py_DECREF(request);
+            Py_DECREF(frame);
+            Py_RETURN_NONE;
+        }
     }
-    if (done != Py_False)
-        Py_DECREF(done);
     Py_INCREF(nth_obj); /* the list holds one reference; the entry takes another */
     PyObject *entry = PyTuple_New(4);
     if (entry == NULL) {
