@@ -45,7 +45,7 @@ def main() -> None:
     samples = interleaved({
         "dc": batch(comm, lambda: dc.allreduce(local), iters),
         "mpi4py_Allreduce": batch(comm, lambda: comm.Allreduce(local, out, MPI.SUM), iters),
-    }, 2 if args.quick else 21)
+    }, 2 if args.quick else 61)
     expected = comm.Get_size() * (comm.Get_size() + 1) / 2
     if not (dc.allreduce(local) == expected).all():
         raise SystemExit("allreduce gave a wrong result")

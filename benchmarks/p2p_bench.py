@@ -102,9 +102,9 @@ def main() -> None:
     dc.node_id  # noqa: B018 - initialise distrcomp before any timing
     # Many short repetitions rather than a few long ones: load on a shared machine comes in
     # bursts, and finer interleaving spreads each burst over both variants.
-    reps = 2 if args.quick else 41
+    reps = 2 if args.quick else 61
     samples = latency_cases(comm, peer, reps, 50 if args.quick else 500)
-    big_reps = 2 if args.quick else 21
+    big_reps = 2 if args.quick else 41
     for name, nbytes in BANDWIDTH_SIZES.items():
         iters = 1 if args.quick else max(1, 32 * MIB // nbytes)
         samples[f"bandwidth_{name}"] = bandwidth_case(comm, peer, nbytes, big_reps, iters)
