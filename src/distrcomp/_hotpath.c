@@ -144,6 +144,26 @@ done:
     return frame;
 }
 
+/* Raise the error now set with the one in (type, value, traceback), which this takes, as its
+ * context: a failure while handling that error (an interrupt) does not hide it. */
+static void
+chain_context(PyObject *type, PyObject *value, PyObject *traceback)
+{
+    PyObject *type2, *value2, *traceback2;
+    PyErr_Fetch(&type2, &value2, &traceback2);
+    PyErr_NormalizeException(&type2, &value2, &traceback2);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (value != NULL && traceback != NULL)
+        PyException_SetTraceback(value, traceback);
+    if (value2 != NULL)
+        PyException_SetContext(value2, value); /* steals value */
+    else
+        Py_XDECREF(value);
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    PyErr_Restore(type2, value2, traceback2);
+}
+
 /* What Engine.wait does: return 0 once `request` has completed, taking every frame that
  * arrives meanwhile into the queue and giving the core away between polls; -1 with an
  * exception when MPI fails, decoding raises something that is not kept, or a signal handler
@@ -206,23 +226,10 @@ Core_wait(Core *self, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(keep);
         Py_XDECREF(kept);
     }
-    if (PyErr_Occurred()) { /* keeping them failed too: that error, with the interrupt as its context */
-        PyObject *type2, *value2, *traceback2;
-        PyErr_Fetch(&type2, &value2, &traceback2);
-        PyErr_NormalizeException(&type2, &value2, &traceback2);
-        PyErr_NormalizeException(&type, &value, &traceback);
-        if (value != NULL && traceback != NULL)
-            PyException_SetTraceback(value, traceback);
-        if (value2 != NULL)
-            PyException_SetContext(value2, value); /* steals value */
-        else
-            Py_XDECREF(value);
-        Py_XDECREF(type);
-        Py_XDECREF(traceback);
-        PyErr_Restore(type2, value2, traceback2);
-        return NULL;
-    }
-    PyErr_Restore(type, value, traceback);
+    if (PyErr_Occurred())
+        chain_context(type, value, traceback); /* keeping them failed too */
+    else
+        PyErr_Restore(type, value, traceback);
     return NULL;
 }
 
@@ -317,16 +324,15 @@ send_payload(Core *self, PyObject *array, PyObject *dest, Py_ssize_t tag, PyObje
         Py_DECREF(request);
         return 0;
     }
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
     PyObject *entry = PyTuple_Pack(4, request, array, dest, nth);
     Py_DECREF(request);
-    if (entry != NULL) {
-        PyObject *type, *value, *traceback;
-        PyErr_Fetch(&type, &value, &traceback);
-        if (PyList_Append(self->pending, entry) < 0)
-            PyErr_Clear(); /* no memory for the entry: the interrupt is what the caller hears of */
+    if (entry == NULL || PyList_Append(self->pending, entry) < 0)
+        chain_context(type, value, traceback); /* keeping them failed too */
+    else
         PyErr_Restore(type, value, traceback);
-        Py_DECREF(entry);
-    }
+    Py_XDECREF(entry);
     return -1;
 }
 
@@ -421,7 +427,6 @@ python:
 }
 
 /* ------------------------------------------------------------------ recv */
-
 
 /* The array in a received FRAMED frame from node `from` with MPI tag `mtag`, if this module
  * decodes it: an inline array (on the frame's own buffer), or an array sent as a payload
