@@ -1,0 +1,56 @@
+"""Jobs whose nodes run different engines: the compiled one and the Python one speak one
+protocol, so a job where some nodes lack the extension (or set DISTRCOMP_PURE_PYTHON=1) works."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from conftest import extension_built, require_compiled, run_job
+
+PROGRAM = """
+    import os
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() % 2:  # odd nodes: the Python engine, chosen before first use
+        os.environ["DISTRCOMP_PURE_PYTHON"] = "1"
+    import numpy as np
+    import distrcomp as dc
+    from distrcomp import p2p
+
+    right, left = (dc.node_id + 1) % dc.n_node, (dc.node_id - 1) % dc.n_node
+
+    def made(step, node):
+        # payload arrays (sent again from the second step on: the compiled send's own path),
+        # a small array, bare pickles, a pickle with an array out of band
+        return [np.full(300_000, step + node, np.float64), np.full((300, 700), step, np.float32),
+                np.arange(5) + step, {"step": step, "from": node}, {"w": np.full(5000, node, np.int32)}]
+
+    for step in range(3):
+        for obj in made(step, dc.node_id):
+            dc.send(right, obj)
+        for expected in made(step, left):
+            got = dc.recv(left)
+            if isinstance(expected, dict):
+                assert got.keys() == expected.keys()
+                for key in got:
+                    assert np.array_equal(got[key], expected[key]), (step, key)
+            else:
+                assert got.dtype == expected.dtype and np.array_equal(got, expected), step
+    total = dc.allreduce(np.full(1 << 20, dc.node_id + 1.0))
+    assert (total == dc.n_node * (dc.n_node + 1) / 2).all()
+    engines = dc.allgather("compiled" if p2p.compiled() else "python")
+    if dc.node_id == 0:
+        print(" ".join(engines))
+"""
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_compiled_and_python_nodes_exchange_every_kind_of_message(tmp_path, n):
+    if not extension_built():
+        require_compiled("distrcomp._hotpath")
+    program = tmp_path / "mixed.py"
+    program.write_text(textwrap.dedent(PROGRAM))
+    done = run_job(n, program, env={"DISTRCOMP_PURE_PYTHON": ""})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["compiled", "python"] * (n // 2)
