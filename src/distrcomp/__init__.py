@@ -118,8 +118,10 @@ def send(dest: int, obj: Any, tag: int = 0) -> None:
     numpy arrays travel as raw buffers, uncopied (dtype, shape and C/Fortran order kept; a
     non-contiguous array is copied once); a large array is handed to MPI in place, so ``send``
     returns when MPI has taken it. Other objects are pickled (protocol 5, arrays inside them
-    out-of-band, never copied into the pickle stream). Order is kept per (sender, receiver, tag),
-    arrays and other objects mixed. ``dest`` may be this node itself.
+    out-of-band, never copied into the pickle stream; small objects made only of builtin
+    scalars, str and bytes in dicts, lists and tuples are pickled by mpi4py's ``MPI.pickle``
+    as it sends them). Order is kept per (sender, receiver, tag), arrays and other objects
+    mixed. ``dest`` may be this node itself.
 
     Raises ValueError if ``dest`` is not in ``range(n_node)`` or ``tag`` is negative or too large;
     TypeError, naming the type, if ``obj`` cannot be pickled (raised before anything is sent).

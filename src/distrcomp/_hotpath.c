@@ -4,7 +4,7 @@
  * this does; when this module is built, p2p uses a subclass of Engine whose base, Core,
  * answers send() and recv() here for the common messages and hands everything else to the
  * Python methods (_send_py, _recv_py, _decode_entry). Nothing here talks to MPI directly: it
- * calls the same mpi4py methods the Python engine calls (Isend, Mprobe, Message.Recv), so it
+ * calls the same mpi4py methods the Python engine calls (Isend, Mprobe, Message.Recv; and isend), so it
  * needs neither MPI's nor numpy's headers and works with any MPI mpi4py works with. What it
  * saves is the interpreter: measured on MPICH, the Python glue and encode/decode cost more
  * per one-way message than MPI itself.
@@ -14,8 +14,11 @@
  *         - a C-contiguous numpy array whose frame head distrcomp.wire has already built for
  *           its (dtype, shape): inline (wire._c_heads: small arrays sent before), or followed
  *           by the array's memory as its payload (wire._payload_heads), waited for here, or
+ *         - a plain object (plain_object: exact builtin scalars, str and bytes in dicts,
+ *           lists and tuples, small), which mpi4py's lowercase isend pickles and sends in one
+ *           call, or
  *         - an object pickle 5 writes as one stream of at most FRAME_MAX bytes, with no
- *           out-of-band buffer (a "bare pickle" frame);
+ *           out-of-band buffer; either way the message is a "bare pickle" frame;
  *   wait  every request the engine waits for (Engine.wait's loop: test it, take the frames
  *         that arrive meanwhile, give the core away between polls);
  *   recv  timeout None, nothing queued, and the next frame is the one asked for and either a
@@ -41,6 +44,8 @@
 #define PAYLOAD 1
 #define BARE 2
 #define MAX_DIMS 64
+#define PLAIN_DEPTH 4         /* how deep plain_object looks into nested dicts, lists and tuples */
+#define PLAIN_BUDGET (FRAME_MAX / 2) /* an upper bound of a plain object's pickle, in bytes */
 #define SPIN_POLLS 64 /* p2p._SPIN_POLLS: tests of a request alone before a wait takes frames and yields */
 
 typedef struct {
@@ -56,7 +61,7 @@ typedef struct {
     Py_ssize_t n_received;
     Py_ssize_t purge_at;
     /* Set by _attach: */
-    PyObject *isend, *mprobe, *improbe, *get_count, *get_source, *get_tag;
+    PyObject *isend, *isend_lower, *mprobe, *improbe, *get_count, *get_source, *get_tag;
     PyObject *any_source, *any_tag, *mpi_error;
     PyObject *c_heads, *payload_heads, *described; /* wire._c_heads, _payload_heads, _described */
     PyObject *payload_type;                         /* the MPI datatype a uint8 array is sent as */
@@ -233,6 +238,60 @@ Core_wait(Core *self, PyObject *const *args, Py_ssize_t nargs)
     return NULL;
 }
 
+/* True if obj is made only of exact builtins - None, bool, int of at most 64 bits, float, str,
+ * bytes, in dicts, lists and tuples at most PLAIN_DEPTH deep - and its pickle takes at most
+ * *budget bytes (counted generously). Pickling such an object runs no Python code, cannot fail
+ * and has no out-of-band buffers, so mpi4py's lowercase isend, which pickles in C, sends the
+ * stream send's own pickling would make: one message the receiver takes as a BARE frame. The
+ * scan calls no Python code either (exact types only), so nothing can change obj meanwhile. */
+static int
+plain_object(PyObject *obj, int depth, Py_ssize_t *budget)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    if ((*budget -= 16) < 0)
+        return 0;
+    if (obj == Py_None || type == &PyBool_Type || type == &PyFloat_Type)
+        return 1;
+    if (type == &PyLong_Type) {
+        int overflow;
+        long long value = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (value == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        return !overflow;
+    }
+    if (type == &PyUnicode_Type) {
+        Py_ssize_t length = PyUnicode_GetLength(obj);
+        if (length < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        return (*budget -= 4 * length) >= 0; /* UTF-8: at most 4 bytes a character */
+    }
+    if (type == &PyBytes_Type)
+        return (*budget -= PyBytes_GET_SIZE(obj)) >= 0;
+    if (depth >= PLAIN_DEPTH)
+        return 0;
+    if (type == &PyList_Type || type == &PyTuple_Type) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(obj);
+        PyObject **items = PySequence_Fast_ITEMS(obj);
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (!plain_object(items[i], depth + 1, budget))
+                return 0;
+        return 1;
+    }
+    if (type == &PyDict_Type) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(obj, &pos, &key, &value))
+            if (!plain_object(key, depth + 1, budget) || !plain_object(value, depth + 1, budget))
+                return 0;
+        return 1;
+    }
+    return 0;
+}
+
 /* obj pickled (protocol 5, out-of-band buffers collected): a new reference, or NULL without an
  * exception when obj takes the Python path (pickling failed, or a nested send). When the stream
  * is not a bare pickle frame by itself (out-of-band buffers, or longer than FRAME_MAX),
@@ -347,9 +406,17 @@ Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
         !PyList_CheckExact(self->pending))
         goto python;
     PyObject *obj = args[1];
-    int kind = FRAMED, payload = 0;
+    int kind = FRAMED, payload = 0, lower = 0;
+    Py_ssize_t budget = PLAIN_BUDGET;
     if (Py_TYPE(obj) == (PyTypeObject *)self->ndarray) {
         frame = array_frame(self, obj, &payload);
+    } else if (!self->busy && plain_object(obj, 0, &budget)) {
+        /* mpi4py pickles and sends it in one call, without the message parsing of Isend (the
+         * request keeps the pickle): ~0.2 us less per message, a tenth of a small message's time */
+        kind = BARE;
+        lower = 1;
+        frame = Py_None;
+        Py_INCREF(frame);
     } else {
         kind = BARE;
         PyObject *buffers;
@@ -378,8 +445,8 @@ Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     PyObject *mtag = PyLong_FromSsize_t(tag << KIND_BITS | kind);
     if (mtag == NULL)
         goto fail;
-    PyObject *isend_args[3] = {frame, args[0], mtag};
-    PyObject *request = PyObject_Vectorcall(self->isend, isend_args, 3, NULL);
+    PyObject *isend_args[3] = {lower ? obj : frame, args[0], mtag};
+    PyObject *request = PyObject_Vectorcall(lower ? self->isend_lower : self->isend, isend_args, 3, NULL);
     Py_DECREF(mtag);
     if (request == NULL)
         goto fail;
@@ -737,6 +804,7 @@ Core_attach(Core *self, PyObject *args)
     PyObject *oob = PyList_New(0);
     PyObject *fields[] = {
         PyObject_GetAttrString(self->comm, "Isend"),
+        PyObject_GetAttrString(self->comm, "isend"),
         PyObject_GetAttrString(self->comm, "mprobe"),
         PyObject_GetAttrString(self->comm, "improbe"),
         PyObject_GetAttrString(self->status, "Get_count"),
@@ -757,7 +825,7 @@ Core_attach(Core *self, PyObject *args)
         new_ref(block),
         new_ref(payload_type),
     };
-    PyObject **slots[] = {&self->isend, &self->mprobe, &self->improbe, &self->get_count, &self->get_source,
+    PyObject **slots[] = {&self->isend, &self->isend_lower, &self->mprobe, &self->improbe, &self->get_count, &self->get_source,
                           &self->get_tag, &self->ndarray, &self->dumps, &self->protocol, &self->kw_callback,
                           &self->oob, &self->oob_append, &self->c_heads, &self->payload_heads, &self->described,
                           &self->any_source, &self->any_tag, &self->mpi_error, &self->block, &self->payload_type};
@@ -778,7 +846,7 @@ Core_attach(Core *self, PyObject *args)
 }
 
 #define OBJECT_FIELDS(X)                                                                                       \
-    X(comm) X(status) X(queue) X(pending) X(sent) X(isend) X(mprobe) X(improbe) X(get_count) X(get_source)    \
+    X(comm) X(status) X(queue) X(pending) X(sent) X(isend) X(isend_lower) X(mprobe) X(improbe) X(get_count) X(get_source)    \
         X(get_tag) X(any_source) X(any_tag) X(mpi_error) X(c_heads) X(payload_heads) X(described) X(ndarray)      \
             X(dumps) X(protocol) X(kw_callback) X(block) X(payload_type) X(oob) X(oob_append) X(last_dtype)       \
                 X(last_head)

@@ -3,7 +3,8 @@
 Design, in one paragraph: every message is a frame plus payloads (see :mod:`distrcomp.wire`),
 sent on distrcomp's private communicator with MPI tag ``4*tag + kind``: kind ``FRAMED`` for a
 frame with a head, ``PAYLOAD`` for its payloads, ``BARE`` for a bare pickle frame (most small
-objects), which is then received and unpickled by mpi4py in one call (``Message.recv``).
+objects; the compiled engine has mpi4py's ``isend`` pickle and send the plain ones in one call),
+which is then received and unpickled by mpi4py in one call (``Message.recv``).
 Frames are taken with a matched probe from any node with any tag (``improbe``/``mprobe`` then
 ``Mrecv``). Every blocking call (``send`` of a large array,
 ``recv``, the collectives, the exit handler) keeps taking frames while it waits for what it
