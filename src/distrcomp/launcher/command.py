@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -73,6 +72,8 @@ def node_argv(command: Sequence[str], python: str = sys.executable, local: bool 
 def _literal(text: str) -> str:
     """``text`` as a double-quoted Python literal (so the shell-quoted command line stays
     plain): a JSON string is one."""
+    import json  # only for the Python wrapper: not on a local job's way to starting mpiexec
+
     return json.dumps(text)
 
 

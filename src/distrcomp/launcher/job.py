@@ -19,7 +19,6 @@ named, so no process of the job outlives the launcher.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import selectors
 import signal
@@ -602,6 +601,8 @@ class Job:
             if result.returncode is not None:
                 return
             try:
+                import json  # here: not on the way to starting mpiexec
+
                 result.returncode = int(json.loads(payload)["returncode"])
             except (ValueError, KeyError, TypeError):
                 result.returncode = 1
