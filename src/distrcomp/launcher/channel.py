@@ -61,6 +61,7 @@ __all__ = [
     "keepalive",
     "new_secret",
     "parse_address",
+    "preload",
 ]
 
 ENV_ADDRESS = "DISTRCOMP_RELAY"  # host:port of the launcher's listener
@@ -112,13 +113,19 @@ def new_secret() -> str:
 def _proof(
     secret: str, role: bytes, launcher_nonce: bytes, node_nonce: bytes, node: int, stream: int
 ) -> bytes:
-    # imported here, not at the top: the launcher starts mpiexec before any node connects, and
-    # hashlib's OpenSSL takes ~2.5 ms of that start (the nodes wait for it in every job)
-    import hashlib
+    import hashlib  # see preload
     import hmac
 
     message = role + launcher_nonce + node_nonce + _WHO.pack(node, stream)
     return hmac.new(bytes.fromhex(secret), message, hashlib.sha256).digest()
+
+
+def preload() -> None:
+    """Import what proofs need (hashlib loads OpenSSL: ~2.5 ms). Not at the top of this module:
+    the launcher starts mpiexec first and calls this while mpiexec starts the nodes, before the
+    first of them connects, so that neither the start of mpiexec nor a node waits for it."""
+    import hashlib  # noqa: F401
+    import hmac  # noqa: F401
 
 
 def _same(a: bytes, b: bytes) -> bool:

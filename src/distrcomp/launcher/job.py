@@ -307,6 +307,7 @@ class Job:
             os.set_blocking(pipe.fileno(), False)
             self.mpiexec_buffers[pipe.fileno()] = LineBuffer()
             self.selector.register(pipe.fileno(), selectors.EVENT_READ, "mpiexec")
+        channel.preload()  # while mpiexec starts the nodes (see preload)
 
     def _listen_unix(self, scratch: str) -> str | None:
         """Every node is on this machine: listen on a Unix socket in the private scratch
