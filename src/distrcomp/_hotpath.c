@@ -442,15 +442,19 @@ Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     PyObject *nth_obj = PyLong_FromSsize_t(nth + 1);
     if (nth_obj == NULL)
         goto fail;
-    PyList_SetItem(self->sent, dest, nth_obj); /* steals nth_obj */
     PyObject *mtag = PyLong_FromSsize_t(tag << KIND_BITS | kind);
-    if (mtag == NULL)
+    if (mtag == NULL) {
+        Py_DECREF(nth_obj);
         goto fail;
+    }
     PyObject *isend_args[3] = {lower ? obj : frame, args[0], mtag};
     PyObject *request = PyObject_Vectorcall(lower ? self->isend_lower : self->isend, isend_args, 3, NULL);
     Py_DECREF(mtag);
-    if (request == NULL)
+    if (request == NULL) { /* nothing was sent (mpi4py's pickling, on the plain path, failed) */
+        Py_DECREF(nth_obj);
         goto fail;
+    }
+    PyList_SetItem(self->sent, dest, nth_obj); /* counted once sent; steals nth_obj */
     /* A small frame is often sent at once (copied out by MPI): then there is nothing to keep.
      * A head is kept without looking, so that its payload follows it at once. */
     if (!payload) {

@@ -10,6 +10,7 @@ timeout on purpose (a timeout takes the Python path): a hang is caught by the su
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import pickle
@@ -350,3 +351,33 @@ def test_plain_objects_left_pending_keep_reference_counts_balanced(dc):
     assert not engine._pending
     assert sys.getrefcount(obj) == before_obj
     assert sys.getrefcount(None) - before_none < 20  # one per message is the bug
+
+
+@pytest.mark.mpi
+def test_a_send_whose_pickling_fails_in_mpi4py_is_not_counted_as_sent(dc):
+    # A program may configure MPI.pickle (mpi4py's documented hook); when its dumps fails on a
+    # plain object, send raises and nothing is sent: the count the exit handshake gives the
+    # receiver must not include it (it would wait for a message that never comes).
+    from mpi4py import MPI
+
+    right, left = ring(dc)
+
+    def failing(obj, *args):
+        raise ValueError("this serializer refuses")
+
+    compiled = p2p.compiled()
+    refused = pytest.raises(ValueError, match="this serializer refuses")
+    before = list(dc._engine._sent)
+    MPI.pickle.__init__(failing, pickle.loads, 5)
+    try:
+        with refused if compiled else contextlib.nullcontext():
+            dc.send(right, {"plain": 1})
+    finally:
+        MPI.pickle.__init__()
+    if compiled:
+        assert dc._engine._sent == before
+        dc.send(right, {"after": 2})
+    else:  # the Python engine pickles every object itself: MPI.pickle played no part
+        dc.send(right, {"after": 2})
+        assert dc.recv(left) == {"plain": 1}
+    assert dc.recv(left) == {"after": 2}
