@@ -266,8 +266,8 @@ class _Str(str):
 
 def _near_the_plain_limits():
     """Objects on both sides of each limit of the compiled send's plain-object path (exact
-    builtins, ints of 64 bits, four levels of containers, a size budget below FRAME_MAX), and
-    beside them objects that must take pickle's own path."""
+    builtins, ints of 64 bits, four levels of containers, at most 64 items, a size budget below
+    FRAME_MAX), and beside them objects that must take pickle's own path."""
     deep = [[[[1]]]]
     self_referencing = [1]
     self_referencing.append(self_referencing)
@@ -276,11 +276,12 @@ def _near_the_plain_limits():
         (2**63 - 1, -(2**63), 2**63, -(2**63) - 1, 10**40),
         [True, False, 1, 0, 1.0, -0.0, float("inf")],
         ["", "ascii", "\u00e9\u4e2d\U0001f600" * 3, b"", b"\x00\xff" * 7],
-        "x" * 2040, "x" * 2050, "\U0001f600" * 2000, "y" * (FRAME_MAX + 10),
+        "x" * 2010, "x" * 2020, "\U0001f600" * 2000, "y" * (FRAME_MAX + 10),
         b"z" * 8000, b"z" * 8200, b"z" * (FRAME_MAX + 10),
         deep, [deep], {"a": {"b": {"c": {"d": 1}}}}, {"a": {"b": {"c": {"d": {"e": 1}}}}},
         {(1, "a"): [b"k"], 2: (None,), "n": {}}, (), [], {},
-        list(range(400)), list(range(600)), [("a", 1.5)] * 300,
+        list(range(62)), list(range(64)), list(range(600)), [("a", 1.5)] * 300,
+        {i: str(i) for i in range(31)}, {i: str(i) for i in range(33)},
         {"array": np.arange(3.0)}, [np.int64(7)], {1, 2}, frozenset({3}), complex(1, 2),
         _Str("sub"), {"sub": _Str("in a dict")}, bytearray(b"ba"), self_referencing,
     ]
@@ -338,7 +339,7 @@ def test_plain_objects_left_pending_keep_reference_counts_balanced(dc):
     if sys.getrefcount(None) > 1 << 40:
         pytest.skip("None is immortal in this Python: its count cannot show a leak")
     right, left = ring(dc)
-    obj = {"blob": b"x" * 8000, "n": 1}
+    obj = {"blob": b"x" * 4000, "n": 1}  # plain: within the budget
     gc.collect()
     before_none, before_obj = sys.getrefcount(None), sys.getrefcount(obj)
     for _ in range(200):
