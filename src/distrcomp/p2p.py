@@ -418,7 +418,7 @@ def new_engine(comm: Any) -> Engine:
 
     engine = _compiled_engine_class()(comm)
     engine._attach(wire._c_heads, wire._payload_heads, wire._described, FRAME_MAX, engine._any_source,
-                   engine._any_tag, engine._mpi_error, buffers.block,
+                   engine._any_tag, engine._mpi_error, buffers.block, buffers._cache.blocks,
                    engine._MPI.Datatype.fromcode("B"))  # what mpi4py sends a uint8 array (a payload) as
     _hotpath.register(engine)  # what distrcomp.send and recv call from now on
     return engine

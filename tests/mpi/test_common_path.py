@@ -84,6 +84,44 @@ def test_repeated_payload_arrays_arrive_intact_and_those_kept_are_never_reused(d
         assert (view == step).all() and all((array == step).all() for array in arrays)
 
 
+@pytest.mark.mpi
+def test_a_dropped_large_array_s_memory_is_reused_and_the_compiled_recv_finds_it_itself(dc, monkeypatch):
+    # Large received arrays take their memory from distrcomp.buffers' cache. Here the even node
+    # of each pair only sends and the odd one only receives (so its recv takes the common path;
+    # a node without a partner sends to itself): a dropped array's memory comes back for the
+    # next one, and the compiled engine finds it itself (receive_block) after the first
+    # allocation, moving it to the end of the cache's list as BlockCache.block does.
+    from distrcomp import buffers
+
+    cache = buffers._cache
+    block = cache.block
+    calls = []
+    monkeypatch.setattr(cache, "block", lambda nbytes: calls.append(nbytes) or block(nbytes))
+    count = 2 * buffers.MIN_BYTES // 8 + 1237  # a size no other test receives
+    me = dc.node_id
+    partner = me ^ 1 if me ^ 1 < dc.n_node else me
+    if me % 2 == 0 and partner != me:
+        for step in range(5):
+            dc.send(partner, np.full(count, step, np.float64))
+        return
+    addresses = []
+    for step in range(5):
+        if partner == me:
+            dc.send(me, np.full(count, step, np.float64))
+        got = dc.recv(partner)
+        assert got.dtype == np.float64 and got.shape == (count,) and (got == step).all()
+        assert got.flags.writeable and got.flags.c_contiguous
+        addresses.append(got.ctypes.data)
+        if step == 0:
+            block(3 * buffers.MIN_BYTES)  # another block, after this one in the list (dropped)
+        elif step == 4:
+            assert got.base is cache.blocks[-1][2]  # the last handed out is last in the list
+        del got
+    assert len(set(addresses)) == 1
+    expected_calls = 1 if p2p.compiled() and partner != me else 5
+    assert calls == [count * 8] * expected_calls
+
+
 def _payload_array(kind, step, sender):
     """An array too large for a frame, of dtype ``kind``, whose values say who sent it when."""
     values = np.arange(20_000) % 97 + 100 * step + sender
