@@ -72,8 +72,9 @@ typedef struct {
     PyObject *blocks; /* its cache's (nbytes, block, owner) entries, oldest first: BlockCache.blocks */
     PyObject *oob, *oob_append; /* out-of-band buffers of the pickle being made */
     int busy;                   /* a send is pickling: a nested send takes the Python path */
-    /* The last array head sent, so a program sending one shape again skips the dict: */
+    /* The last array head sent, so a program sending one shape again skips the dicts: */
     PyObject *last_dtype, *last_head;
+    int last_payload; /* last_head is from wire._payload_heads: the array follows it */
     int last_ndim;
     Py_ssize_t last_shape[MAX_DIMS];
 } Core;
@@ -102,6 +103,12 @@ array_frame(Core *self, PyObject *array, int *payload)
         goto done;
     if (dtype == self->last_dtype && view.ndim == self->last_ndim && view.ndim <= MAX_DIMS &&
         (view.ndim == 0 || memcmp(view.shape, self->last_shape, sizeof(Py_ssize_t) * view.ndim) == 0)) {
+        if (self->last_payload) {
+            *payload = 1;
+            frame = self->last_head;
+            Py_INCREF(frame);
+            goto done;
+        }
         head = self->last_head;
         Py_INCREF(head);
     } else {
@@ -115,17 +122,12 @@ array_frame(Core *self, PyObject *array, int *payload)
         head = PyDict_GetItemWithError(self->c_heads, key); /* borrowed */
         if (head == NULL && !PyErr_Occurred()) {
             head = PyDict_GetItemWithError(self->payload_heads, key);
-            if (head != NULL && PyBytes_CheckExact(head) && PyBytes_GET_SIZE(head) <= FRAME_MAX) {
-                Py_DECREF(key);
-                *payload = 1;
-                frame = head;
-                Py_INCREF(frame);
-                head = NULL; /* borrowed */
-                goto done;
-            }
+            *payload = head != NULL;
         }
         Py_DECREF(key);
-        if (head == NULL || !PyBytes_CheckExact(head) || view.ndim > MAX_DIMS) {
+        if (head == NULL || !PyBytes_CheckExact(head) || PyBytes_GET_SIZE(head) > FRAME_MAX ||
+            view.ndim > MAX_DIMS) {
+            *payload = 0;
             head = NULL;
             goto done;
         }
@@ -134,9 +136,15 @@ array_frame(Core *self, PyObject *array, int *payload)
         Py_XSETREF(self->last_dtype, dtype);
         Py_INCREF(head);
         Py_XSETREF(self->last_head, head);
+        self->last_payload = *payload;
         self->last_ndim = view.ndim;
         if (view.ndim)
             memcpy(self->last_shape, view.shape, sizeof(Py_ssize_t) * view.ndim);
+        if (*payload) {
+            frame = head; /* the head is the whole frame */
+            head = NULL;
+            goto done;
+        }
     }
     Py_ssize_t head_len = PyBytes_GET_SIZE(head);
     if (head_len + view.len > FRAME_MAX)
