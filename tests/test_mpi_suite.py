@@ -63,3 +63,31 @@ def test_mpi_suite(n: int, engine: str, tmp_path) -> None:
     if done.returncode != 0:
         problems.append(f"mpiexec exited {done.returncode}")
     assert not problems, f"at {n} ranks, {engine} engine: " + "; ".join(problems) + "\n" + output
+
+
+def test_a_rank_that_fails_ends_the_job_instead_of_leaving_the_others_waiting(tmp_path) -> None:
+    # One rank fails a test and stops there (-x) while the other goes on to a test that needs
+    # it: tests/mpi/conftest.py makes the failing rank abort the job, so mpiexec ends (non-zero)
+    # and the failure is shown, instead of every rank waiting until the driver's time limit.
+    suite = tmp_path / "mpi"
+    suite.mkdir()
+    (suite / "conftest.py").write_text((TESTS / "mpi" / "conftest.py").read_text())
+    (suite / "test_one_rank_fails.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.mpi(min_size=2)\n"
+        "def test_fails_on_node_1(dc):\n"
+        "    assert dc.node_id != 1, 'node 1 fails here'\n\n"
+        "@pytest.mark.mpi(min_size=2)\n"
+        "def test_needs_every_node(dc):\n"
+        "    dc.send((dc.node_id + 1) % dc.n_node, dc.node_id)\n"
+        "    dc.recv((dc.node_id - 1) % dc.n_node)\n"
+    )
+    argv = [*mpiexec_argv(2), sys.executable, "-m", "pytest", "--with-mpi", "-q",
+            "-p", "no:cacheprovider", "-x", str(suite)]
+    try:
+        done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120,
+                              cwd=tmp_path)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the job was still running 120 s after one rank failed")
+    assert done.returncode != 0
+    assert "node 1 fails here" in done.stdout + done.stderr

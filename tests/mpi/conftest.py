@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 
 import pytest
 
@@ -20,6 +21,30 @@ def pytest_configure(config: pytest.Config) -> None:
 
         rank = MPI.COMM_WORLD.Get_rank()
         config.option.xmlpath = os.path.join(directory, f"rank-{rank}.xml")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_FAILED] = session.testsfailed > 0
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A rank whose session failed aborts the job, once its report is written and printed.
+
+    With ``-x`` it stops at its first failure while the other ranks go on to the next test and
+    wait for it there, and its own exit would wait for them (distrcomp's exit handshake): the
+    job then hung until the driver's time limit. MPI_Abort ends every rank at once instead.
+    """
+    if not config.stash.get(_FAILED, False):
+        return
+    from mpi4py import MPI
+
+    if MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(1)
+
+
+_FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture
