@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+_FAILED = pytest.StashKey[bool]()  # this rank's session had a failing test (pytest_unconfigure)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     directory = os.environ.get("DISTRCOMP_JUNIT_DIR")
@@ -42,9 +44,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         MPI.COMM_WORLD.Abort(1)
-
-
-_FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture
