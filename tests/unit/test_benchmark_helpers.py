@@ -1,9 +1,13 @@
-"""The pure parts of benchmarks/: interleaving, damaged-line counting, the table."""
+"""The parts of benchmarks/ that need no MPI: interleaving, job timing, damaged lines, table."""
 
 from __future__ import annotations
 
+import resource
+import subprocess
 import sys
+import time
 
+import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -52,3 +56,45 @@ def test_row_ratios_point_the_way_their_targets_do():
     assert missing["value"] is None and missing["met"] is None
     table = report.format_table([latency, res, missing]).splitlines()
     assert len(table) == 5 and "pass" in table[2] and "MISS" in table[3] and "n/a" in table[4]
+
+
+def _voluntary_switches() -> int:
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+
+
+def test_run_sleeps_until_the_job_exits_instead_of_polling(tmp_path):
+    # Popen.wait(timeout) polls (every 50 ms after the first 0.1 s): each poll is a voluntary
+    # context switch of this thread, and each rounded a whole-job sample up to the next poll.
+    before = _voluntary_switches()
+    code, seconds = launcher_bench._run(
+        [sys.executable, "-c", "import time; time.sleep(0.6)"], tmp_path / "out", timeout=60
+    )
+    switches = _voluntary_switches() - before
+    assert code == 0 and seconds > 0
+    assert switches <= 4, f"{switches} wake-ups while one job ran"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_run_kills_the_whole_job_at_its_timeout(tmp_path):
+    started = tmp_path / "grandchild"
+    script = (
+        "import subprocess, sys, time; "
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(started)!r}, 'w').write(str(p.pid)); time.sleep(60)"
+    )
+    with pytest.raises(subprocess.TimeoutExpired):
+        launcher_bench._run([sys.executable, "-c", script], tmp_path / "out", timeout=2)
+    grandchild = int(started.read_text())
+    for _ in range(100):  # the kill is sent; the grandchild's new parent reaps it
+        if not _running(grandchild):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"process {grandchild} of the timed-out job still runs")
