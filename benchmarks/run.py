@@ -80,12 +80,12 @@ def machine() -> dict[str, Any]:
     import numpy
 
     from distrcomp import p2p
-    from distrcomp.launcher.flavor import detect
+    from distrcomp.launcher.flavor import detect, version_line
 
     return {
         "cores": os.cpu_count(), "python": platform.python_version(),
         "engine": "compiled" if p2p.compiled() else "python",
-        "mpi": detect().version, "mpi4py": mpi4py.__version__, "numpy": numpy.__version__,
+        "mpi": version_line(detect()), "mpi4py": mpi4py.__version__, "numpy": numpy.__version__,
         "platform": platform.platform(),
     }
 

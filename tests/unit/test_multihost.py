@@ -69,7 +69,7 @@ def test_last_error_line():
                 "10.0.0.0/24"], ["--wdir", "/d"])),
 ])
 def test_flavor_arguments(name, expected):
-    flavor = Flavor(name, "mpiexec", "")
+    flavor = Flavor(name, "mpiexec")
     got = (flavor.ssh_args("/w"), flavor.address_args("10.0.0.1", "10.0.0.0/24"),
            flavor.wdir_args("/d"))
     assert got == expected

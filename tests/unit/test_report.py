@@ -75,8 +75,8 @@ def test_describe_and_summary_table():
     assert summary([_result(0, 0)], 2.0) == ["Total time : 2.000 s"]
 
 
-MPICH = Flavor("mpich", "/x/mpiexec", "MPICH 5")
-OPENMPI = Flavor("openmpi", "/y/mpirun", "Open MPI 5")
+MPICH = Flavor("mpich", "/x/mpiexec")
+OPENMPI = Flavor("openmpi", "/y/mpirun")
 
 
 def test_user_command_runs_py_files_with_this_python():

