@@ -77,17 +77,20 @@ def processes_with_env(name: str, value: str, exclude: tuple[int, ...] = ()) -> 
     found = []
     here = _netns("self")
     for pid in _pids():
-        if pid in exclude or (here is not None and _netns(pid) != here):
+        if pid in exclude:
             continue
-        try:
+        try:  # the environment first: most processes are not the job's, and that is one read
             with open(f"{_PROC}/{pid}/environ", "rb") as handle:
-                entries = handle.read().split(b"\0")
+                if needle not in handle.read().split(b"\0"):
+                    continue
             with open(f"{_PROC}/{pid}/comm", "rb") as handle:
                 comm = handle.read().decode("utf-8", "replace").strip()
         except OSError:
             continue
+        if here is not None and _netns(pid) != here:
+            continue
         fields = _stat_fields(pid)
-        if needle in entries and fields and fields[0] != "Z":
+        if fields and fields[0] != "Z":
             found.append((pid, comm))
     return found
 
