@@ -125,6 +125,18 @@ def test_background_children_do_not_survive(tmp_path):
     assert done.elapsed < FAULT_BOUND
 
 
+def test_a_child_in_a_session_of_its_own_does_not_survive_or_hold_up_the_job(tmp_path):
+    # setsid takes the child out of the node's process group, and it keeps MPICH's descriptors,
+    # so MPICH's proxy waits for it (bare mpiexec then waits the 300 s): the node wrapper finds
+    # it by the mark the command's processes carry, stops it, and the job ends as it should
+    done = launch(tmp_path, "run", "-n", "2", "--", "sh", "-c",
+                  "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo started",
+                  timeout=FAULT_BOUND * 2)
+    assert done.returncode == 0, done
+    assert done.stdout.count("started") == 2, done
+    assert done.elapsed < FAULT_BOUND, done
+
+
 def test_relay_channel_is_closed_to_others_and_secret_stays_off_command_lines(tmp_path):
     job = start(tmp_path, "run", "-n", "2", program("blocked.py"), str(tmp_path))
     wait_for_files([tmp_path / f"ready-{node}" for node in range(2)])

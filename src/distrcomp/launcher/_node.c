@@ -36,6 +36,8 @@
 #define ENV_SECRET "DISTRCOMP_RELAY_SECRET"
 #define ENV_WORKDIR "DISTRCOMP_WORKDIR"
 #define ENV_SLOTS "DISTRCOMP_WORKDIR_SLOTS"
+#define ENV_JOB "DISTRCOMP_JOB"
+#define ENV_NODE "DISTRCOMP_NODE"
 #define UNIX_PREFIX "unix:"
 enum { CONTROL = 0, OUT = 1, ERR = 2, EXIT = 4, STREAMS = 5, STOP = 10, DUMP = 11, BYE = 12 };
 #define MAGIC "DCR1"
@@ -516,6 +518,68 @@ static int members(pid_t *out, int max)
 
 #define MAX_MEMBERS 4096
 
+/* The command's mark (channel.ENV_NODE) as an environment entry: "DISTRCOMP_NODE=<job>.<node>". */
+static char mark[192];
+
+/* True if the environment `pid` started with (/proc/PID/environ) holds the entry `mark`. */
+static int carries_mark(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    size_t size = 0, cap = 1 << 14;
+    char *data = malloc(cap);
+    for (ssize_t n = 1; data && n > 0;) {
+        if (size == cap) {
+            char *more = cap < (64u << 20) ? realloc(data, cap * 2) : NULL;
+            if (!more)
+                break; /* keep what was read */
+            data = more, cap *= 2;
+        }
+        n = read(fd, data + size, cap - size);
+        if (n > 0)
+            size += (size_t)n;
+    }
+    close(fd);
+    int found = 0;
+    size_t length = strlen(mark) + 1; /* with the NUL that ends every entry */
+    for (size_t at = 0; data && !found && at < size;) {
+        char *end = memchr(data + at, 0, size - at);
+        size_t entry = end ? (size_t)(end - data) - at + 1 : size - at;
+        found = entry == length && memcmp(data + at, mark, length) == 0;
+        at += entry;
+    }
+    free(data);
+    return found;
+}
+
+/* Live processes outside the command's process group that carry its mark (a setsid child, a
+ * daemon), except the stub and this relay; at most `max`. */
+static int strays(pid_t *out, int max)
+{
+    DIR *dir = opendir("/proc");
+    int n = 0;
+    if (!dir || !mark[0]) {
+        if (dir)
+            closedir(dir);
+        return 0;
+    }
+    pid_t self = getpid();
+    for (long number; n < max && (number = next_number(dir)) >= 0;) {
+        pid_t pid = (pid_t)number;
+        char state;
+        long pgrp;
+        if (pid == stub_pid || pid == self || !stat_of(pid, &state, &pgrp))
+            continue;
+        if (pgrp != (long)group && state != 'Z' && pid != child && carries_mark(pid))
+            out[n++] = pid;
+    }
+    closedir(dir);
+    return n;
+}
+
 static void signal_group(int signum)
 {
     if (!shares_stub_group) {
@@ -643,19 +707,35 @@ static int supervise(void)
     return returncode;
 }
 
-/* Stop what the command left running (SIGTERM, SIGKILL after a second). */
-static void reap_leftovers(void)
+/* Stop what the command left running (SIGTERM, SIGKILL after a second): its process group,
+ * and the processes carrying its mark that left the group, which may hold MPI's descriptors
+ * (MPICH's proxy then waits for them, and the job with it) (node.py: _reap_leftovers). */
+static void signal_leftovers(int signum)
 {
     pid_t pids[MAX_MEMBERS];
-    if (!members(pids, MAX_MEMBERS))
+    signal_group(signum);
+    int n = strays(pids, MAX_MEMBERS);
+    for (int i = 0; i < n; i++)
+        kill(pids[i], signum);
+}
+
+static int any_leftover(void)
+{
+    pid_t pids[MAX_MEMBERS];
+    return members(pids, MAX_MEMBERS) > 0 || strays(pids, MAX_MEMBERS) > 0;
+}
+
+static void reap_leftovers(void)
+{
+    if (!any_leftover())
         return;
-    signal_group(SIGTERM);
+    signal_leftovers(SIGTERM);
     double deadline = now() + 1.0;
-    while (members(pids, MAX_MEMBERS) && now() < deadline) {
+    while (any_leftover() && now() < deadline) {
         struct timespec pause = {0, 20 * 1000 * 1000};
         nanosleep(&pause, NULL);
     }
-    signal_group(SIGKILL);
+    signal_leftovers(SIGKILL);
 }
 
 /* Wait for BYE (the launcher has everything it needs from every node) or its absence. */
@@ -832,6 +912,8 @@ static int start(char **command, const int streams[2], const int *inherited, int
             error = errno;
         if (!error && has_cwd && chdir(cwd) < 0)
             error = errno;
+        if (!error && mark[0] && putenv(mark) != 0)
+            error = errno;
         if (!error) {
             execvp(command[0], command);
             error = errno;
@@ -925,6 +1007,11 @@ static int relay(const char *address, const char *secret, char **command, const 
      * joins it. Otherwise (Open MPI) the command gets a process group of its own. */
     shares_stub_group = getpgid(stub_pid) == stub_pid;
 
+    const char *job = getenv(ENV_JOB);
+    if (job && *job)
+        snprintf(mark, sizeof mark, "%s=%.128s.%d", ENV_NODE, job, node_id);
+    else
+        snprintf(mark, sizeof mark, "%s=%d.%d", ENV_NODE, (int)getpid(), node_id);
     int returncode = start(command, streams, inherited, n_inherited);
     /* The command has its own copies: the launcher sees the end of each stream when the
      * command (and whatever it started) has closed them. */

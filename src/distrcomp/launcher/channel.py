@@ -42,6 +42,7 @@ __all__ = [
     "DUMP",
     "ENV_ADDRESS",
     "ENV_JOB",
+    "ENV_NODE",
     "ENV_SECRET",
     "ENV_SLOTS",
     "ENV_WORKDIR",
@@ -67,6 +68,10 @@ __all__ = [
 ENV_ADDRESS = "DISTRCOMP_RELAY"  # host:port of the launcher's listener
 ENV_SECRET = "DISTRCOMP_RELAY_SECRET"  # hex; removed from the environment of the user's command
 ENV_JOB = "DISTRCOMP_JOB"  # unique job id; every process of the job carries it
+# "<job id>.<node id>", set by the node wrapper for its command: every process the command
+# starts carries it, also one that leaves its process group (setsid, a daemon), so that the
+# wrapper finds what the command left running
+ENV_NODE = "DISTRCOMP_NODE"
 ENV_WORKDIR = "DISTRCOMP_WORKDIR"  # --files: the job's directory (same path on every host)
 ENV_SLOTS = "DISTRCOMP_WORKDIR_SLOTS"  # --files: nodes per host in peers order, e.g. "1,2,1"
 

@@ -167,6 +167,8 @@ class _Relay:
         self.command = command
         self.stub = stub
         self.inherited = inherited
+        # the command's mark (channel.ENV_NODE); the job id is set by every launcher
+        self.mark = f"{os.environ.get(channel.ENV_JOB) or os.getpid()}.{node}"
         # Under MPICH the stub leads its own process group, which MPI kills on abort: the
         # command joins it. Otherwise (Open MPI) the command gets a process group of its own.
         self.shares_stub_group = os.getpgid(stub) == stub
@@ -246,6 +248,7 @@ class _Relay:
 
     def _start(self, streams: Sequence[int]) -> int:
         env = dict(os.environ)  # ENV_SECRET and ENV_ADDRESS were removed in main()
+        env[channel.ENV_NODE] = self.mark
         try:
             cwd = self._workdir()
             if cwd is not None and not os.path.isdir(cwd):
@@ -315,15 +318,29 @@ class _Relay:
         return returncode
 
     def _reap_leftovers(self) -> None:
-        """Stop what the command left running (SIGTERM, SIGKILL after a second): it may hold
-        the output streams open, and no process of the node outlives it."""
-        if not self._members():
+        """Stop what the command left running (SIGTERM, SIGKILL after a second): its process
+        group, and every process carrying its mark that left the group (setsid, a daemon).
+        They may hold the output streams or MPI's descriptors open (MPICH's proxy then waits
+        for them, and the job with it), and no process of the node outlives the command."""
+        if not self._members() and not self._strays():
             return
-        self._signal_group(signal.SIGTERM)
+        self._signal_leftovers(signal.SIGTERM)
         deadline = time.monotonic() + 1.0
-        while self._members() and time.monotonic() < deadline:
+        while (self._members() or self._strays()) and time.monotonic() < deadline:
             time.sleep(0.02)
-        self._signal_group(signal.SIGKILL)
+        self._signal_leftovers(signal.SIGKILL)
+
+    def _strays(self) -> list[int]:
+        """Live processes outside the command's process group that carry its mark."""
+        members = set(self._members())
+        marked = procs.processes_with_env(channel.ENV_NODE, self.mark,
+                                          exclude=(self.stub, os.getpid()))
+        return [pid for pid, _ in marked if pid not in members]
+
+    def _signal_leftovers(self, signum: int) -> None:
+        self._signal_group(signum)
+        for pid in self._strays():
+            procs.send_signal(pid, signum)
 
     def _obey(self, frames: channel.FrameReader, selector: selectors.BaseSelector) -> None:
         assert self.sock is not None
