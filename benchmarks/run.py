@@ -121,9 +121,11 @@ def run_all(quick: bool, log: Any) -> tuple[list[dict[str, Any]], dict[str, Any]
             samples.update(got["samples"])
 
     launcher_missing = launcher_bench.unavailable()
-    # A whole job is short (~0.4 s) and the machine's load comes in bursts of about that
-    # length: 15 interleaved pairs, so that one burst cannot move the median of either.
-    reps = 2 if quick else 15
+    # A whole job is short (~0.45 s) and the machine's load comes in bursts of about that
+    # length; one job's wall moves by +-100 ms, ten times what separates the launchers'
+    # medians from the target. With 15 interleaved pairs, six runs' ratios scattered over
+    # 1.02-1.19 around 1.11-1.12 for all 90 pairs pooled: 31 pairs (about 30 s).
+    reps = 2 if quick else 31
     lines = 20_000 if quick else 200_000
     damaged: dict[str, dict[str, int]] = {}  # relay row key -> damaged lines per launcher
     if launcher_missing is None:
