@@ -260,8 +260,10 @@ static long next_number(DIR *dir)
     return -1;
 }
 
-/* Live (non-zombie) processes of group `pgid`, except `ex1` and `ex2`; at most `max`. */
-static int group_members(pid_t pgid, pid_t ex1, pid_t ex2, pid_t *out, int max)
+/* Live (non-zombie) processes other than `ex1` and `ex2` that `keep` accepts (given the pid,
+ * its process group and `arg`): how many, at most `max`; their pids into `out` unless NULL. */
+static int scan(pid_t ex1, pid_t ex2, int (*keep)(pid_t, long, const void *), const void *arg,
+                pid_t *out, int max)
 {
     DIR *dir = opendir("/proc");
     int n = 0;
@@ -271,13 +273,28 @@ static int group_members(pid_t pgid, pid_t ex1, pid_t ex2, pid_t *out, int max)
         pid_t pid = (pid_t)number;
         char state;
         long pgrp;
-        if (pid == ex1 || pid == ex2 || !stat_of(pid, &state, &pgrp))
+        if (pid == ex1 || pid == ex2 || !stat_of(pid, &state, &pgrp) || state == 'Z')
             continue;
-        if (pgrp == (long)pgid && state != 'Z')
-            out[n++] = pid;
+        if (keep(pid, pgrp, arg)) {
+            if (out)
+                out[n] = pid;
+            n++;
+        }
     }
     closedir(dir);
     return n;
+}
+
+static int in_group(pid_t pid, long pgrp, const void *pgid)
+{
+    (void)pid;
+    return pgrp == (long)*(const pid_t *)pgid;
+}
+
+/* Live processes of group `pgid`, except `ex1` and `ex2`; at most `max`. */
+static int group_members(pid_t pgid, pid_t ex1, pid_t ex2, pid_t *out, int max)
+{
+    return scan(ex1, ex2, in_group, &pgid, out, max);
 }
 
 /* True if `pid` has a handler installed for `signum` (SigCgt of /proc/PID/status). */
@@ -555,29 +572,24 @@ static int carries_mark(pid_t pid)
     return found;
 }
 
-/* Live processes outside the command's process group that carry its mark (a setsid child, a
- * daemon), except the stub and this relay; at most `max`. */
+/* A process outside the command's process group that carries its mark: a setsid child, a
+ * daemon. */
+static int is_stray(pid_t pid, long pgrp, const void *unused)
+{
+    (void)unused;
+    return pgrp != (long)group && pid != child && mark[0] && carries_mark(pid);
+}
+
+/* A process the command left running: in its group, or carrying its mark. */
+static int is_leftover(pid_t pid, long pgrp, const void *unused)
+{
+    return pgrp == (long)group || pid == child || is_stray(pid, pgrp, unused);
+}
+
+/* The strays, except the stub and this relay; at most `max`. */
 static int strays(pid_t *out, int max)
 {
-    DIR *dir = opendir("/proc");
-    int n = 0;
-    if (!dir || !mark[0]) {
-        if (dir)
-            closedir(dir);
-        return 0;
-    }
-    pid_t self = getpid();
-    for (long number; n < max && (number = next_number(dir)) >= 0;) {
-        pid_t pid = (pid_t)number;
-        char state;
-        long pgrp;
-        if (pid == stub_pid || pid == self || !stat_of(pid, &state, &pgrp))
-            continue;
-        if (pgrp != (long)group && state != 'Z' && pid != child && carries_mark(pid))
-            out[n++] = pid;
-    }
-    closedir(dir);
-    return n;
+    return scan(stub_pid, getpid(), is_stray, NULL, out, max);
 }
 
 static void signal_group(int signum)
@@ -723,21 +735,7 @@ static void signal_leftovers(int signum)
  * every node waits for it), where members() and strays() would make two. */
 static int any_leftover(void)
 {
-    DIR *dir = opendir("/proc");
-    if (!dir)
-        return 0;
-    pid_t self = getpid();
-    int found = 0;
-    for (long number; !found && (number = next_number(dir)) >= 0;) {
-        pid_t pid = (pid_t)number;
-        char state;
-        long pgrp;
-        if (pid == stub_pid || pid == self || !stat_of(pid, &state, &pgrp) || state == 'Z')
-            continue;
-        found = pgrp == (long)group || pid == child || (mark[0] && carries_mark(pid));
-    }
-    closedir(dir);
-    return found;
+    return scan(stub_pid, getpid(), is_leftover, NULL, NULL, 1) > 0;
 }
 
 static void reap_leftovers(void)
