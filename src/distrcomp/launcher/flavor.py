@@ -176,7 +176,8 @@ def version_line(flavor: Flavor) -> str:
 def detect() -> Flavor:
     """The installed MPI: its family by its files (:func:`family_by_files`), else by what
     ``mpiexec --version`` prints (run once per mpiexec). Raises MPIError if no mpiexec is found,
-    or it cannot be run, or it names no MPI distrcomp knows."""
+    or, when its files do not tell, if it cannot be run or names no MPI distrcomp knows (an
+    mpiexec that its files tell but that cannot run fails when the job starts it)."""
     mpiexec = find_mpiexec()
     return Flavor(family_by_files(mpiexec) or _family_by_version(mpiexec), mpiexec)
 
