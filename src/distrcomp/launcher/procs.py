@@ -7,9 +7,10 @@ the processes they know by pid.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
-__all__ = ["catches", "group_members", "processes_with_env", "send_signal"]
+__all__ = ["any_left", "catches", "group_members", "processes_with_env", "send_signal"]
 
 _PROC = "/proc"
 
@@ -32,6 +33,32 @@ def _stat_fields(pid: int) -> list[str] | None:
     except OSError:
         return None
     return data[data.rfind(b")") + 2:].decode("ascii", "replace").split()
+
+
+_EXEC_RETRIES = 20  # 1 ms apart: how long a process may show no environment (see _carries)
+
+
+def _carries(pid: int, needle: bytes, pgrp: str | None = None) -> bool:
+    """Whether the environment ``pid`` started with (/proc/PID/environ) has the entry
+    ``needle``. Raises OSError if it cannot be read.
+
+    A process in the middle of an exec shows an empty environment for a moment (the new
+    program's memory is in place, its environment not yet recorded): one whose environment is
+    empty is read again, 1 ms apart, until it shows one, unless it is a kernel thread (process
+    group 0, never an environment). ``pgrp``: its process group, if known.
+    """
+    for attempt in range(_EXEC_RETRIES + 1):
+        with open(f"{_PROC}/{pid}/environ", "rb") as handle:
+            data = handle.read()
+        if data or attempt == _EXEC_RETRIES:
+            return needle in data.split(b"\0")
+        if pgrp is None:
+            fields = _stat_fields(pid)
+            pgrp = fields[2] if fields and len(fields) > 2 else "0"
+        if pgrp == "0":
+            return False
+        time.sleep(0.001)
+    return False
 
 
 def group_members(pgid: int, exclude: tuple[int, ...] = ()) -> list[int]:
@@ -80,9 +107,8 @@ def processes_with_env(name: str, value: str, exclude: tuple[int, ...] = ()) -> 
         if pid in exclude:
             continue
         try:  # the environment first: most processes are not the job's, and that is one read
-            with open(f"{_PROC}/{pid}/environ", "rb") as handle:
-                if needle not in handle.read().split(b"\0"):
-                    continue
+            if not _carries(pid, needle):
+                continue
             with open(f"{_PROC}/{pid}/comm", "rb") as handle:
                 comm = handle.read().decode("utf-8", "replace").strip()
         except OSError:
@@ -93,6 +119,30 @@ def processes_with_env(name: str, value: str, exclude: tuple[int, ...] = ()) -> 
         if fields and fields[0] != "Z":
             found.append((pid, comm))
     return found
+
+
+def any_left(pgid: int, name: str, value: str, exclude: tuple[int, ...] = ()) -> bool:
+    """Whether a live process other than those in ``exclude`` is in process group ``pgid`` or
+    carries ``name=value`` in its environment (and is in this network namespace, as for
+    :func:`processes_with_env`): one pass over the process table."""
+    needle = f"{name}={value}".encode()
+    here = _netns("self")
+    for pid in _pids():
+        if pid in exclude:
+            continue
+        fields = _stat_fields(pid)
+        if not fields or len(fields) < 3 or fields[0] == "Z":
+            continue
+        if fields[2] == str(pgid):
+            return True
+        try:
+            if not _carries(pid, needle, fields[2]):
+                continue
+        except OSError:
+            continue
+        if here is None or _netns(pid) == here:
+            return True
+    return False
 
 
 def send_signal(pid: int, signum: int) -> bool:
