@@ -538,28 +538,52 @@ static int members(pid_t *out, int max)
 /* The command's mark (channel.ENV_NODE) as an environment entry: "DISTRCOMP_NODE=<job>.<node>". */
 static char mark[192];
 
-/* True if the environment `pid` started with (/proc/PID/environ) holds the entry `mark`. */
-static int carries_mark(pid_t pid)
+/* The environment `pid` started with (/proc/PID/environ), as a malloc'd buffer of `*size` bytes;
+ * NULL if it cannot be read. */
+static char *environment(pid_t pid, size_t *size)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return 0;
-    size_t size = 0, cap = 1 << 14;
+        return NULL;
+    size_t cap = 1 << 14;
     char *data = malloc(cap);
+    *size = 0;
     for (ssize_t n = 1; data && n > 0;) {
-        if (size == cap) {
+        if (*size == cap) {
             char *more = cap < (64u << 20) ? realloc(data, cap * 2) : NULL;
             if (!more)
                 break; /* keep what was read */
             data = more, cap *= 2;
         }
-        n = read(fd, data + size, cap - size);
+        n = read(fd, data + *size, cap - *size);
         if (n > 0)
-            size += (size_t)n;
+            *size += (size_t)n;
     }
     close(fd);
+    return data;
+}
+
+#define EXEC_RETRIES 20 /* 1 ms apart: how long a process may show no environment */
+
+/* True if the environment `pid` (of process group `pgrp`) started with holds the entry `mark`.
+ * A process in the middle of an exec shows an empty environment for a moment (the new
+ * program's memory is in place, its environment not yet recorded): an empty one is read
+ * again, 1 ms apart, unless the process is a kernel thread (group 0, never an environment)
+ * (procs.py: _carries). */
+static int carries_mark(pid_t pid, long pgrp)
+{
+    size_t size = 0;
+    char *data = NULL;
+    for (int attempt = 0; attempt <= EXEC_RETRIES; attempt++) {
+        free(data);
+        data = environment(pid, &size);
+        if (!data || size > 0 || pgrp == 0)
+            break;
+        struct timespec pause = {0, 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
     int found = 0;
     size_t length = strlen(mark) + 1; /* with the NUL that ends every entry */
     for (size_t at = 0; data && !found && at < size;) {
@@ -577,7 +601,7 @@ static int carries_mark(pid_t pid)
 static int is_stray(pid_t pid, long pgrp, const void *unused)
 {
     (void)unused;
-    return pgrp != (long)group && pid != child && mark[0] && carries_mark(pid);
+    return pgrp != (long)group && pid != child && mark[0] && carries_mark(pid, pgrp);
 }
 
 /* A process the command left running: in its group, or carrying its mark. */

@@ -322,13 +322,22 @@ class _Relay:
         group, and every process carrying its mark that left the group (setsid, a daemon).
         They may hold the output streams or MPI's descriptors open (MPICH's proxy then waits
         for them, and the job with it), and no process of the node outlives the command."""
-        if not self._members() and not self._strays():
+        if not self._any_left():
             return
         self._signal_leftovers(signal.SIGTERM)
         deadline = time.monotonic() + 1.0
-        while (self._members() or self._strays()) and time.monotonic() < deadline:
+        while self._any_left() and time.monotonic() < deadline:
             time.sleep(0.02)
         self._signal_leftovers(signal.SIGKILL)
+
+    def _any_left(self) -> bool:
+        """Whether the command or anything it left is still running: one pass over the process
+        table (the end of every node waits for it)."""
+        child = self.child
+        if child is not None and child.returncode is None:
+            return True
+        return procs.any_left(self.group, channel.ENV_NODE, self.mark,
+                              exclude=(self.stub, os.getpid()))
 
     def _strays(self) -> list[int]:
         """Live processes outside the command's process group that carry its mark."""
