@@ -3,11 +3,14 @@
  * Optional: distrcomp.p2p.Engine is the whole engine in Python and the reference for what
  * this does; when this module is built, p2p uses a subclass of Engine whose base, Core,
  * answers send() and recv() here for the common messages and hands everything else to the
- * Python methods (_send_py, _recv_py, _decode_entry). Nothing here talks to MPI directly: it
- * calls mpi4py's methods (Isend, Mprobe, Message.Recv, as the Python engine does, and isend), so
- * it needs neither MPI's nor numpy's headers and works with any MPI mpi4py works with. What it
- * saves is the interpreter: measured on MPICH, the Python glue and encode/decode cost more
- * per one-way message than MPI itself.
+ * Python methods (_send_py, _recv_py, _decode_entry). This file talks to MPI through mpi4py's
+ * methods (Isend, Mprobe, Message.Recv, as the Python engine does, and isend), so it needs
+ * neither MPI's nor numpy's headers and works with any MPI mpi4py works with; when
+ * distrcomp._mpicalls_<abi> was built for the MPI in use (see _mpicalls.h), p2p hands it that
+ * module's calls, and inline frames are sent, and every frame probed and a FRAMED one received,
+ * with them instead: mpi4py's Python-level objects and argument parsing were half of an 8-byte
+ * message's time on Open MPI. What the rest saves is the interpreter: measured on MPICH, the
+ * Python glue and encode/decode cost more per one-way message than MPI itself.
  *
  * Handled here, and only here:
  *   send  dest and tag plain ints in range, and obj either
@@ -34,6 +37,8 @@
 #include <sched.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "_mpicalls.h"
 
 #define FRAME_MAX 16384 /* wire.FRAME_MAX; checked against it when a Core is attached */
 #define KIND_ARRAY 1 /* the first byte of an array frame */
@@ -77,6 +82,15 @@ typedef struct {
     int last_payload; /* last_head is from wire._payload_heads: the array follows it */
     int last_ndim;
     Py_ssize_t last_shape[MAX_DIMS];
+    /* The last inline array head received, so a program receiving one shape again skips the
+     * dicts and numpy's constructor: recv_copy is __copy__ of a C-contiguous array of that
+     * head's dtype and shape, whose copy then takes the data (recv_nbytes bytes). */
+    PyObject *recv_head, *recv_copy;
+    Py_ssize_t recv_nbytes, recv_size; /* the data's bytes, the whole frame's */
+    /* Set by _use_mpicalls, when distrcomp._mpicalls_<abi> was built for this MPI: */
+    const dc_mpicalls *mpi; /* its calls, used instead of mpi4py's for inline frames */
+    intptr_t mpi_comm;      /* comm's MPI handle */
+    PyObject *request_fromhandle, *loads; /* mpi4py's Request.fromhandle, MPI.pickle.loads */
 } Core;
 
 static PyObject *s_send_py, *s_send_stream, *s_recv_py, *s_decode_entry, *s_undecodable_entry, *s_purge;
@@ -373,6 +387,45 @@ as_index(PyObject *value, Py_ssize_t low, Py_ssize_t high, Py_ssize_t *out)
     return 1;
 }
 
+/* Raise MPI's error `err` as mpi4py would (MPI.Exception(err)); NULL. */
+static PyObject *
+mpi_error(Core *self, int err)
+{
+    PyObject *code = PyLong_FromLong(err);
+    if (code != NULL) {
+        PyErr_SetObject(self->mpi_error, code);
+        Py_DECREF(code);
+    }
+    return NULL;
+}
+
+/* An MPI handle (intptr_t) as mpi4py writes one: unsigned, MPICH's ints sign-extended. */
+static PyObject *
+handle_object(intptr_t handle)
+{
+    return PyLong_FromVoidPtr((void *)handle);
+}
+
+/* The bytes `frame` sent to `dest` with MPI tag `mtag` by the MPI calls: Py_None (a new
+ * reference) when the send completed at once, else the send's mpi4py Request; NULL with an
+ * exception when MPI failed (nothing was sent). */
+static PyObject *
+mpi_isend(Core *self, PyObject *frame, Py_ssize_t dest, Py_ssize_t mtag)
+{
+    intptr_t request = 0;
+    int done = 0;
+    int err = self->mpi->isend(self->mpi_comm, PyBytes_AS_STRING(frame), (int)PyBytes_GET_SIZE(frame), (int)dest,
+                               (int)mtag, &request, &done);
+    if (err != 0)
+        return mpi_error(self, err);
+    if (done)
+        Py_RETURN_NONE;
+    PyObject *handle = handle_object(request);
+    PyObject *result = handle == NULL ? NULL : PyObject_CallOneArg(self->request_fromhandle, handle);
+    Py_XDECREF(handle);
+    return result;
+}
+
 /* Send the memory of the C-contiguous `array` to `dest` as the payload of the frame just sent
  * with `tag` (the `nth` message to dest), and wait until MPI is done with it (the array is the
  * caller's: value semantics). 0, or -1 with an exception; interrupted (KeyboardInterrupt), the
@@ -459,22 +512,34 @@ Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     PyObject *nth_obj = PyLong_FromSsize_t(nth + 1);
     if (nth_obj == NULL)
         goto fail;
-    PyObject *mtag = PyLong_FromSsize_t(tag << KIND_BITS | kind);
-    if (mtag == NULL) {
-        Py_DECREF(nth_obj);
-        goto fail;
+    PyObject *request;
+    int direct = self->mpi != NULL && !lower && !payload && PyBytes_CheckExact(frame);
+    if (direct) {
+        request = mpi_isend(self, frame, dest, tag << KIND_BITS | kind);
+    } else {
+        PyObject *mtag = PyLong_FromSsize_t(tag << KIND_BITS | kind);
+        if (mtag == NULL) {
+            Py_DECREF(nth_obj);
+            goto fail;
+        }
+        PyObject *isend_args[3] = {lower ? obj : frame, args[0], mtag};
+        request = PyObject_Vectorcall(lower ? self->isend_lower : self->isend, isend_args, 3, NULL);
+        Py_DECREF(mtag);
     }
-    PyObject *isend_args[3] = {lower ? obj : frame, args[0], mtag};
-    PyObject *request = PyObject_Vectorcall(lower ? self->isend_lower : self->isend, isend_args, 3, NULL);
-    Py_DECREF(mtag);
-    if (request == NULL) { /* nothing was sent (mpi4py's pickling, on the plain path, failed) */
+    if (request == NULL) { /* nothing was sent (MPI failed, or mpi4py's pickling on the plain path) */
         Py_DECREF(nth_obj);
         goto fail;
     }
     PyList_SetItem(self->sent, dest, nth_obj); /* counted once sent; steals nth_obj */
+    if (request == Py_None) { /* the MPI calls' send completed at once */
+        Py_DECREF(request);
+        Py_DECREF(frame);
+        Py_RETURN_NONE;
+    }
     /* A small frame is often sent at once (copied out by MPI): then there is nothing to keep.
-     * A head is kept without looking, so that its payload follows it at once. */
-    if (!payload) {
+     * A head is kept without looking, so that its payload follows it at once. The MPI calls
+     * have looked once already. */
+    if (!payload && !direct) {
         PyObject *done = PyObject_CallMethodNoArgs(request, s_test);
         if (done == NULL) {
             Py_DECREF(request);
@@ -554,6 +619,59 @@ receive_block(Core *self, PyObject *nbytes)
     return PyObject_CallOneArg(self->block, nbytes);
 }
 
+/* The array in the received frame `buf` of `size` bytes when it is an inline array with the
+ * last head fast_decode decoded (a new array of its own memory, the data copied in): a new
+ * reference; NULL without an exception when not. */
+static PyObject *
+known_inline(Core *self, const unsigned char *buf, Py_ssize_t size)
+{
+    if (self->recv_head == NULL || size < 8 || buf[0] != KIND_ARRAY)
+        return NULL;
+    Py_ssize_t head_len = buf[6] | (buf[7] << 8);
+    if (size != self->recv_size || head_len != PyBytes_GET_SIZE(self->recv_head) ||
+        memcmp(buf, PyBytes_AS_STRING(self->recv_head), head_len) != 0)
+        return NULL;
+    PyObject *array = PyObject_CallNoArgs(self->recv_copy);
+    if (array == NULL)
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(array, &view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        Py_DECREF(array);
+        return NULL;
+    }
+    if (view.len == self->recv_nbytes)
+        memcpy(view.buf, buf + head_len, view.len);
+    else
+        Py_CLEAR(array); /* cannot happen: the copy has the template's size */
+    PyBuffer_Release(&view);
+    return array;
+}
+
+/* Remember `array`, just decoded from the inline head `head`, for known_inline: a private
+ * C-contiguous copy of it as the template. Failing leaves the last one (errors cleared). */
+static void
+remember_inline(Core *self, PyObject *head, PyObject *array, Py_ssize_t nbytes, Py_ssize_t size)
+{
+    PyObject *template = PyObject_CallMethod(array, "__copy__", NULL);
+    PyObject *copy = template == NULL ? NULL : PyObject_GetAttrString(template, "__copy__");
+    Py_buffer view;
+    if (copy != NULL && PyObject_GetBuffer(template, &view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) == 0) {
+        int fits = view.len == nbytes;
+        PyBuffer_Release(&view);
+        if (fits) {
+            Py_INCREF(head);
+            Py_XSETREF(self->recv_head, head);
+            Py_XSETREF(self->recv_copy, copy);
+            copy = NULL;
+            self->recv_nbytes = nbytes;
+            self->recv_size = size;
+        }
+    }
+    PyErr_Clear();
+    Py_XDECREF(copy);
+    Py_XDECREF(template);
+}
+
 /* The array in a received FRAMED frame from node `from` with MPI tag `mtag`, if this module
  * decodes it: an inline array (on the frame's own buffer), or an array sent as a payload
  * (received here, into distrcomp.buffers' memory, as wire.decode would). A new reference; NULL
@@ -572,31 +690,35 @@ fast_decode(Core *self, PyObject *frame, PyObject *from, Py_ssize_t mtag)
     if (head == NULL)
         return NULL;
     PyObject *described = PyDict_GetItemWithError(self->described, head); /* borrowed */
-    Py_DECREF(head);
-    if (described == NULL || !PyTuple_CheckExact(described) || PyTuple_GET_SIZE(described) != 5)
+    if (described == NULL || !PyTuple_CheckExact(described) || PyTuple_GET_SIZE(described) != 5) {
+        Py_DECREF(head);
         return NULL;
+    }
     /* (dtype, shape, order, nbytes, inline) */
     PyObject *nbytes = PyTuple_GET_ITEM(described, 3);
     int inline_ = PyObject_IsTrue(PyTuple_GET_ITEM(described, 4));
-    if (inline_ < 0 || PyObject_IsTrue(nbytes) != 1)
+    if (inline_ < 0 || PyObject_IsTrue(nbytes) != 1 || (inline_ && ((uintptr_t)(buf + head_len)) % 16 != 0)) {
+        Py_DECREF(head); /* unaligned inline data: the Python decoder copies it */
         return NULL;
+    }
     PyObject *memory, *offset;
     if (inline_) {
-        if (((uintptr_t)(buf + head_len)) % 16 != 0)
-            return NULL; /* unaligned data: the Python decoder copies it */
         memory = frame;
         Py_INCREF(memory);
         offset = PyLong_FromSsize_t(head_len);
     } else {
         memory = receive_block(self, nbytes);
-        if (memory == NULL)
+        if (memory == NULL) {
+            Py_DECREF(head);
             return NULL;
+        }
         PyObject *payload_tag = PyLong_FromSsize_t((mtag & ~(Py_ssize_t)KIND_MASK) | PAYLOAD);
         PyObject *received = payload_tag == NULL ? NULL :
             PyObject_VectorcallMethod(s_recv_method, (PyObject *[]){self->comm, memory, from, payload_tag}, 4, NULL);
         Py_XDECREF(payload_tag);
         if (received == NULL) {
             Py_DECREF(memory);
+            Py_DECREF(head);
             return NULL;
         }
         Py_DECREF(received);
@@ -604,6 +726,7 @@ fast_decode(Core *self, PyObject *frame, PyObject *from, Py_ssize_t mtag)
     }
     if (offset == NULL) {
         Py_DECREF(memory);
+        Py_DECREF(head);
         return NULL;
     }
     PyObject *args[6] = {PyTuple_GET_ITEM(described, 1), PyTuple_GET_ITEM(described, 0), memory, offset,
@@ -611,7 +734,36 @@ fast_decode(Core *self, PyObject *frame, PyObject *from, Py_ssize_t mtag)
     PyObject *array = PyObject_Vectorcall(self->ndarray, args, 6, NULL);
     Py_DECREF(offset);
     Py_DECREF(memory);
+    if (array != NULL && inline_) {
+        Py_ssize_t data = PyLong_AsSsize_t(nbytes);
+        if (data > 0 && head_len + data <= size)
+            remember_inline(self, head, array, data, size);
+        PyErr_Clear();
+    }
+    Py_DECREF(head);
     return array;
+}
+
+/* The next message from any node with any tag, by the MPI calls: its *source, MPI *tag, size in
+ * bytes *count, and *message handle (to be received by mrecv, or wrapped in an mpi4py Message).
+ * Blocks until one has arrived, without the GIL. 0, or -1 with an exception. */
+static int
+mpi_probe(Core *self, intptr_t *message, Py_ssize_t *source, Py_ssize_t *tag, int *count)
+{
+    int found = 0, from = 0, mtag = 0;
+    int err = self->mpi->probe(self->mpi_comm, 0, &found, message, &from, &mtag, count);
+    if (err == 0 && !found) {
+        Py_BEGIN_ALLOW_THREADS
+        err = self->mpi->probe(self->mpi_comm, 1, &found, message, &from, &mtag, count);
+        Py_END_ALLOW_THREADS
+    }
+    if (err != 0) {
+        mpi_error(self, err);
+        return -1;
+    }
+    *source = from;
+    *tag = mtag;
+    return 0;
 }
 
 static PyObject *
@@ -627,22 +779,47 @@ Core_recv(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
             return NULL;
         goto python;
     }
-    PyObject *probe_args[3] = {self->any_source, self->any_tag, self->status};
-    PyObject *message = PyObject_Vectorcall(self->mprobe, probe_args, 3, NULL);
-    if (message == NULL)
-        return NULL;
-    PyObject *frame = NULL, *got_src = NULL, *got_mtag = NULL, *obj = NULL, *result = NULL, *entry = NULL;
-    got_src = PyObject_CallNoArgs(self->get_source);
-    got_mtag = got_src ? PyObject_CallNoArgs(self->get_tag) : NULL;
-    if (got_mtag == NULL)
-        goto done;
-    Py_ssize_t from = PyLong_AsSsize_t(got_src), mtag = PyLong_AsSsize_t(got_mtag);
-    if (PyErr_Occurred())
-        goto done;
+    PyObject *message = NULL, *frame = NULL, *got_src = NULL, *got_mtag = NULL, *obj = NULL, *result = NULL,
+             *entry = NULL;
+    Py_ssize_t from, mtag;
+    intptr_t c_message = 0; /* the MPI calls' probed message, while a FRAMED frame is not received */
+    int c_count = 0;
+    if (self->mpi != NULL) {
+        if (mpi_probe(self, &c_message, &from, &mtag, &c_count) < 0)
+            return NULL;
+        got_src = PyLong_FromSsize_t(from);
+        got_mtag = got_src ? PyLong_FromSsize_t(mtag) : NULL;
+        if (got_mtag == NULL)
+            goto done;
+        if ((mtag & KIND_MASK) == BARE) { /* received now; unpickled below, as mpi4py's recv would */
+            frame = PyBytes_FromStringAndSize(NULL, c_count);
+            if (frame == NULL)
+                goto done;
+            int err = self->mpi->mrecv(&c_message, PyBytes_AS_STRING(frame), c_count);
+            if (err != 0) {
+                mpi_error(self, err);
+                goto done;
+            }
+        }
+    } else {
+        PyObject *probe_args[3] = {self->any_source, self->any_tag, self->status};
+        message = PyObject_Vectorcall(self->mprobe, probe_args, 3, NULL);
+        if (message == NULL)
+            return NULL;
+        got_src = PyObject_CallNoArgs(self->get_source);
+        got_mtag = got_src ? PyObject_CallNoArgs(self->get_tag) : NULL;
+        if (got_mtag == NULL)
+            goto done;
+        from = PyLong_AsSsize_t(got_src);
+        mtag = PyLong_AsSsize_t(got_mtag);
+        if (PyErr_Occurred())
+            goto done;
+    }
     self->n_received++;
     if ((mtag & KIND_MASK) == BARE) {
-        /* mpi4py receives and unpickles it (the buffer mprobe allocated); as _take_frame does. */
-        obj = PyObject_CallMethodNoArgs(message, s_recv_lower);
+        /* mpi4py receives and unpickles it (the buffer mprobe allocated); as _take_frame does.
+         * Received by the MPI calls, MPI.pickle.loads unpickles it, as mpi4py's recv does. */
+        obj = message == NULL ? PyObject_CallOneArg(self->loads, frame) : PyObject_CallMethodNoArgs(message, s_recv_lower);
         if (obj == NULL) {
             if (PyErr_ExceptionMatches(self->mpi_error) || !PyErr_ExceptionMatches(PyExc_Exception))
                 goto done;
@@ -658,24 +835,56 @@ Core_recv(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
                 goto done;
         }
     } else {
-        PyObject *count = PyObject_CallNoArgs(self->get_count);
-        if (count == NULL)
-            goto done;
-        Py_ssize_t size = PyLong_AsSsize_t(count);
-        Py_DECREF(count);
+        Py_ssize_t size = c_count;
+        if (message != NULL) {
+            PyObject *count = PyObject_CallNoArgs(self->get_count);
+            if (count == NULL)
+                goto done;
+            size = PyLong_AsSsize_t(count);
+            Py_DECREF(count);
+        }
         if (size < 0) {
             if (!PyErr_Occurred())
                 PyErr_Format(PyExc_RuntimeError, "distrcomp: probed a frame of %zd bytes", size);
             goto done;
         }
-        frame = PyByteArray_FromStringAndSize(NULL, size);
-        if (frame == NULL)
-            goto done;
-        PyObject *received = PyObject_VectorcallMethod(s_recv_method, (PyObject *[]){message, frame}, 2, NULL);
-        if (received == NULL)
-            goto done;
-        Py_DECREF(received);
-        obj = fast_decode(self, frame, got_src, mtag);
+        if (message == NULL && size <= FRAME_MAX) {
+            /* The MPI calls receive a frame here, and a frame with the last inline head
+             * received needs no bytearray (known_inline) */
+            unsigned char stack[FRAME_MAX];
+            int err = self->mpi->mrecv(&c_message, stack, (int)size);
+            if (err != 0) {
+                mpi_error(self, err);
+                goto done;
+            }
+            obj = known_inline(self, stack, size);
+            if (obj == NULL && PyErr_Occurred())
+                goto done;
+            if (obj == NULL && (frame = PyByteArray_FromStringAndSize((const char *)stack, size)) == NULL)
+                goto done;
+        } else {
+            frame = PyByteArray_FromStringAndSize(NULL, size);
+            if (frame == NULL)
+                goto done;
+            if (message == NULL) {
+                int err = self->mpi->mrecv(&c_message, PyByteArray_AS_STRING(frame), (int)size);
+                if (err != 0) {
+                    mpi_error(self, err);
+                    goto done;
+                }
+            } else {
+                PyObject *received =
+                    PyObject_VectorcallMethod(s_recv_method, (PyObject *[]){message, frame}, 2, NULL);
+                if (received == NULL)
+                    goto done;
+                Py_DECREF(received);
+            }
+            obj = known_inline(self, (const unsigned char *)PyByteArray_AS_STRING(frame), size);
+            if (obj == NULL && PyErr_Occurred())
+                goto done;
+        }
+        if (obj == NULL)
+            obj = fast_decode(self, frame, got_src, mtag);
         if (obj == NULL) {
             if (PyErr_Occurred())
                 goto done;
@@ -699,7 +908,7 @@ Core_recv(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     Py_DECREF(appended);
     result = call_python(self, s_recv_py, args, nargs, kwnames);
 done:
-    Py_DECREF(message);
+    Py_XDECREF(message);
     Py_XDECREF(frame);
     Py_XDECREF(got_src);
     Py_XDECREF(got_mtag);
@@ -907,11 +1116,44 @@ Core_attach(Core *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* _use_mpicalls(capsule, Request.fromhandle, MPI.pickle.loads): make inline frames' sends and
+ * every receive's probe with the calls in distrcomp._mpicalls_<abi>'s capsule, on comm's handle. */
+static PyObject *
+Core_use_mpicalls(Core *self, PyObject *args)
+{
+    PyObject *capsule, *request_fromhandle, *loads;
+    if (!PyArg_ParseTuple(args, "OOO:_use_mpicalls", &capsule, &request_fromhandle, &loads))
+        return NULL;
+    if (self->isend == NULL)
+        return PyErr_Format(PyExc_RuntimeError, "distrcomp._hotpath: _use_mpicalls before _attach");
+    const dc_mpicalls *mpi = PyCapsule_GetPointer(capsule, DC_MPICALLS_CAPSULE);
+    if (mpi == NULL)
+        return NULL;
+    if (mpi->version != DC_MPICALLS_VERSION)
+        return PyErr_Format(PyExc_RuntimeError, "distrcomp._hotpath needs MPI calls version %d, got %d",
+                            DC_MPICALLS_VERSION, mpi->version);
+    PyObject *handle = PyObject_GetAttrString(self->comm, "handle");
+    if (handle == NULL)
+        return NULL;
+    void *comm = PyLong_AsVoidPtr(handle);
+    Py_DECREF(handle);
+    if (comm == NULL && PyErr_Occurred())
+        return NULL;
+    Py_INCREF(request_fromhandle);
+    Py_XSETREF(self->request_fromhandle, request_fromhandle);
+    Py_INCREF(loads);
+    Py_XSETREF(self->loads, loads);
+    self->mpi_comm = (intptr_t)comm;
+    self->mpi = mpi;
+    Py_RETURN_NONE;
+}
+
 #define OBJECT_FIELDS(X)                                                                                      \
     X(comm) X(status) X(queue) X(pending) X(sent) X(isend) X(isend_lower) X(mprobe) X(improbe)                \
     X(get_count) X(get_source) X(get_tag) X(any_source) X(any_tag) X(mpi_error) X(c_heads)                    \
     X(payload_heads) X(described) X(ndarray) X(dumps) X(protocol) X(kw_callback) X(block)                     \
-    X(blocks) X(payload_type) X(oob) X(oob_append) X(last_dtype) X(last_head)
+    X(blocks) X(payload_type) X(oob) X(oob_append) X(last_dtype) X(last_head) X(request_fromhandle)         \
+    X(loads) X(recv_head) X(recv_copy)
 
 static int
 Core_traverse(Core *self, visitproc visit, void *arg)
@@ -953,6 +1195,9 @@ static PyMethodDef Core_methods[] = {
      "_attach(c_heads, payload_heads, described, frame_max, any_source, any_tag, mpi_error, block, blocks, "
      "payload_type): "
      "bind to comm, _status, wire's caches, buffers.block and its cache's list, the MPI datatype of a payload."},
+    {"_use_mpicalls", (PyCFunction)Core_use_mpicalls, METH_VARARGS,
+     "_use_mpicalls(capsule, Request.fromhandle, MPI.pickle.loads): send inline frames and probe with "
+     "distrcomp._mpicalls_<abi>'s MPI calls instead of mpi4py's."},
     {NULL, NULL, 0, NULL},
 };
 
