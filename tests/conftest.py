@@ -3,6 +3,7 @@ test_mpi_suite.py), jobs/ (whole MPI jobs as subprocesses), launcher/ (the CLI),
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -73,6 +74,24 @@ def extension_built() -> bool:
     except ImportError:
         return False
     return True
+
+
+@functools.cache
+def mpicalls_built() -> bool:
+    """Whether ``distrcomp._mpicalls_<abi>`` (the hot path's own MPI calls) was built at install
+    for the ABI of the MPI mpi4py loads here (asked in a process that does not start MPI)."""
+    code = (
+        "import importlib.util, mpi4py\n"
+        "mpi4py.rc.initialize = False\n"
+        "from mpi4py import MPI\n"
+        "from distrcomp import p2p\n"
+        "abi = p2p._mpi_abi(MPI)\n"
+        "print(bool(abi and importlib.util.find_spec('distrcomp._mpicalls_' + abi)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip() == "True"
 
 
 def require_compiled(what: str) -> None:

@@ -1,19 +1,20 @@
-"""Jobs whose nodes run different engines: the compiled one and the Python one speak one
-protocol, so a job where some nodes lack the extension (or set DISTRCOMP_PURE_PYTHON=1) works."""
+"""Jobs whose nodes run different engines: the compiled one (making its own MPI calls or not)
+and the Python one speak one protocol, so a job where some nodes lack the extensions (or set
+DISTRCOMP_PURE_PYTHON=1 or DISTRCOMP_MPICALLS=0) works."""
 
 from __future__ import annotations
 
 import textwrap
 
 import pytest
-from conftest import extension_built, require_compiled, run_job
+from conftest import extension_built, mpicalls_built, require_compiled, run_job
 
 PROGRAM = """
     import os
     from mpi4py import MPI
 
-    if MPI.COMM_WORLD.Get_rank() % 2:  # odd nodes: the Python engine, chosen before first use
-        os.environ["DISTRCOMP_PURE_PYTHON"] = "1"
+    if MPI.COMM_WORLD.Get_rank() % 2:  # odd nodes: another engine, chosen before first use
+        os.environ[os.environ["ODD_NODES_SET"]] = os.environ["ODD_NODES_TO"]
     import numpy as np
     import distrcomp as dc
     from distrcomp import p2p
@@ -39,18 +40,25 @@ PROGRAM = """
                 assert got.dtype == expected.dtype and np.array_equal(got, expected), step
     total = dc.allreduce(np.full(1 << 20, dc.node_id + 1.0))
     assert (total == dc.n_node * (dc.n_node + 1) / 2).all()
-    engines = dc.allgather("compiled" if p2p.compiled() else "python")
+    engines = dc.allgather("mpicalls" if p2p.mpi_calls() else "compiled" if p2p.compiled() else "python")
     if dc.node_id == 0:
         print(" ".join(engines))
 """
 
 
+@pytest.mark.parametrize("odd", ["python", "compiled"])
 @pytest.mark.parametrize("n", [2, 4])
-def test_compiled_and_python_nodes_exchange_every_kind_of_message(tmp_path, n):
+def test_nodes_of_different_engines_exchange_every_kind_of_message(tmp_path, n, odd):
     if not extension_built():
         require_compiled("distrcomp._hotpath")
+    even = "mpicalls" if mpicalls_built() else "compiled"
+    if even == odd:
+        require_compiled("distrcomp._mpicalls_<abi>")
     program = tmp_path / "mixed.py"
     program.write_text(textwrap.dedent(PROGRAM))
-    done = run_job(n, program, env={"DISTRCOMP_PURE_PYTHON": ""})
+    odd_env = ("DISTRCOMP_PURE_PYTHON", "1") if odd == "python" else ("DISTRCOMP_MPICALLS", "0")
+    env = {"DISTRCOMP_PURE_PYTHON": "", "DISTRCOMP_MPICALLS": "", "ODD_NODES_SET": odd_env[0],
+           "ODD_NODES_TO": odd_env[1]}
+    done = run_job(n, program, env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["compiled", "python"] * (n // 2)
+    assert done.stdout.split() == [even, odd] * (n // 2)
