@@ -79,15 +79,22 @@ def machine() -> dict[str, Any]:
     import mpi4py
     import numpy
 
-    from distrcomp import p2p
     from distrcomp.launcher.flavor import detect, version_line
 
     return {
-        "cores": os.cpu_count(), "python": platform.python_version(),
-        "engine": "compiled" if p2p.compiled() else "python",
+        "cores": os.cpu_count(), "python": platform.python_version(), "engine": engine(),
         "mpi": version_line(detect()), "mpi4py": mpi4py.__version__, "numpy": numpy.__version__,
         "platform": platform.platform(),
     }
+
+
+def engine() -> str:
+    """The engine the nodes run, as a process that starts MPI by itself (not here) finds it."""
+    code = ("from distrcomp import p2p\n"
+            "print('compiled, own MPI calls' if p2p.mpi_calls() else 'compiled' if p2p.compiled() else 'python')")
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                          timeout=120)
+    return done.stdout.strip()
 
 
 def run_all(quick: bool, log: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:

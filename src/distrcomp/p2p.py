@@ -20,6 +20,8 @@ the sends in the background.
 Two engines speak this protocol: :class:`Engine`, in Python, and the one :func:`new_engine`
 makes when ``distrcomp._hotpath`` was built, a subclass whose ``send`` and ``recv`` are compiled
 for the common messages and hand the rest to Engine's methods (see ``distrcomp/_hotpath.c``).
+The compiled one makes the MPI calls of small messages itself when ``distrcomp._mpicalls_<abi>``
+was built for the MPI in use (:func:`mpi_calls`), else through mpi4py, as the Python one does.
 
 Why a payload can never be mistaken for a frame: a node receives a frame's payloads right after
 the frame, before it probes again, and MPI does not let messages between two nodes overtake
