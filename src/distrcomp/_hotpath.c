@@ -82,10 +82,12 @@ typedef struct {
     int last_payload; /* last_head is from wire._payload_heads: the array follows it */
     int last_ndim;
     Py_ssize_t last_shape[MAX_DIMS];
-    /* The last inline array head received, so a program receiving one shape again skips the
-     * dicts and numpy's constructor: recv_copy is __copy__ of a C-contiguous array of that
-     * head's dtype and shape, whose copy then takes the data (recv_nbytes bytes). */
-    PyObject *recv_head, *recv_copy;
+    /* The last inline array head received twice in a row, so a program receiving one shape
+     * again skips the dicts and numpy's constructor: recv_copy is __copy__ of a C-contiguous
+     * array of that head's dtype and shape, whose copy then takes the data (recv_nbytes
+     * bytes). recv_seen: the last inline head fast_decode decoded (shapes that alternate are
+     * not remembered: making a template costs more than it saves once). */
+    PyObject *recv_head, *recv_copy, *recv_seen;
     Py_ssize_t recv_nbytes, recv_size; /* the data's bytes, the whole frame's */
     /* Set by _use_mpicalls, when distrcomp._mpicalls_<abi> was built for this MPI: */
     const dc_mpicalls *mpi; /* its calls, used instead of mpi4py's for inline frames */
@@ -736,9 +738,13 @@ fast_decode(Core *self, PyObject *frame, PyObject *from, Py_ssize_t mtag)
     Py_DECREF(memory);
     if (array != NULL && inline_) {
         Py_ssize_t data = PyLong_AsSsize_t(nbytes);
-        if (data > 0 && head_len + data <= size)
+        int again = self->recv_seen != NULL && PyBytes_GET_SIZE(self->recv_seen) == head_len &&
+                    memcmp(PyBytes_AS_STRING(self->recv_seen), buf, head_len) == 0;
+        if (again && data > 0 && head_len + data <= size)
             remember_inline(self, head, array, data, size);
         PyErr_Clear();
+        Py_INCREF(head);
+        Py_XSETREF(self->recv_seen, head);
     }
     Py_DECREF(head);
     return array;
@@ -1153,7 +1159,7 @@ Core_use_mpicalls(Core *self, PyObject *args)
     X(get_count) X(get_source) X(get_tag) X(any_source) X(any_tag) X(mpi_error) X(c_heads)                    \
     X(payload_heads) X(described) X(ndarray) X(dumps) X(protocol) X(kw_callback) X(block)                     \
     X(blocks) X(payload_type) X(oob) X(oob_append) X(last_dtype) X(last_head) X(request_fromhandle)         \
-    X(loads) X(recv_head) X(recv_copy)
+    X(loads) X(recv_head) X(recv_copy) X(recv_seen)
 
 static int
 Core_traverse(Core *self, visitproc visit, void *arg)
