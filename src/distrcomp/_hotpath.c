@@ -7,8 +7,8 @@
  * methods (Isend, Mprobe, Message.Recv, as the Python engine does, and isend), so it needs
  * neither MPI's nor numpy's headers and works with any MPI mpi4py works with; when
  * distrcomp._mpicalls_<abi> was built for the MPI in use (see _mpicalls.h), p2p hands it that
- * module's calls, and inline frames are sent, and every frame probed and a FRAMED one received,
- * with them instead: mpi4py's Python-level objects and argument parsing were half of an 8-byte
+ * module's calls, and inline frames are sent, and every frame probed and received, with them
+ * instead (a bare pickle then unpickled by MPI.pickle.loads, as mpi4py's recv does): mpi4py's Python-level objects and argument parsing were half of an 8-byte
  * message's time on Open MPI. What the rest saves is the interpreter: measured on MPICH, the
  * Python glue and encode/decode cost more per one-way message than MPI itself.
  *
@@ -25,8 +25,9 @@
  *   wait  every request the engine waits for (Engine.wait's loop: test it, take the frames
  *         that arrive meanwhile, give the core away between polls);
  *   recv  timeout None, nothing queued, and the next frame is the one asked for and either a
- *         bare pickle (received and unpickled by mpi4py's Message.recv) or an array whose head
- *         wire has already read (wire._described): inline, or followed by its payload.
+ *         bare pickle (received and unpickled by mpi4py's Message.recv, or as above) or an
+ *         array whose head wire has already read (wire._described): inline, or followed by its
+ *         payload.
  * The wire format stays defined in distrcomp/wire.py and the MPI tags in distrcomp/p2p.py;
  * this file reads three facts of them: the kind in the MPI tag's low bits, an array frame's
  * kind byte, and its little-endian head length at bytes 6-7.
@@ -751,7 +752,7 @@ fast_decode(Core *self, PyObject *frame, PyObject *from, Py_ssize_t mtag)
 }
 
 /* The next message from any node with any tag, by the MPI calls: its *source, MPI *tag, size in
- * bytes *count, and *message handle (to be received by mrecv, or wrapped in an mpi4py Message).
+ * bytes *count, and *message handle (to be received by mrecv).
  * Blocks until one has arrived, without the GIL. 0, or -1 with an exception. */
 static int
 mpi_probe(Core *self, intptr_t *message, Py_ssize_t *source, Py_ssize_t *tag, int *count)
@@ -1207,6 +1208,18 @@ static PyMethodDef Core_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* _mpicalls: whether _use_mpicalls gave this engine its own MPI calls (p2p.mpi_calls). */
+static PyObject *
+Core_get_mpicalls(Core *self, void *closure)
+{
+    return PyBool_FromLong(self->mpi != NULL);
+}
+
+static PyGetSetDef Core_getset[] = {
+    {"_mpicalls", (getter)Core_get_mpicalls, NULL, "whether inline frames and probes use _mpicalls_<abi>", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMemberDef Core_members[] = {
     {"comm", T_OBJECT_EX, offsetof(Core, comm), 0, NULL},
     {"_status", T_OBJECT_EX, offsetof(Core, status), 0, NULL},
@@ -1224,6 +1237,7 @@ static PyType_Slot Core_slots[] = {
     {Py_tp_doc, "The compiled half of distrcomp.p2p's engine (see the module docstring)."},
     {Py_tp_methods, Core_methods},
     {Py_tp_members, Core_members},
+    {Py_tp_getset, Core_getset},
     {Py_tp_traverse, Core_traverse},
     {Py_tp_clear, Core_clear},
     {Py_tp_dealloc, Core_dealloc},

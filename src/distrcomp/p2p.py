@@ -427,7 +427,6 @@ def new_engine(comm: Any) -> Engine:
     calls = _mpicalls_module(MPI)
     if calls is not None:
         engine._use_mpicalls(calls.api, MPI.Request.fromhandle, MPI.pickle.loads)
-    engine._mpicalls = calls is not None
     _hotpath.register(engine)  # what distrcomp.send and recv call from now on
     return engine
 
