@@ -3,6 +3,7 @@ files, environment, the channel's secret, and the launcher's own process staying
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import pty
 import re
@@ -180,6 +181,17 @@ def test_help_is_documentation_and_needs_no_mpi():
     for argv in ([sys.executable, "-m", "distrcomp", "--help"], [str(script), "--help"]):
         top = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         assert top.returncode == 0 and "run" in top.stdout and "hostfile" in top.stdout
+
+
+def test_version_is_the_installed_one():
+    # The package's __version__ and the installed metadata (pyproject.toml) say the same.
+    import distrcomp
+
+    done = subprocess.run([sys.executable, "-m", "distrcomp", "--version"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"distrcomp {distrcomp.__version__}\n"
+    assert distrcomp.__version__ == importlib.metadata.version("distrcomp")
 
 
 @pytest.mark.parametrize("columns, width", [("40", 40), ("0", 80), ("x", 80)])

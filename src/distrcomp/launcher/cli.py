@@ -75,6 +75,7 @@ class _UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .. import __version__
     from . import remote
 
     parser = argparse.ArgumentParser(
@@ -82,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Message passing with node_id, n_node, send, recv: the launcher.",
         formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"distrcomp {__version__}")
     commands = parser.add_subparsers(dest="subcommand", metavar="{run,hostfile,compat-path}")
     run = commands.add_parser(
         "run", help="run a program on the nodes, relaying their output",
