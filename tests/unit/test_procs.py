@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
 import uuid
 
 from distrcomp.launcher import procs
@@ -57,3 +59,55 @@ def test_a_marked_process_is_seen_while_it_execs(tmp_path):
         child.kill()
         child.wait()
     assert missed == 0, f"{missed} of 600 scans missed the process"
+
+
+def _stat(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        data = handle.read()
+    return data[data.rfind(b")") + 2:].decode().split()
+
+
+def _wait_for(pid: int, state: str | None = None, comm: str | None = None) -> None:
+    for _ in range(2000):
+        with open(f"/proc/{pid}/comm") as handle:
+            name = handle.read().strip()
+        if (state is None or _stat(pid)[0] == state) and (comm is None or name == comm):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} never reached state {state} / name {comm}")
+
+
+def test_an_empty_environment_is_read_again_only_a_few_times(monkeypatch):
+    # A process whose environment is empty for good (env -i) looks for a moment like one in the
+    # middle of an exec; it was read again 20 times, 1 ms apart, in every scan (the end of every
+    # node and the launcher's cleanup waited 20 ms per such process).
+    child = subprocess.Popen([shutil.which("sleep"), "60"], env={}, start_new_session=True)
+    try:
+        _wait_for(child.pid, comm="sleep")
+        with open(f"/proc/{child.pid}/environ", "rb") as handle:
+            assert handle.read() == b""
+        waits: list[float] = []
+        monkeypatch.setattr(procs.time, "sleep", waits.append)
+        assert not procs._carries(child.pid, b"DISTRCOMP_TEST_MARK=x")
+        assert 0 < len(waits) <= 3, waits  # procs._EMPTY_RETRIES looks, not 20
+        assert not procs.any_left(-1, "DISTRCOMP_TEST_MARK", "x", exclude=(os.getpid(),))
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_nothing_is_waited_for_in_an_exited_process_or_a_kernel_thread():
+    # Neither has an environment to show (nor has a process that is exiting, whose memory is
+    # gone before it becomes a zombie): reading it again could never find one.
+    child = subprocess.Popen(["true"], start_new_session=True)
+    try:
+        _wait_for(child.pid, state="Z")  # exited, not yet reaped
+        assert procs._exec_waits(child.pid) == 0
+    finally:
+        child.wait()
+    assert procs._exec_waits(child.pid) == 0  # gone
+    threads = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+               if _stat(pid)[2] == "0" and pid > 1]  # process group 0: kernel threads
+    assert threads, "no kernel thread visible in /proc"
+    assert procs._exec_waits(threads[0]) == 0
+    assert procs._exec_waits(os.getpid()) == procs._EXEC_RETRIES  # environment in place

@@ -566,20 +566,57 @@ static char *environment(pid_t pid, size_t *size)
 }
 
 #define EXEC_RETRIES 20 /* 1 ms apart: how long a process may show no environment */
+#define EMPTY_RETRIES 3 /* the same, when /proc shows its environment in place and empty */
+#define PF_EXITING 0x00000004 /* task flags, from the kernel's include/linux/sched.h */
+#define PF_KTHREAD 0x00200000
 
-/* True if the environment `pid` (of process group `pgrp`) started with holds the entry `mark`.
- * A process in the middle of an exec shows an empty environment for a moment (the new
- * program's memory is in place, its environment not yet recorded): an empty one is read
- * again, 1 ms apart, unless the process is a kernel thread (group 0, never an environment)
- * (procs.py: _carries). */
-static int carries_mark(pid_t pid, long pgrp)
+/* How many times, 1 ms apart, an empty read of `pid`'s environment is worth repeating. A
+ * process in the middle of an exec shows an empty environment for a moment: its new program's
+ * memory is in place and its environment not yet (env_end, field 51 of /proc/PID/stat, still
+ * 0), then is being written (env_start equals env_end for a few microseconds). An environment
+ * that is in place and empty (`env -i`) looks like the latter for good, so it gets only a few
+ * looks. None for a process that is gone, exiting (a zombie too) or a kernel thread. Where the
+ * kernel shows no field 51 (before Linux 3.5), the full wait (procs.py: _exec_waits). */
+static int exec_waits(pid_t pid)
+{
+    char path[64], data[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, data, sizeof data - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    data[n] = 0;
+    char *at = strrchr(data, ')'); /* the command name may hold spaces and parens */
+    unsigned long flags = 0, env_start = 0, env_end = 0;
+    for (int field = 3; at && field <= 51; field++) { /* field 3, the state, follows the name */
+        at = strchr(at + 1, ' ');
+        if (!at)
+            return EXEC_RETRIES;
+        if (field == 9)
+            flags = strtoul(at + 1, NULL, 10);
+        else if (field == 50)
+            env_start = strtoul(at + 1, NULL, 10);
+        else if (field == 51)
+            env_end = strtoul(at + 1, NULL, 10);
+    }
+    if (flags & (PF_EXITING | PF_KTHREAD))
+        return 0;
+    return env_end != 0 && env_start == env_end ? EMPTY_RETRIES : EXEC_RETRIES;
+}
+
+/* True if the environment `pid` started with holds the entry `mark`. An empty environment is
+ * read again, 1 ms apart, as many times as exec_waits() says (procs.py: _carries). */
+static int carries_mark(pid_t pid)
 {
     size_t size = 0;
     char *data = NULL;
     for (int attempt = 0; attempt <= EXEC_RETRIES; attempt++) {
         free(data);
         data = environment(pid, &size);
-        if (!data || size > 0 || pgrp == 0)
+        if (!data || size > 0 || attempt >= exec_waits(pid))
             break;
         struct timespec pause = {0, 1000 * 1000};
         nanosleep(&pause, NULL);
@@ -601,7 +638,7 @@ static int carries_mark(pid_t pid, long pgrp)
 static int is_stray(pid_t pid, long pgrp, const void *unused)
 {
     (void)unused;
-    return pgrp != (long)group && pid != child && mark[0] && carries_mark(pid, pgrp);
+    return pgrp != (long)group && pid != child && mark[0] && carries_mark(pid);
 }
 
 /* A process the command left running: in its group, or carrying its mark. */

@@ -36,27 +36,47 @@ def _stat_fields(pid: int) -> list[str] | None:
 
 
 _EXEC_RETRIES = 20  # 1 ms apart: how long a process may show no environment (see _carries)
+_EMPTY_RETRIES = 3  # the same, when /proc shows its environment in place and empty
+_PF_EXITING = 0x00000004  # task flags, from the kernel's include/linux/sched.h
+_PF_KTHREAD = 0x00200000
 
 
-def _carries(pid: int, needle: bytes, pgrp: str | None = None) -> bool:
+def _exec_waits(pid: int) -> int:
+    """How many times, 1 ms apart, an empty read of ``pid``'s environment is worth repeating.
+
+    A process in the middle of an exec shows an empty environment for a moment: its new
+    program's memory is in place and its environment not yet (``env_end``, field 51 of
+    /proc/PID/stat, still 0), then is being written (``env_start`` equals ``env_end`` for a few
+    microseconds). An environment that is in place and empty (``env -i``) looks like the latter
+    for good, so it gets only a few looks. None for a process that is gone, exiting (a zombie
+    too) or a kernel thread: they have no environment to show. Where the kernel shows no field
+    51 (before Linux 3.5), every empty environment gets the full wait.
+    """
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0
+    if len(fields) < 49:
+        return _EXEC_RETRIES
+    # fields[0] is field 3 (the state): flags is field 9, env_start and env_end 50 and 51
+    if int(fields[6]) & (_PF_EXITING | _PF_KTHREAD):
+        return 0
+    if fields[48] != "0" and fields[47] == fields[48]:
+        return _EMPTY_RETRIES
+    return _EXEC_RETRIES
+
+
+def _carries(pid: int, needle: bytes) -> bool:
     """Whether the environment ``pid`` started with (/proc/PID/environ) has the entry
     ``needle``. Raises OSError if it cannot be read.
 
-    A process in the middle of an exec shows an empty environment for a moment (the new
-    program's memory is in place, its environment not yet recorded): one whose environment is
-    empty is read again, 1 ms apart, until it shows one, unless it is a kernel thread (process
-    group 0, never an environment). ``pgrp``: its process group, if known.
+    An empty environment is read again, 1 ms apart, as many times as :func:`_exec_waits` says
+    (a process in the middle of an exec shows none for a moment).
     """
     for attempt in range(_EXEC_RETRIES + 1):
         with open(f"{_PROC}/{pid}/environ", "rb") as handle:
             data = handle.read()
-        if data or attempt == _EXEC_RETRIES:
+        if data or attempt >= _exec_waits(pid):
             return needle in data.split(b"\0")
-        if pgrp is None:
-            fields = _stat_fields(pid)
-            pgrp = fields[2] if fields and len(fields) > 2 else "0"
-        if pgrp == "0":
-            return False
         time.sleep(0.001)
     return False
 
@@ -136,7 +156,7 @@ def any_left(pgid: int, name: str, value: str, exclude: tuple[int, ...] = ()) ->
         if fields[2] == str(pgid):
             return True
         try:
-            if not _carries(pid, needle, fields[2]):
+            if not _carries(pid, needle):
                 continue
         except OSError:
             continue
