@@ -135,13 +135,14 @@ def recv(src: int, tag: int = ANY_TAG, timeout: float | None = None) -> Any:
     """Return the next message from node ``src`` (``ANY_SOURCE``: from any node) with ``tag``.
 
     Blocking; while it waits it keeps accepting every node's messages. Messages from one node
-    with one tag arrive in the order they were sent. ``timeout`` in seconds (None: wait forever)
-    raises TimeoutError naming the awaited node and tag; a message that arrives later is still
-    there for the next ``recv``. The returned object is the receiver's own (arrays are new,
-    writable arrays).
+    with one tag arrive in the order they were sent. ``timeout`` in seconds (None: wait forever;
+    0: only what has arrived) raises TimeoutError naming the awaited node and tag; a message
+    that arrives later is still there for the next ``recv``. The returned object is the
+    receiver's own (arrays are new, writable arrays).
 
-    Raises ValueError for a ``src`` outside ``range(n_node)`` (other than ``ANY_SOURCE``) or a bad
-    ``tag``; MessageDecodeError if the message arrived but cannot be unpickled here.
+    Raises ValueError for a ``src`` outside ``range(n_node)`` (other than ``ANY_SOURCE``), a bad
+    ``tag`` or a negative (or NaN) ``timeout``; TypeError for a ``timeout`` that is not a number;
+    MessageDecodeError if the message arrived but cannot be unpickled here.
     """
     return (_engine or _get().engine).recv(src, tag, timeout)
 
@@ -150,7 +151,7 @@ def recv_any(tag: int = ANY_TAG, timeout: float | None = None) -> tuple[int, Any
     """Like ``recv(ANY_SOURCE, tag, timeout)``, but return ``(src, obj)``: who sent it, and what."""
     engine = _engine or _get().engine
     engine.check_tag("recv_any", tag, allow_any=True)
-    src, _, obj = engine.receive(ANY_SOURCE, tag, timeout)
+    src, _, obj = engine.receive(ANY_SOURCE, tag, timeout, what="recv_any")
     return src, obj
 
 
@@ -158,12 +159,12 @@ def probe(src: int = ANY_SOURCE, tag: int = ANY_TAG, timeout: float | None = Non
     """Block until a message from ``src`` with ``tag`` is available; return its ``(src, tag)``.
 
     The message is not consumed: the next ``recv`` that matches it returns it. ``timeout`` as
-    for :func:`recv` (TimeoutError). Raises ValueError as :func:`recv` does.
+    for :func:`recv` (TimeoutError). Raises ValueError and TypeError as :func:`recv` does.
     """
     engine = _engine or _get().engine
     engine.check_node("probe: src", src, allow_any=True)
     engine.check_tag("probe", tag, allow_any=True)
-    found_src, found_tag, _ = engine.receive(src, tag, timeout, remove=False)
+    found_src, found_tag, _ = engine.receive(src, tag, timeout, remove=False, what="probe")
     return found_src, found_tag
 
 

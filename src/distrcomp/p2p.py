@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import numbers
 import os
 import sys
 import time
@@ -120,6 +121,18 @@ class Engine:
             return
         if not 0 <= tag <= self.max_tag:
             raise ValueError(f"{what}: tag={tag} is outside 0..{self.max_tag}")
+
+    @staticmethod
+    def check_timeout(what: str, timeout: float | None) -> None:
+        """Raise TypeError unless ``timeout`` is None or a real number; ValueError if it is
+        negative or NaN."""
+        if timeout is None:
+            return
+        if not isinstance(timeout, numbers.Real):
+            raise TypeError(f"{what}: timeout must be a number of seconds or None, "
+                            f"got {type(timeout).__name__}")
+        if not timeout >= 0:
+            raise ValueError(f"{what}: timeout={timeout} must be a number of seconds >= 0, or None")
 
     # -------------------------------------------------------------------- send
     def send(self, dest: int, obj: Any, tag: int = 0) -> None:
@@ -281,6 +294,8 @@ class Engine:
             self.check_node("recv: src", src, allow_any=True)
         if type(tag) is not int or not ANY_TAG <= tag <= self.max_tag:
             self.check_tag("recv", tag, allow_any=True)
+        if timeout is not None:
+            self.check_timeout("recv", timeout)
         # What receive() does, inline: this is every message's path.
         entry = self._match(src, tag, True) if self._queue else None
         if entry is None:
@@ -291,7 +306,7 @@ class Engine:
                     self._queue.append(entry)
                     entry = self._await(src, tag, None, True)
             else:
-                entry = self._await(src, tag, timeout, True)
+                entry = self._await(src, tag, timeout, True, "recv")
         obj = entry[2]
         if type(obj) is _Undecodable:
             raise obj.error
@@ -299,21 +314,25 @@ class Engine:
 
     _recv_py = recv  # what the compiled engine calls for the messages it leaves to Python
 
-    def receive(self, src: int, tag: int, timeout: float | None, remove: bool = True) -> tuple[int, int, Any]:
+    def receive(self, src: int, tag: int, timeout: float | None, remove: bool = True,
+                what: str = "recv") -> tuple[int, int, Any]:
         """Block until a message from ``src`` with ``tag`` is here; return ``(src, tag, obj)``.
 
         With ``remove=False`` the message stays queued (a probe). Raises TimeoutError after
-        ``timeout`` seconds; nothing is lost then.
+        ``timeout`` seconds; nothing is lost then. TypeError or ValueError for a ``timeout``
+        that is not None or a number of seconds >= 0. ``what`` names the caller in errors.
         """
+        self.check_timeout(what, timeout)
         entry = self._match(src, tag, remove) if self._queue else None
         if entry is None:
-            entry = self._await(src, tag, timeout, remove)
+            entry = self._await(src, tag, timeout, remove, what)
         obj = entry[2]
         if remove and type(obj) is _Undecodable:
             raise obj.error
         return entry
 
-    def _await(self, src: int, tag: int, timeout: float | None, remove: bool) -> tuple[int, int, Any]:
+    def _await(self, src: int, tag: int, timeout: float | None, remove: bool, what: str = "recv"
+               ) -> tuple[int, int, Any]:
         status = self._status
         any_source, any_tag = self._any_source, self._any_tag
         queue = self._queue
@@ -334,7 +353,7 @@ class Engine:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(
-                        f"recv: node {self.node_id} waited {timeout} s for a message from "
+                        f"{what}: node {self.node_id} waited {timeout} s for a message from "
                         f"{_who(src)} with {_which(tag)}; none arrived"
                     )
                 time.sleep(min(delay, remaining))

@@ -180,6 +180,31 @@ def test_bad_node_ids_and_tags_raise_value_error_and_the_next_call_works(dc):
 
 
 @pytest.mark.mpi
+def test_a_bad_timeout_is_named_and_the_next_call_works(dc):
+    # A negative timeout was taken as "waited -1 s", a string failed inside a comparison
+    # ("'>' not supported between instances of 'str' and 'float'").
+    right, left = ring(dc)
+    dc.send(right, "queued")
+    dc.barrier()  # the message may be queued already: a bad timeout is refused all the same
+    for call, name in ((lambda t: dc.recv(left, timeout=t), "recv"),
+                       (lambda t: dc.recv(left, 0, t), "recv"),
+                       (lambda t: dc.recv_any(timeout=t), "recv_any"),
+                       (lambda t: dc.probe(left, timeout=t), "probe")):
+        for bad in (-1, float("nan")):
+            with pytest.raises(ValueError, match=f"^{name}: timeout={bad} .*seconds"):
+                call(bad)
+        for bad in ("1", [1]):
+            with pytest.raises(TypeError, match=f"^{name}: timeout must be a number of seconds or "
+                                                f"None, got {type(bad).__name__}"):
+                call(bad)
+    with pytest.raises(TimeoutError, match="^probe: node .* waited 0 s"):
+        dc.probe(left, tag=9, timeout=0)
+    with pytest.raises(TimeoutError, match="^recv_any: node .* waited 0 s"):
+        dc.recv_any(tag=9, timeout=0)
+    assert dc.recv(left, timeout=np.float64(T)) == "queued"
+
+
+@pytest.mark.mpi
 def test_unpicklable_raises_type_error_before_sending_and_next_send_works(dc):
     right, left = ring(dc)
     with pytest.raises(TypeError, match="function"):
