@@ -208,12 +208,18 @@ def test_help_fits_the_terminal_width(columns, width):
 
 
 def test_usage_errors_exit_2_with_one_line(tmp_path):
+    (tmp_path / "a-file").write_text("")
     for args, needle in [
         (("run",), "no COMMAND given"),
         (("run", "missing.py"), "missing.py: no such file"),
         (("run", "--mpi-args", "'unbalanced", "--", "true"), "--mpi-args"),
         (("run", "-x", "1BAD=x", "--", "true"), "not a valid environment variable name"),
         (("run", "--peers", "nope.txt", "--", "true"), "nope.txt: cannot read"),
+        # was "cannot launch .../mpiexec: [Errno 17] File exists: '...'"
+        (("run", "--output-dir", str(tmp_path / "a-file"), "--", "true"),
+         f"--output-dir {tmp_path / 'a-file'}: not a directory"),
+        (("run", "--output-dir", str(tmp_path / "a-file" / "logs"), "--", "true"),
+         f"--output-dir {tmp_path / 'a-file' / 'logs'}: cannot make the directory: Not a directory"),
     ]:
         done = launch(tmp_path, *args)
         assert done.returncode == 2, (args, str(done))

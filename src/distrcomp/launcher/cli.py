@@ -23,9 +23,10 @@ the node id and host:
 
     [node 2 · 10.0.0.3] text
 
-A line is never split or mixed with another node's line. stdout lines go to stdout, stderr
-lines to stderr; the summary (total time; on failure, a table of the nodes that failed with
-their last stderr lines) goes to stderr.
+A line is never split or mixed with another node's line (one longer than 4 MiB is passed on
+in pieces, each tagged). stdout lines go to stdout, stderr lines to stderr; the summary (total
+time; on failure, a table of the nodes that failed with their last stderr lines) goes to
+stderr.
 
 Nodes: with a peers file (--peers FILE, or ./peers.txt if present), one host per line, nodes
 placed in file order, `host slots=N` or `host:N` for several nodes on a host; -n takes the
@@ -405,6 +406,8 @@ def _launch(args: argparse.Namespace, specs: list, names: list[str], labels: lis
     from .job import Job
     from .remote import Remote, RemoteError
 
+    if args.output_dir is not None and not args.dry_run:
+        _make_output_dir(args.output_dir)
     try:  # multi-host: address, ssh, pre-flight, --files (distrcomp/launcher/remote.py)
         site = Remote.plan(args, names, specs[0].flavor, extra_files)
         for spec in specs:
@@ -431,6 +434,20 @@ def _launch(args: argparse.Namespace, specs: list, names: list[str], labels: lis
         return 128 + getattr(exc, "signum", 2)
     except OSError as exc:  # mpiexec cannot be started, no socket can be bound, ...
         raise _UsageError(f"run: cannot launch {specs[0].flavor.mpiexec}: {exc}") from None
+
+
+def _make_output_dir(path: str) -> None:
+    """Make the ``--output-dir`` directory (and its parents) before anything is launched, so
+    that a path that cannot be one is a usage error that names it."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise _UsageError(f"--output-dir {path}: not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise _UsageError(f"--output-dir {path}: cannot make the directory: "
+                          f"{exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise _UsageError(f"--output-dir {path}: cannot write into it")
 
 
 def _run_legacy_master(args: argparse.Namespace) -> int:
