@@ -230,23 +230,32 @@ static void random_bytes(uint8_t *out, size_t n)
 
 /* ---- the process table (procs.py) ------------------------------------------------------- */
 
-/* State and process group of `pid` from /proc/PID/stat; 0 if it cannot be read. */
-static int stat_of(pid_t pid, char *state, long *pgrp)
+#define STAT_SIZE 2048 /* 52 numbers and a name of at most 64 bytes fit */
+
+/* /proc/PID/stat read into `data` (STAT_SIZE bytes); a pointer to the ')' that ends the
+ * command name (which may hold spaces and parens), so that field 3 follows it; NULL if the
+ * file cannot be read. */
+static char *read_stat(pid_t pid, char *data)
 {
-    char path[64], data[1024];
+    char path[64];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, data, sizeof data - 1);
+        return NULL;
+    ssize_t n = read(fd, data, STAT_SIZE - 1);
     close(fd);
     if (n <= 0)
-        return 0;
+        return NULL;
     data[n] = 0;
-    char *paren = strrchr(data, ')'); /* the command name may hold spaces and parens */
-    if (!paren || sscanf(paren + 1, " %c %*d %ld", state, pgrp) != 2)
-        return 0;
-    return 1;
+    return strrchr(data, ')');
+}
+
+/* State and process group of `pid` from /proc/PID/stat; 0 if it cannot be read. */
+static int stat_of(pid_t pid, char *state, long *pgrp)
+{
+    char data[STAT_SIZE];
+    char *paren = read_stat(pid, data);
+    return paren && sscanf(paren + 1, " %c %*d %ld", state, pgrp) == 2;
 }
 
 /* The next entry of `dir` whose name is a number (a pid, a descriptor), as that number; -1 at
@@ -579,19 +588,12 @@ static char *environment(pid_t pid, size_t *size)
  * kernel shows no field 51 (before Linux 3.5), the full wait (procs.py: _exec_waits). */
 static int exec_waits(pid_t pid)
 {
-    char path[64], data[2048];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    char data[STAT_SIZE];
+    char *at = read_stat(pid, data);
+    if (!at)
         return 0;
-    ssize_t n = read(fd, data, sizeof data - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    data[n] = 0;
-    char *at = strrchr(data, ')'); /* the command name may hold spaces and parens */
     unsigned long flags = 0, env_start = 0, env_end = 0;
-    for (int field = 3; at && field <= 51; field++) { /* field 3, the state, follows the name */
+    for (int field = 3; field <= 51; field++) {
         at = strchr(at + 1, ' ');
         if (!at)
             return EXEC_RETRIES;
