@@ -89,7 +89,7 @@ def test_an_empty_environment_is_read_again_only_a_few_times(monkeypatch):
         waits: list[float] = []
         monkeypatch.setattr(procs.time, "sleep", waits.append)
         assert not procs._carries(child.pid, b"DISTRCOMP_TEST_MARK=x")
-        assert 0 < len(waits) <= 3, waits  # procs._EMPTY_RETRIES looks, not 20
+        assert 0 < len(waits) <= 3, waits  # procs._EMPTY_LOOKS waits, not 20
         assert not procs.any_left(-1, "DISTRCOMP_TEST_MARK", "x", exclude=(os.getpid(),))
     finally:
         child.kill()
@@ -102,12 +102,13 @@ def test_nothing_is_waited_for_in_an_exited_process_or_a_kernel_thread():
     child = subprocess.Popen(["true"], start_new_session=True)
     try:
         _wait_for(child.pid, state="Z")  # exited, not yet reaped
-        assert procs._exec_waits(child.pid) == 0
+        assert procs._environment_place(child.pid) is None
     finally:
         child.wait()
-    assert procs._exec_waits(child.pid) == 0  # gone
+    assert procs._environment_place(child.pid) is None  # gone
     threads = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
-               if _stat(pid)[2] == "0" and pid > 1]  # process group 0: kernel threads
+               if pid > 1 and (procs._stat_fields(pid) or ["", "", ""])[2] == "0"]  # kernel threads
     assert threads, "no kernel thread visible in /proc"
-    assert procs._exec_waits(threads[0]) == 0
-    assert procs._exec_waits(os.getpid()) == procs._EXEC_RETRIES  # environment in place
+    assert procs._environment_place(threads[0]) is None
+    start, end = procs._environment_place(os.getpid())
+    assert 0 < int(start) < int(end)  # this process's environment, in place

@@ -575,51 +575,57 @@ static char *environment(pid_t pid, size_t *size)
 }
 
 #define EXEC_RETRIES 20 /* 1 ms apart: how long a process may show no environment */
-#define EMPTY_RETRIES 3 /* the same, when /proc shows its environment in place and empty */
+#define EMPTY_LOOKS 2 /* looks at an unchanged, empty environment in place: empty for good */
 #define PF_EXITING 0x00000004 /* task flags, from the kernel's include/linux/sched.h */
 #define PF_KTHREAD 0x00200000
 
-/* How many times, 1 ms apart, an empty read of `pid`'s environment is worth repeating. A
- * process in the middle of an exec shows an empty environment for a moment: its new program's
- * memory is in place and its environment not yet (env_end, field 51 of /proc/PID/stat, still
- * 0), then is being written (env_start equals env_end for a few microseconds). An environment
- * that is in place and empty (`env -i`) looks like the latter for good, so it gets only a few
- * looks. None for a process that is gone, exiting (a zombie too) or a kernel thread. Where the
- * kernel shows no field 51 (before Linux 3.5), the full wait (procs.py: _exec_waits). */
-static int exec_waits(pid_t pid)
+/* Where `pid`'s environment lies (env_start and env_end, fields 50 and 51 of /proc/PID/stat,
+ * into *start and *end; 0 and 0 before Linux 3.5, which shows neither): 1, or 0 when there is
+ * no environment to wait for: the process is gone, exiting (a zombie too) or a kernel thread
+ * (procs.py: _environment_place). */
+static int environment_place(pid_t pid, unsigned long *start, unsigned long *end)
 {
     char data[STAT_SIZE];
     char *at = read_stat(pid, data);
     if (!at)
         return 0;
-    unsigned long flags = 0, env_start = 0, env_end = 0;
-    for (int field = 3; field <= 51; field++) {
-        at = strchr(at + 1, ' ');
-        if (!at)
-            return EXEC_RETRIES;
+    unsigned long flags = 0;
+    *start = *end = 0;
+    for (int field = 3; field <= 51 && (at = strchr(at + 1, ' ')); field++) {
         if (field == 9)
             flags = strtoul(at + 1, NULL, 10);
         else if (field == 50)
-            env_start = strtoul(at + 1, NULL, 10);
+            *start = strtoul(at + 1, NULL, 10);
         else if (field == 51)
-            env_end = strtoul(at + 1, NULL, 10);
+            *end = strtoul(at + 1, NULL, 10);
     }
-    if (flags & (PF_EXITING | PF_KTHREAD))
-        return 0;
-    return env_end != 0 && env_start == env_end ? EMPTY_RETRIES : EXEC_RETRIES;
+    return !(flags & (PF_EXITING | PF_KTHREAD));
 }
 
-/* True if the environment `pid` started with holds the entry `mark`. An empty environment is
- * read again, 1 ms apart, as many times as exec_waits() says (procs.py: _carries). */
+/* True if the environment `pid` started with holds the entry `mark`. A process in the middle
+ * of an exec shows an empty environment for a moment: its new program's memory is in place and
+ * its environment not yet (env_end still 0), then is being written (env_start equals env_end
+ * for a few microseconds). So an empty environment is read again, 1 ms apart, up to
+ * EXEC_RETRIES times, unless environment_place() says there is none to wait for, or it is in
+ * place, empty and unchanged EMPTY_LOOKS looks in a row (`env -i`: empty for good) (procs.py:
+ * _carries). */
 static int carries_mark(pid_t pid)
 {
     size_t size = 0;
     char *data = NULL;
+    unsigned long last_start = 0, last_end = 0;
+    int unchanged = 0;
     for (int attempt = 0; attempt <= EXEC_RETRIES; attempt++) {
         free(data);
         data = environment(pid, &size);
-        if (!data || size > 0 || attempt >= exec_waits(pid))
+        unsigned long start, end;
+        if (!data || size > 0 || !environment_place(pid, &start, &end))
             break;
+        int empty_in_place = end != 0 && start == end;
+        unchanged = empty_in_place && start == last_start && end == last_end ? unchanged + 1 : 0;
+        if (unchanged >= EMPTY_LOOKS || attempt == EXEC_RETRIES)
+            break;
+        last_start = start, last_end = end;
         struct timespec pause = {0, 1000 * 1000};
         nanosleep(&pause, NULL);
     }
@@ -640,7 +646,8 @@ static int carries_mark(pid_t pid)
 static int is_stray(pid_t pid, long pgrp, const void *unused)
 {
     (void)unused;
-    return pgrp != (long)group && pid != child && mark[0] && carries_mark(pid);
+    /* group 0: a kernel thread, never an environment */
+    return pgrp != 0 && pgrp != (long)group && pid != child && mark[0] && carries_mark(pid);
 }
 
 /* A process the command left running: in its group, or carrying its mark. */

@@ -36,47 +36,47 @@ def _stat_fields(pid: int) -> list[str] | None:
 
 
 _EXEC_RETRIES = 20  # 1 ms apart: how long a process may show no environment (see _carries)
-_EMPTY_RETRIES = 3  # the same, when /proc shows its environment in place and empty
+_EMPTY_LOOKS = 2  # looks at an unchanged, empty environment in place after which it is empty for good
 _PF_EXITING = 0x00000004  # task flags, from the kernel's include/linux/sched.h
 _PF_KTHREAD = 0x00200000
 
 
-def _exec_waits(pid: int) -> int:
-    """How many times, 1 ms apart, an empty read of ``pid``'s environment is worth repeating.
-
-    A process in the middle of an exec shows an empty environment for a moment: its new
-    program's memory is in place and its environment not yet (``env_end``, field 51 of
-    /proc/PID/stat, still 0), then is being written (``env_start`` equals ``env_end`` for a few
-    microseconds). An environment that is in place and empty (``env -i``) looks like the latter
-    for good, so it gets only a few looks. None for a process that is gone, exiting (a zombie
-    too) or a kernel thread: they have no environment to show. Where the kernel shows no field
-    51 (before Linux 3.5), every empty environment gets the full wait.
-    """
+def _environment_place(pid: int) -> tuple[str, str] | None:
+    """Where ``pid``'s environment lies (``env_start``, ``env_end``: fields 50 and 51 of
+    /proc/PID/stat; ``("0", "0")`` before Linux 3.5, which shows neither), or None when there is
+    no environment to wait for: the process is gone, exiting (a zombie too) or a kernel thread."""
     fields = _stat_fields(pid)
-    if fields is None:
-        return 0
-    if len(fields) < 49:
-        return _EXEC_RETRIES
-    # fields[0] is field 3 (the state): flags is field 9, env_start and env_end 50 and 51
-    if int(fields[6]) & (_PF_EXITING | _PF_KTHREAD):
-        return 0
-    if fields[48] != "0" and fields[47] == fields[48]:
-        return _EMPTY_RETRIES
-    return _EXEC_RETRIES
+    if fields is None or int(fields[6]) & (_PF_EXITING | _PF_KTHREAD):  # flags, field 9
+        return None
+    return (fields[47], fields[48]) if len(fields) > 48 else ("0", "0")
 
 
 def _carries(pid: int, needle: bytes) -> bool:
     """Whether the environment ``pid`` started with (/proc/PID/environ) has the entry
     ``needle``. Raises OSError if it cannot be read.
 
-    An empty environment is read again, 1 ms apart, as many times as :func:`_exec_waits` says
-    (a process in the middle of an exec shows none for a moment).
+    A process in the middle of an exec shows an empty environment for a moment: its new
+    program's memory is in place and its environment not yet (``env_end`` still 0), then is
+    being written (``env_start`` equals ``env_end`` for a few microseconds). So an empty
+    environment is read again, 1 ms apart, up to ``_EXEC_RETRIES`` times, unless
+    :func:`_environment_place` says there is none to wait for, or the environment is in place,
+    empty and unchanged ``_EMPTY_LOOKS`` looks in a row (``env -i``: empty for good; before,
+    such a process was read 21 times in every scan).
     """
+    previous, unchanged = None, 0
     for attempt in range(_EXEC_RETRIES + 1):
         with open(f"{_PROC}/{pid}/environ", "rb") as handle:
             data = handle.read()
-        if data or attempt >= _exec_waits(pid):
+        if data:
             return needle in data.split(b"\0")
+        place = _environment_place(pid)
+        if place is None:
+            return False
+        empty_in_place = place[1] != "0" and place[0] == place[1]
+        unchanged = unchanged + 1 if empty_in_place and place == previous else 0
+        if unchanged >= _EMPTY_LOOKS or attempt == _EXEC_RETRIES:
+            return False
+        previous = place
         time.sleep(0.001)
     return False
 
@@ -155,6 +155,8 @@ def any_left(pgid: int, name: str, value: str, exclude: tuple[int, ...] = ()) ->
             continue
         if fields[2] == str(pgid):
             return True
+        if fields[2] == "0":  # a kernel thread: never an environment
+            continue
         try:
             if not _carries(pid, needle):
                 continue
