@@ -306,7 +306,7 @@ class Engine:
                     self._queue.append(entry)
                     entry = self._await(src, tag, None, True)
             else:
-                entry = self._await(src, tag, timeout, True, "recv")
+                entry = self._await(src, tag, timeout, True)
         obj = entry[2]
         if type(obj) is _Undecodable:
             raise obj.error
