@@ -4,8 +4,9 @@ Plain functions rather than fixtures: a ``conftest.py`` here would shadow ``test
 for the ``from conftest import ...`` in tests/test_mpi_suite.py.
 
 Every launch carries a unique marker in its environment; after the launcher has exited, the
-``launch``/``start`` helpers fail the test if any process with that marker is still alive (the
-launcher must leave no process of the job behind, whatever happened).
+``launch``/``start`` helpers fail the test if any process with that marker is still alive, or
+if a shared-memory segment of MPI made during the launch is left in /dev/shm (the launcher
+must leave nothing of the job behind, whatever happened).
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ def processes_with_mark(mark: str) -> list[str]:
     return found
 
 
+def mpi_segments() -> set[str]:
+    """Names of the shared-memory segments MPI keeps in /dev/shm (MPICH's, Open MPI 4's)."""
+    try:
+        return {n for n in os.listdir("/dev/shm") if n.startswith(("mpich_shm_", "vader_segment."))}
+    except OSError:
+        return set()
+
+
 def assert_no_leftovers(mark: str, within: float = 3.0) -> None:
     """Fail if processes of the job marked ``mark`` are still alive ``within`` seconds from now."""
     deadline = time.monotonic() + within
@@ -65,6 +74,7 @@ class Launch:
     def __init__(self, args: Sequence[str], cwd: Path, env: dict | None,
                  stdin: bytes | None = None) -> None:
         self.mark = uuid.uuid4().hex
+        self.segments = mpi_segments()  # tests run one at a time: new ones are this job's
         # the launcher decides the nodes' buffering unless the test says otherwise
         inherited = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
         full_env = {**inherited, **(env or {}), MARK: self.mark}
@@ -92,6 +102,9 @@ class Launch:
         self.stderr = err.decode("utf-8", "replace")
         self.returncode = self.proc.returncode
         assert_no_leftovers(self.mark)
+        left = sorted(mpi_segments() - self.segments)
+        if left:
+            pytest.fail(f"the job's MPI left shared memory behind in /dev/shm: {', '.join(left)}")
         return self
 
     def __repr__(self) -> str:

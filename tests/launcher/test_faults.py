@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from jobtools import launch, processes_with_mark, program, start, wait_for_files
+from jobtools import launch, mpi_segments, processes_with_mark, program, start, wait_for_files
 
 FAULT_BOUND = 30  # generous: "within a few seconds" on a loaded 2-core machine
 
@@ -105,6 +105,28 @@ def test_signal_to_the_launcher_stops_every_node(tmp_path, signum):
     name = signal.Signals(signum).name
     assert f"distrcomp: interrupted by {name}; every node was stopped" in done.stderr, done
     assert set(summary_rows(done.stderr)) == {0, 1, 2}
+
+
+def test_shared_memory_of_a_stopped_job_is_removed_and_another_jobs_is_kept(tmp_path):
+    # Every launch checks that its MPI's segments are gone afterwards (jobtools); this one also
+    # checks that the launcher of a job that timed out leaves those of a job still running.
+    before = mpi_segments()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    running = start(tmp_path / "a", "run", "-n", "2", program("blocked.py"), str(tmp_path / "a"))
+    try:
+        wait_for_files([tmp_path / "a" / f"ready-{node}" for node in range(2)])
+        kept = mpi_segments() - before
+        if not kept:
+            pytest.skip("this MPI keeps no shared memory in /dev/shm")
+        done = launch(tmp_path / "b", "run", "-n", "2", "--timeout", "2", program("blocked.py"),
+                      str(tmp_path / "b"), timeout=FAULT_BOUND * 2)
+        assert done.returncode == 124, done
+        assert kept <= mpi_segments(), "a running job's shared memory was removed"
+    finally:
+        running.proc.send_signal(signal.SIGTERM)
+        running.wait(timeout=FAULT_BOUND * 2)
+    assert not kept & mpi_segments()
 
 
 def test_non_python_failure(tmp_path):

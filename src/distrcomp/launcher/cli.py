@@ -35,7 +35,9 @@ first N slots. Without one, -n N nodes (default 1) run on this machine.
 The first node that fails (non-zero exit, killed, MPI_Abort, or lost) ends the job: every
 other node is stopped (SIGTERM, then SIGKILL after a few seconds) and no process of the job
 survives the launcher. Ctrl-C does the same (a second Ctrl-C kills at once). What a node's
-command leaves running, also outside its process group, is stopped when the command ends.
+command leaves running, also outside its process group, is stopped when the command ends, and
+the shared memory MPI leaves in /dev/shm on this machine (MPICH, when nodes are stopped) is
+removed when the job ends.
 Piped input goes to node 0; the others read none.
 
 Python nodes write their output unbuffered (PYTHONUNBUFFERED=1, as `python -u`) when this

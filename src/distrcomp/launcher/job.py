@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
-from . import channel, procs
+from . import channel, procs, shm
 from .command import mpiexec_argv, node_argv
 from .flavor import Flavor
 from .node import STOP_GRACE
@@ -241,11 +241,13 @@ class Job:
         self.kill_at: float | None = None
         self.abandon = False
         self.notes: list[str] = []
+        self.began = 0.0  # time.time() when run() began
 
     # -- public -----------------------------------------------------------------------------
     def run(self) -> int:
         """Launch, relay until the job is over, clean up, print the summary; return the exit code."""
         self.start = time.monotonic()
+        self.began = time.time()  # wall clock, for the times of files the job makes (shm)
         previous = {signum: signal.getsignal(signum) for signum in (*_STOP_SIGNALS, signal.SIGCHLD)}
         wake_r, wake_w = socket.socketpair()
         wake_w.setblocking(False)
@@ -725,6 +727,19 @@ class Job:
         if leftovers:
             names = ", ".join(f"{pid} ({comm})" for pid, comm in leftovers)
             self.notes.append(f"distrcomp: killed {len(leftovers)} leftover processes: {names}")
+        self._remove_segments()
+
+    def _remove_segments(self) -> None:
+        """Remove the shared memory the job's MPI left in /dev/shm on this machine (see
+        :mod:`.shm`); only after :meth:`_kill_leftovers`, when no process of the job is left."""
+        for path in shm.unused_segments(self.began):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self.notes.append(f"distrcomp: cannot remove {path}, shared memory MPI left "
+                                  f"behind: {exc.strerror or exc}")
 
     def _drain_mpiexec(self, fd: int, buffer: LineBuffer) -> None:
         while True:
