@@ -48,10 +48,13 @@ def processes_with_mark(mark: str) -> list[str]:
     return found
 
 
+SEGMENTS = ("mpich_shm_", "sm_segment.", "vader_segment.")  # MPICH, Open MPI 5, Open MPI 4
+
+
 def mpi_segments() -> set[str]:
-    """Names of the shared-memory segments MPI keeps in /dev/shm (MPICH's, Open MPI 4's)."""
+    """Names of the shared-memory segments MPI keeps in /dev/shm."""
     try:
-        return {n for n in os.listdir("/dev/shm") if n.startswith(("mpich_shm_", "vader_segment."))}
+        return {name for name in os.listdir("/dev/shm") if name.startswith(SEGMENTS)}
     except OSError:
         return set()
 

@@ -3,7 +3,8 @@
 MPICH keeps each host's shared-memory segment (``/dev/shm/mpich_shm_*``, a few MB) until
 ``MPI_Finalize``; nodes killed before it (the others of a failed node, a time limit, Ctrl-C)
 leave it behind, memory that nothing frees until the machine restarts (bare ``mpiexec`` leaves
-the same). After a job, once no process of it is left, the launcher removes those of its own
+the same). Open MPI removes its own (``sm_segment.*``; ``vader_segment.*`` before 5.0) but
+not always: 76 of them had gathered on the machine this was written on. After a job, once no process of it is left, the launcher removes those of its own
 machine that the job may have made and that nothing uses (:func:`unused_segments`): named as
 MPI names them, owned by this user, made or changed since shortly before the job began, and
 neither open nor mapped by any process. A segment of another running job is never taken: its
@@ -20,7 +21,7 @@ import stat
 __all__ = ["PREFIXES", "unused_segments"]
 
 SHM = "/dev/shm"
-PREFIXES = ("mpich_shm_", "vader_segment.")  # MPICH; Open MPI 4's shared-memory transport
+PREFIXES = ("mpich_shm_", "sm_segment.", "vader_segment.")  # MPICH; Open MPI 5; Open MPI 4
 CLOCK_SLACK = 1.0  # seconds: file times come from a coarse clock that may lag time.time()
 _PROC = "/proc"
 
