@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -149,3 +151,29 @@ def test_addresses_round_trip():
     assert channel.parse_address("10.0.0.1:5") == ("10.0.0.1", 5)
     with pytest.raises(ChannelError):
         channel.parse_address("nohost")
+
+
+@pytest.mark.parametrize("payload, code", [
+    (b'{"returncode": 0}', 0), (b'{"returncode": 137}', 137), (b'{"returncode": -9}', -9),
+    (b'{"returncode":3}', 3), (b'{ "returncode" : 4 }', 4), (b'{"returncode": 5, "more": 1}', 5),
+])
+def test_exit_returncode_reads_what_a_wrapper_reports(payload, code):
+    assert channel.exit_returncode(payload) == code
+
+
+@pytest.mark.parametrize("payload, error", [
+    (b"", ValueError), (b"garbage", ValueError), (b'{"returncode": "x"}', ValueError),
+    (b'{"returncode": --1}', ValueError), (b"{}", KeyError), (b'{"returncode": null}', TypeError),
+])
+def test_exit_returncode_refuses_a_payload_without_one(payload, error):
+    with pytest.raises(error):
+        channel.exit_returncode(payload)
+
+
+def test_exit_returncode_of_the_wrappers_form_needs_no_json():
+    # the launcher reads it while other nodes may still run: no 2 ms import of json then
+    code = ("import sys; from distrcomp.launcher import channel; "
+            "assert channel.exit_returncode(b'{\"returncode\": -15}') == -15; "
+            "print('json' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -58,6 +58,7 @@ __all__ = [
     "connect",
     "encode",
     "encode_json",
+    "exit_returncode",
     "format_address",
     "keepalive",
     "new_secret",
@@ -150,6 +151,26 @@ def encode_json(kind: int, value: dict[str, Any]) -> bytes:
     import json  # here: the node wrapper, started once per node, needs it once
 
     return encode(kind, json.dumps(value).encode())
+
+
+_EXIT_HEAD, _EXIT_TAIL = b'{"returncode": ', b"}"  # the EXIT payload both wrappers write
+
+
+def exit_returncode(payload: bytes) -> int:
+    """The return code in an EXIT payload (JSON ``{"returncode": N}``). Raises ValueError,
+    KeyError or TypeError if there is none.
+
+    The launcher reads it as the first node ends, while others may still be running: the form
+    both wrappers write is read without importing ``json`` (~2 ms of CPU then); any other
+    JSON is read with it.
+    """
+    if payload.startswith(_EXIT_HEAD) and payload.endswith(_EXIT_TAIL):
+        number = payload[len(_EXIT_HEAD):-len(_EXIT_TAIL)]
+        if number.lstrip(b"-").isdigit():
+            return int(number)
+    import json
+
+    return int(json.loads(payload)["returncode"])
 
 
 class FrameReader:

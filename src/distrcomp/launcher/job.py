@@ -604,9 +604,7 @@ class Job:
             if result.returncode is not None:
                 return
             try:
-                import json  # here: not on the way to starting mpiexec
-
-                result.returncode = int(json.loads(payload)["returncode"])
+                result.returncode = channel.exit_returncode(payload)
             except (ValueError, KeyError, TypeError):
                 result.returncode = 1
             self._streams_end_soon(node)
