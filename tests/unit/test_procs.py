@@ -84,6 +84,12 @@ def test_an_empty_environment_is_read_again_only_a_few_times(monkeypatch):
     child = subprocess.Popen([shutil.which("sleep"), "60"], env={}, start_new_session=True)
     try:
         _wait_for(child.pid, comm="sleep")
+        # the exec is over only once its environment is in place (env_end, stat field 51): the
+        # name changes before, and until then the scan rightly waits (this test once saw 7 looks)
+        for _ in range(2000):
+            if _stat(child.pid)[48] != "0":
+                break
+            time.sleep(0.005)
         with open(f"/proc/{child.pid}/environ", "rb") as handle:
             assert handle.read() == b""
         waits: list[float] = []
