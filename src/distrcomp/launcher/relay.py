@@ -42,15 +42,20 @@ class LineBuffer:
         The returned bytes end with ``\\n``, except when a pending line grew beyond MAX_LINE:
         then it is returned as it is, without a newline.
         """
-        cut = data.rfind(b"\n")
-        if cut < 0:
+        cut = data.rfind(b"\n") + 1
+        if not cut:
             self._partial += data
             if len(self._partial) > MAX_LINE:
                 piece, self._partial = self._partial, b""
                 return piece
             return b""
-        lines = self._partial + data[:cut + 1]
-        self._partial = data[cut + 1:]
+        # one copy at most of the lines (a read is up to 256 KiB of them): none when the read
+        # ends a line and nothing is pending, one join with what is
+        if self._partial:
+            lines = b"".join((self._partial, memoryview(data)[:cut]))
+        else:
+            lines = data[:cut]  # ``data`` itself when the read ends on a newline
+        self._partial = data[cut:]
         return lines
 
     def finish(self) -> bytes:
@@ -76,8 +81,11 @@ class Sink:
         self._pending = bytearray()
         self.broken = False
 
-    def write(self, data: bytes) -> None:
-        """Queue ``data`` (whole lines); written at the next :meth:`flush` or when enough piles up."""
+    def write(self, data: bytes, head: bytes = b"") -> None:
+        """Queue ``head`` and then ``data`` (together, whole lines); written at the next
+        :meth:`flush` or when enough piles up."""
+        if head:
+            self._pending += head
         self._pending += data
         if len(self._pending) >= _FLUSH_AT:
             self.flush()
@@ -174,7 +182,7 @@ class Output:
             block.write(data if data.endswith(b"\n") else data + b"\n")
             return
         if self._tagged:
-            self._sinks[stream].write(_tagged(log.tag, data))
+            self._sinks[stream].write(_tag_after_newlines(log.tag, data), head=log.tag)
         else:
             self._sinks[stream].write(data)
 
@@ -245,7 +253,15 @@ class Output:
             log.shown = True
 
 
-def _tagged(prefix: bytes, data: bytes) -> bytes:
+def _tag_after_newlines(prefix: bytes, data: bytes) -> bytes:
+    """``data`` (lines; a last one without newline gets one) with ``prefix`` after every
+    newline but the last: ``prefix`` then this is ``data`` tagged. One copy of ``data``, where
+    building the whole in one piece made four."""
     if not data.endswith(b"\n"):
         data += b"\n"
-    return prefix + data[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
+    return data.replace(b"\n", b"\n" + prefix, data.count(b"\n") - 1)
+
+
+def _tagged(prefix: bytes, data: bytes) -> bytes:
+    """``data`` (lines) with ``prefix`` at the start of each."""
+    return prefix + _tag_after_newlines(prefix, data)
