@@ -59,6 +59,24 @@ def mpi_segments() -> set[str]:
         return set()
 
 
+def in_use(segment: str) -> bool:
+    """Whether a process has /dev/shm/``segment`` open or mapped (another job's, running)."""
+    path = f"/dev/shm/{segment}"
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == path for fd in fds):
+                return True
+            with open(f"/proc/{pid}/maps") as handle:
+                if path in handle.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def assert_no_leftovers(mark: str, within: float = 3.0) -> None:
     """Fail if processes of the job marked ``mark`` are still alive ``within`` seconds from now."""
     deadline = time.monotonic() + within
@@ -77,7 +95,8 @@ class Launch:
     def __init__(self, args: Sequence[str], cwd: Path, env: dict | None,
                  stdin: bytes | None = None) -> None:
         self.mark = uuid.uuid4().hex
-        self.segments = mpi_segments()  # tests run one at a time: new ones are this job's
+        # tests run one at a time: a new segment nothing uses when the job is over was its
+        self.segments = mpi_segments()
         # the launcher decides the nodes' buffering unless the test says otherwise
         inherited = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
         full_env = {**inherited, **(env or {}), MARK: self.mark}
@@ -105,7 +124,7 @@ class Launch:
         self.stderr = err.decode("utf-8", "replace")
         self.returncode = self.proc.returncode
         assert_no_leftovers(self.mark)
-        left = sorted(mpi_segments() - self.segments)
+        left = sorted(name for name in mpi_segments() - self.segments if not in_use(name))
         if left:
             pytest.fail(f"the job's MPI left shared memory behind in /dev/shm: {', '.join(left)}")
         return self

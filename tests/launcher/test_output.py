@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import sys
 
+import pytest
+
 from jobtools import launch, program, tagged_lines
 
 LINES = 50_000
@@ -96,3 +98,18 @@ def test_no_tag_is_raw_passthrough(tmp_path):
                   "printf 'a b\\n[node x] c\\nno newline'")
     assert done.returncode == 0, done
     assert done.stdout == "a b\n[node x] c\nno newline"
+
+
+@pytest.mark.parametrize("count, holds", [(10, False), (20_000, True)])
+def test_the_launcher_keeps_its_freed_memory_only_for_a_job_that_prints_much(tmp_path, count,
+                                                                              holds):
+    # ctypes (for glibc's mallopt, job._hold_heap) is imported once a job's output passes
+    # 64 KiB, never for one that prints little: seen in the launcher's own -X importtime lines
+    # (the nodes' are tagged)
+    printer = f"for i in range({count}): print('x' * 20, i)"
+    done = launch(tmp_path, "run", "-n", "2", "--", sys.executable, "-c", printer,
+                  env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert done.returncode == 0, done
+    assert len(tagged_lines(done.stdout)) == 2 * count
+    own = [line for line in done.stderr.splitlines() if not line.startswith("[")]
+    assert any(line.rstrip().endswith("| ctypes") for line in own) == holds, own[-5:]
