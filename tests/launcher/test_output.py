@@ -7,7 +7,6 @@ import re
 import sys
 
 import pytest
-
 from jobtools import launch, program, tagged_lines
 
 LINES = 50_000
