@@ -9,8 +9,9 @@
  * distrcomp._mpicalls_<abi> was built for the MPI in use (see _mpicalls.h), p2p hands it that
  * module's calls, and inline frames are sent, and every frame probed and received, with them
  * instead (a bare pickle then unpickled by MPI.pickle.loads, as mpi4py's recv does): mpi4py's
- * Python-level objects and argument parsing were half of an 8-byte message's time on Open MPI. What the rest saves is the interpreter: measured on MPICH, the
- * Python glue and encode/decode cost more per one-way message than MPI itself.
+ * Python-level objects and argument parsing were half of an 8-byte message's time on Open MPI.
+ * What the rest saves is the interpreter: measured on MPICH, the Python glue and encode/decode
+ * cost more per one-way message than MPI itself.
  *
  * Handled here, and only here:
  *   send  dest and tag plain ints in range, and obj either

@@ -267,7 +267,6 @@ class Job:
         self.notes: list[str] = []
         self.began = 0.0  # time.time() when run() began
         self.relayed = 0  # bytes of the nodes' output read
-        self.heap_held = False  # _hold_heap() called
 
     # -- public -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -476,10 +475,9 @@ class Job:
         if not data:
             self._close_stream(stream)
             return 0
-        self.relayed += len(data)
-        if self.relayed > _HOLD_HEAP_AFTER and not self.heap_held:
+        before, self.relayed = self.relayed, self.relayed + len(data)
+        if before <= _HOLD_HEAP_AFTER < self.relayed:
             _hold_heap()
-            self.heap_held = True
         lines = stream.lines.feed(data)
         if lines:
             self.output.lines(stream.node, stream.name, lines)

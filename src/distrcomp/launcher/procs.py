@@ -1,4 +1,5 @@
-"""The process table, read from ``/proc``: process groups, caught signals, a job's processes.
+"""The process table, read from ``/proc``: process groups, caught signals, a job's processes,
+the files processes hold open or mapped.
 
 Linux only; elsewhere every query answers "nothing found", so callers fall back to signalling
 the processes they know by pid.
@@ -10,7 +11,8 @@ import os
 import time
 from collections.abc import Iterator
 
-__all__ = ["any_left", "catches", "group_members", "processes_with_env", "send_signal"]
+__all__ = ["any_left", "catches", "files_in_use", "group_members", "processes_with_env",
+           "send_signal"]
 
 _PROC = "/proc"
 
@@ -175,3 +177,57 @@ def send_signal(pid: int, signum: int) -> bool:
         return False
     return True
 
+
+def files_in_use(files: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Those of ``files`` (``(st_dev, st_ino)`` pairs) that a live process has open or mapped.
+
+    Each process's descriptors are read before its mappings: a process that opens a file, maps
+    it and then closes it cannot be missed by one read in that order. Processes whose /proc
+    entries cannot be read (another user's, unless root) are not looked at.
+    """
+    found: set[tuple[int, int]] = set()
+    for pid in _pids():
+        found |= _open_files(pid, files) | _mapped_files(pid, files)
+        if found == files:
+            break
+    return found
+
+
+def _open_files(pid: int, files: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    directory = f"{_PROC}/{pid}/fd"
+    try:
+        fds = os.listdir(directory)
+    except OSError:
+        return set()
+    found = set()
+    for fd in fds:
+        try:
+            info = os.stat(f"{directory}/{fd}")  # the open file itself, even if unlinked
+        except OSError:
+            continue
+        key = (info.st_dev, info.st_ino)
+        if key in files:
+            found.add(key)
+    return found
+
+
+def _mapped_files(pid: int, files: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    """From /proc/PID/maps: ``address perms offset major:minor inode path`` per line."""
+    try:
+        with open(f"{_PROC}/{pid}/maps", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return set()
+    found = set()
+    for line in data.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) < 6 or fields[4] == b"0":
+            continue
+        major, _, minor = fields[3].partition(b":")
+        try:
+            key = (os.makedev(int(major, 16), int(minor, 16)), int(fields[4]))
+        except ValueError:
+            continue
+        if key in files:
+            found.add(key)
+    return found

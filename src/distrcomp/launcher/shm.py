@@ -18,12 +18,13 @@ from __future__ import annotations
 import os
 import stat
 
+from . import procs
+
 __all__ = ["PREFIXES", "unused_segments"]
 
 SHM = "/dev/shm"
 PREFIXES = ("mpich_shm_", "sm_segment.", "vader_segment.")  # MPICH; Open MPI 5; Open MPI 4
 CLOCK_SLACK = 1.0  # seconds: file times come from a coarse clock that may lag time.time()
-_PROC = "/proc"
 
 
 def unused_segments(since: float, directory: str = SHM) -> list[str]:
@@ -49,64 +50,5 @@ def unused_segments(since: float, directory: str = SHM) -> list[str]:
             candidates[(info.st_dev, info.st_ino)] = path
     if not candidates:
         return []
-    in_use = _in_use(set(candidates))
+    in_use = procs.files_in_use(set(candidates))
     return sorted(path for key, path in candidates.items() if key not in in_use)
-
-
-def _in_use(files: set[tuple[int, int]]) -> set[tuple[int, int]]:
-    """Those of ``files`` (device, inode) that a process has open or mapped.
-
-    Each process's descriptors are read before its mappings: a maker opens a segment, maps it,
-    then may close it, so one read in that order cannot miss it. A process whose /proc entries
-    cannot be read (another user's) cannot have this user's segments (mode 0600) either.
-    """
-    found: set[tuple[int, int]] = set()
-    try:
-        pids = [name for name in os.listdir(_PROC) if name.isdigit()]
-    except OSError:
-        return found
-    for pid in pids:
-        found |= _open_files(pid, files) | _mapped_files(pid, files)
-        if found == files:
-            break
-    return found
-
-
-def _open_files(pid: str, files: set[tuple[int, int]]) -> set[tuple[int, int]]:
-    directory = f"{_PROC}/{pid}/fd"
-    try:
-        fds = os.listdir(directory)
-    except OSError:
-        return set()
-    found = set()
-    for fd in fds:
-        try:
-            info = os.stat(f"{directory}/{fd}")  # the open file itself, even if unlinked
-        except OSError:
-            continue
-        key = (info.st_dev, info.st_ino)
-        if key in files:
-            found.add(key)
-    return found
-
-
-def _mapped_files(pid: str, files: set[tuple[int, int]]) -> set[tuple[int, int]]:
-    """From /proc/PID/maps: ``address perms offset major:minor inode path`` per line."""
-    try:
-        with open(f"{_PROC}/{pid}/maps", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return set()
-    found = set()
-    for line in data.splitlines():
-        fields = line.split(None, 5)
-        if len(fields) < 6 or fields[4] == b"0":
-            continue
-        major, _, minor = fields[3].partition(b":")
-        try:
-            key = (os.makedev(int(major, 16), int(minor, 16)), int(fields[4]))
-        except ValueError:
-            continue
-        if key in files:
-            found.add(key)
-    return found
