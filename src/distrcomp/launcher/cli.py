@@ -7,13 +7,19 @@ before anything is launched. Nothing here imports ``mpi4py``.
 
 from __future__ import annotations
 
-import argparse
 import os
-import re
-import shlex
 import sys
 import time
-from collections.abc import Sequence
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the launcher's start-up)
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+del TYPE_CHECKING
+# argparse, and shlex, import re and with it enum: ~10 ms of start-up with building the parser,
+# which delays every node. A plain `distrcomp run` is read by _fast_run_args; anything else
+# (help, --version, hostfile, an abbreviated option, any error) by argparse, which is imported
+# only then.
 
 __all__ = ["console", "main"]
 
@@ -70,28 +76,29 @@ exit status:
   2 usage error (nothing launched)
 """
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
 class _UsageError(Exception):
     """A problem with the command line or its inputs: one line on stderr, exit 2."""
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The whole command line, with help; see _fast_run_args for the options it shares."""
+    import argparse
+
     from .. import __version__
     from . import remote
 
+    help_formatter, raw_help_formatter = _formatters()
     parser = argparse.ArgumentParser(
         prog="distrcomp",
         description="Message passing with node_id, n_node, send, recv: the launcher.",
-        formatter_class=_HelpFormatter,
+        formatter_class=help_formatter,
     )
     parser.add_argument("--version", action="version", version=f"distrcomp {__version__}")
     commands = parser.add_subparsers(dest="subcommand", metavar="{run,hostfile,compat-path}")
     run = commands.add_parser(
         "run", help="run a program on the nodes, relaying their output",
         description=_RUN_DESCRIPTION, epilog=_RUN_EPILOG,
-        formatter_class=_RawHelpFormatter,
+        formatter_class=raw_help_formatter,
         usage="distrcomp run [-n N] [--peers FILE] [options] [--] COMMAND [ARGS...]",
     )
     run.add_argument("-n", type=_positive_int, metavar="N",
@@ -118,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-x", dest="env", action="append", default=[], metavar="VAR[=VALUE]",
                      help="forward environment variable VAR to every node (setting it to "
                           "VALUE first); repeatable")
-    run.add_argument("--mpi", choices=("mpich", "openmpi"),
+    run.add_argument("--mpi", choices=_MPI_NAMES,
                      help="assume this MPI instead of detecting it (for --dry-run elsewhere)")
     run.add_argument("--dry-run", action="store_true",
                      help="print the hostfile and the exact mpiexec command line, run nothing")
@@ -133,13 +140,13 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser(
         "compat-path", help="print the directory of the legacy `message` module",
-        formatter_class=_HelpFormatter,
+        formatter_class=help_formatter,
         description="Print the directory holding distrcomp's drop-in `message` module, for "
                     "legacy scripts under plain mpiexec: "
                     "PYTHONPATH=$(distrcomp compat-path) mpiexec -n 4 python legacy.py",
     )
     hostfile = commands.add_parser(
-        "hostfile", help="print the hostfile a peers file becomes", formatter_class=_HelpFormatter,
+        "hostfile", help="print the hostfile a peers file becomes", formatter_class=help_formatter,
         description="Print the hostfile for the MPI installed (or --format) from a peers file.",
     )
     hostfile.add_argument("file", metavar="FILE", help="peers file")
@@ -164,26 +171,38 @@ def _columns() -> int:
     return columns if columns > 0 else 80
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter, given the terminal width so that it does not import ``shutil`` to
-    ask (argparse makes one for every option added: 1.4 ms of each run's start-up, which
-    delays every node)."""
 
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=_columns() - 2)
+def _formatters() -> tuple[type, type]:
+    """The help formatters of :func:`_parser`: argparse's, for the terminal's width."""
+    import argparse
+
+    class HelpFormatter(argparse.HelpFormatter):
+        """argparse's formatter, given the terminal width so that it does not import ``shutil``
+        to ask (argparse makes one for every option added: 1.4 ms)."""
+
+        def __init__(self, prog: str) -> None:
+            super().__init__(prog, width=_columns() - 2)
+
+    class RawHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+        """:class:`HelpFormatter` keeping the description's and epilog's line breaks."""
+
+    return HelpFormatter, RawHelpFormatter
 
 
-class _RawHelpFormatter(_HelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """:class:`_HelpFormatter` keeping the description's and epilog's line breaks."""
+def _type_error(message: str) -> Exception:
+    """argparse's ArgumentTypeError (argparse imported only for a value that is wrong)."""
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
 
 
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        raise _type_error(f"expected a positive integer, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise _type_error(f"expected a positive integer, got {text!r}")
     return value
 
 
@@ -191,9 +210,9 @@ def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+        raise _type_error(f"expected a number of seconds, got {text!r}") from None
     if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+        raise _type_error(f"expected a positive number of seconds, got {text!r}")
     return value
 
 
@@ -213,10 +232,94 @@ def _glue_mpi_args(argv: list[str]) -> list[str]:
     return glued
 
 
+_MPI_NAMES = ("mpich", "openmpi")  # the choices of --mpi
+
+
+def _mpi_name(text: str) -> str:
+    """``--mpi``'s value, for _fast_run_args (argparse checks its ``choices`` itself)."""
+    if text not in _MPI_NAMES:
+        raise ValueError(text)
+    return text
+
+
+# The options of `distrcomp run` as _fast_run_args reads them, by option string: the flags
+# (store_true), the options that take one value (dest, conversion; the last given wins) and
+# those that collect theirs. _parser declares the same ones, with their help, and any form
+# beyond these; tests/unit/test_cli_args.py checks that both read every command line alike.
+_RUN_FLAGS = {
+    "--group": "group", "--no-tag": "no_tag", "-u": "unbuffered", "--unbuffered": "unbuffered",
+    "--dry-run": "dry_run", "--no-check": "no_check", "--keep-files": "keep_files",
+}
+_RUN_VALUES = {
+    "-n": ("n", _positive_int), "--peers": ("peers", str), "--timeout": ("timeout", _positive_float),
+    "--output-dir": ("output_dir", str), "--mpi-args": ("mpi_args", str), "--mpi": ("mpi", _mpi_name),
+    "--legacy-master": ("legacy_master", str), "--ssh-config": ("ssh_config", str),
+    "--launcher-address": ("launcher_address", str), "--files": ("files", str),
+}
+_RUN_APPEND = {"-x": "env"}
+_RUN_DEFAULTS = {"mpi_args": "", "files": ""}  # others: None for values, False for flags
+
+
+class _RunArgs:
+    """What _fast_run_args read: the attributes argparse's Namespace would have."""
+
+    def __init__(self, values: dict) -> None:
+        self.__dict__.update(values)
+
+
+def _fast_run_args(words: list[str]) -> _RunArgs | None:
+    """``distrcomp run`` read without argparse, when ``words`` (after :func:`_glue_mpi_args`)
+    are ``run``, options exactly as in the tables above (``--name=value`` too for the long
+    ones), then the command; None for anything else, which argparse then reads (and reports).
+    The result is what argparse would give (tests/unit/test_cli_args.py)."""
+    if words[:1] != ["run"]:
+        return None
+    values: dict = {dest: False for dest in _RUN_FLAGS.values()}
+    values.update({dest: None for dest, _ in _RUN_VALUES.values()})
+    values.update({dest: [] for dest in _RUN_APPEND.values()})
+    values.update(_RUN_DEFAULTS)
+    values["subcommand"] = "run"
+    position = 1
+    while position < len(words):
+        word = words[position]
+        if word == "--" or not word.startswith("-"):
+            break
+        name, equals, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        if value == "--":  # argparse reads `--name=--` as an empty list
+            return None
+        position += 1
+        if name in _RUN_FLAGS and not equals:
+            values[_RUN_FLAGS[name]] = True
+            continue
+        if name not in _RUN_VALUES and name not in _RUN_APPEND:
+            return None
+        if not equals:
+            if position == len(words) or words[position].startswith("-"):
+                return None
+            value = words[position]
+            position += 1
+        if name in _RUN_APPEND:
+            values[_RUN_APPEND[name]].append(value)
+            continue
+        dest, convert = _RUN_VALUES[name]
+        try:
+            values[dest] = convert(value)
+        except Exception:  # noqa: BLE001 - ArgumentTypeError; argparse reads it again, says why
+            return None
+    if values["group"] and values["no_tag"]:
+        return None
+    values["command"] = words[position:]
+    return _RunArgs(values)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``distrcomp`` console script; returns the exit code."""
-    parser = _parser()
-    args = parser.parse_args(_glue_mpi_args(list(sys.argv[1:] if argv is None else argv)))
+    words = _glue_mpi_args(list(sys.argv[1:] if argv is None else argv))
+    args = _fast_run_args(words)
+    parser = None
+    if args is None:
+        parser = _parser()
+        args = parser.parse_args(words)
     try:
         if args.subcommand == "run":
             return _run(args)
@@ -230,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         sys.stderr.write(f"distrcomp: {exc}\n")
         return 2
-    parser.print_help(sys.stderr)
+    (parser or _parser()).print_help(sys.stderr)
     return 2
 
 
@@ -321,7 +424,7 @@ def _forwarded_env(args: argparse.Namespace) -> dict[str, str | None]:
     env: dict[str, str | None] = {}
     for item in args.env:
         name, sep, value = item.partition("=")
-        if not _ENV_NAME.match(name):
+        if not (name.isascii() and name.isidentifier()):  # [A-Za-z_][A-Za-z0-9_]*
             raise _UsageError(f"-x {item}: {name!r} is not a valid environment variable name")
         env[name] = value if sep else None
     return env
@@ -354,6 +457,8 @@ def _check_script(script: str, env: dict[str, str | None]) -> None:
 
 
 def _shell_words(command: str, source: str) -> list[str]:
+    import shlex
+
     try:
         return shlex.split(command)
     except ValueError as exc:
@@ -367,6 +472,15 @@ def _buffering(unbuffered: bool) -> dict[str, str | None]:
     if unbuffered or os.isatty(1):
         return {"PYTHONUNBUFFERED": "1"}
     return {}
+
+
+def _split_mpi_args(text: str) -> list[str]:
+    """``--mpi-args`` as words, as the shell splits them (``shlex``, imported only for some)."""
+    if not text.strip():
+        return []
+    import shlex
+
+    return shlex.split(text)
 
 
 def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, grouped: bool):
@@ -388,7 +502,7 @@ def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, gro
     else:
         names = ["localhost"] * (args.n or 1)
     try:
-        mpi_args = shlex.split(args.mpi_args)
+        mpi_args = _split_mpi_args(args.mpi_args)
     except ValueError as exc:
         raise _UsageError(f"--mpi-args: {exc}") from None
     env = {**env, **_buffering(args.unbuffered)}
@@ -484,6 +598,7 @@ def _run_legacy_master(args: argparse.Namespace) -> int:
 
 
 def _dry_run(spec, peers: str | None) -> int:
+    import shlex
     import tempfile
 
     out = sys.stdout
