@@ -93,7 +93,8 @@ class Launch:
     """A started ``distrcomp`` process; :meth:`wait` collects its output and checks leftovers."""
 
     def __init__(self, args: Sequence[str], cwd: Path, env: dict | None,
-                 stdin: bytes | None = None) -> None:
+                 stdin: bytes | None = None, command: Sequence[str] = (),
+                 pass_fds: Sequence[int] = ()) -> None:
         self.mark = uuid.uuid4().hex
         # tests run one at a time: a new segment nothing uses when the job is over was its
         self.segments = mpi_segments()
@@ -102,9 +103,9 @@ class Launch:
         full_env = {**inherited, **(env or {}), MARK: self.mark}
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "distrcomp", *args], cwd=cwd, env=full_env,
+            [*(command or (sys.executable, "-m", "distrcomp")), *args], cwd=cwd, env=full_env,
             stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=pass_fds,
         )
         self.input = stdin
         self.stdout = ""
@@ -133,15 +134,26 @@ class Launch:
         return f"exit {self.returncode}\n--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}"
 
 
-def start(cwd: Path, *args: str, env: dict | None = None, stdin: bytes | None = None) -> Launch:
-    """Start ``distrcomp ARGS`` in ``cwd`` (marked; stdin ``stdin``, else empty)."""
-    return Launch(args, cwd, env, stdin)
+def start(cwd: Path, *args: str, env: dict | None = None, stdin: bytes | None = None,
+          command: Sequence[str] = (), pass_fds: Sequence[int] = ()) -> Launch:
+    """Start ``distrcomp ARGS`` in ``cwd`` (marked; stdin ``stdin``, else empty), as
+    ``python -m distrcomp`` unless ``command`` says how, with ``pass_fds`` inherited."""
+    return Launch(args, cwd, env, stdin, command, pass_fds)
 
 
 def launch(cwd: Path, *args: str, env: dict | None = None, timeout: float = 120,
-           stdin: bytes | None = None) -> Launch:
+           stdin: bytes | None = None, command: Sequence[str] = ()) -> Launch:
     """Run ``distrcomp ARGS`` in ``cwd`` to its end (and check that nothing is left over)."""
-    return start(cwd, *args, env=env, stdin=stdin).wait(timeout)
+    return start(cwd, *args, env=env, stdin=stdin, command=command).wait(timeout)
+
+
+def installed_command() -> list[str]:
+    """The ``distrcomp`` command pip installed beside this Python (a test using it fails if
+    there is none: the install is broken)."""
+    script = Path(sys.executable).with_name("distrcomp")
+    if not os.access(script, os.X_OK):
+        pytest.fail(f"no distrcomp command beside {sys.executable}: is distrcomp installed?")
+    return [str(script)]
 
 
 def program(name: str) -> str:

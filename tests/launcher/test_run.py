@@ -7,12 +7,13 @@ import importlib.metadata
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from jobtools import ROOT, launch, program, tagged_lines
+from jobtools import ROOT, installed_command, launch, program, start, tagged_lines, wait_for_files
 
 from distrcomp.launcher.flavor import detect
 
@@ -162,6 +163,67 @@ def test_launcher_never_imports_mpi(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
+
+
+# Each of these stdlib modules costs ms to import (re with enum, which argparse, shlex, signal,
+# socket and subprocess import and use), and what the launcher imports before it starts
+# mpiexec, or while the nodes start, delays every node: a plain local run uses the C parts of
+# signal and socket, os.posix_spawn, and a command-line reader of its own (cli._fast_run_args).
+_SLOW_TO_IMPORT = {"enum", "re", "argparse", "shlex", "signal", "socket", "subprocess",
+                   "threading", "locale", "typing", "pathlib", "tempfile", "shutil", "json"}
+
+
+@pytest.mark.parametrize("extra", [(), ("--timeout", "60", "-x", "A=1", "-u", "--no-check")])
+def test_a_local_run_imports_none_of_the_slow_stdlib_modules(tmp_path, extra):
+    script = tmp_path / "hello.py"
+    script.write_text("import distrcomp as dc\nprint('hello from', dc.node_id)\n")
+    # the installed command, its imports listed by -X importtime (which, unlike the variable,
+    # its children do not inherit: every line of it is the launcher's)
+    command = [sys.executable, "-X", "importtime", *installed_command()]
+    done = launch(tmp_path, "run", "-n", "2", *extra, str(script), command=command)
+    assert done.returncode == 0, done
+    assert len(tagged_lines(done.stdout)) == 2
+    own = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in own}
+    assert "distrcomp.launcher.job" in imported
+    assert not imported & _SLOW_TO_IMPORT, sorted(imported & _SLOW_TO_IMPORT)
+
+
+def _child_of(pid: int) -> int:
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        if name.isdigit() and int(stat[stat.rfind(b")") + 2:].split()[1]) == pid:
+            return int(name)
+    pytest.fail(f"the launcher ({pid}) has no child")
+
+
+def test_mpiexec_gets_none_of_the_launchers_descriptors_and_sigpipe_at_its_default(tmp_path):
+    # as subprocess.Popen started it: descriptors the launcher inherited are not passed on,
+    # and SIGPIPE, which Python ignores, is back at its default (a shell's pipeline works)
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+    try:
+        job = start(tmp_path, "run", "-n", "2", "--", "sh", "-c",
+                    "touch ready-$PMI_RANK$OMPI_COMM_WORLD_RANK; sleep 30", pass_fds=[write_end])
+        wait_for_files([tmp_path / "ready-0", tmp_path / "ready-1"])
+        mpiexec = _child_of(job.proc.pid)
+        pipe = os.readlink(f"/proc/self/fd/{write_end}")
+        held = [fd for fd in os.listdir(f"/proc/{mpiexec}/fd")
+                if os.readlink(f"/proc/{mpiexec}/fd/{fd}") == pipe]
+        with open(f"/proc/{mpiexec}/status") as handle:
+            ignored = int(next(line for line in handle if line.startswith("SigIgn:")).split()[1], 16)
+        job.proc.send_signal(signal.SIGTERM)
+        job.wait()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert held == [], f"mpiexec holds the launcher's inherited pipe as {held}"
+    assert not ignored & (1 << (signal.SIGPIPE - 1)), f"mpiexec ignores SIGPIPE ({ignored:x})"
+    assert job.returncode == 143, job
 
 
 def test_help_is_documentation_and_needs_no_mpi():

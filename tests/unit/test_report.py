@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import signal
 import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from distrcomp.launcher.command import mpiexec_argv, node_argv, user_command
+from distrcomp.launcher.command import _literal, mpiexec_argv, node_argv, user_command
 from distrcomp.launcher.flavor import Flavor
 from distrcomp.launcher.report import (
     NodeResult,
@@ -99,6 +102,14 @@ def test_mpiexec_argv_per_flavor(flavor, expected):
 def test_node_argv_wraps_the_command():
     argv = node_argv(["a", "b"], python="/py")
     assert argv[:3] == ["/py", "-S", "-c"] and argv[4:] == ["--", "a", "b"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_the_wrapper_boot_quotes_any_path_as_one_double_quoted_literal(text):
+    literal = _literal(text)
+    assert literal[0] == literal[-1] == '"' and ast.literal_eval(literal) == text
+    assert literal.isascii() and literal.isprintable()
 
 
 @pytest.mark.parametrize("where", ["launcher's copy", "elsewhere"])

@@ -48,8 +48,9 @@ enum { CONTROL = 0, OUT = 1, ERR = 2, EXIT = 4, STREAMS = 5, STOP = 10, DUMP = 1
 #define MAX_FRAME (8u << 20)
 #define CONNECT_TIMEOUT 30 /* seconds, as channel.connect */
 
-/* node.py */
+/* channel.py */
 #define STOP_GRACE 3.0
+/* node.py */
 #define TICK_MS 100
 static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP};
 #define N_FORWARDED 3

@@ -28,13 +28,16 @@ frames are ``kind`` (u8), ``length`` (u32, big-endian) and ``length`` bytes of p
 from __future__ import annotations
 
 import os
-import socket
 import struct
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: every node wrapper imports this
 if TYPE_CHECKING:
+    import _socket
+    import socket
     from typing import Any
 del TYPE_CHECKING
+# socket only where a node's wrapper connects: the launcher uses socket's C part, _socket (see
+# .job), and this module is on its way to starting mpiexec.
 
 __all__ = [
     "BYE",
@@ -50,6 +53,7 @@ __all__ = [
     "EXIT",
     "OUT",
     "STOP",
+    "STOP_GRACE",
     "STREAMS",
     "UNIX",
     "ChannelError",
@@ -64,6 +68,7 @@ __all__ = [
     "new_secret",
     "parse_address",
     "preload",
+    "recv_fds",
 ]
 
 ENV_ADDRESS = "DISTRCOMP_RELAY"  # host:port of the launcher's listener
@@ -84,12 +89,14 @@ EXIT = 4  # EXIT's payload: JSON {"returncode": N}
 STREAMS = 5  # no payload; carries the read ends of the stdout and stderr pipes (Unix socket only)
 # launcher → node
 STOP, DUMP, BYE = 10, 11, 12
+STOP_GRACE = 3.0  # after STOP, seconds before the wrapper follows its signal with SIGKILL
 
 MAGIC = b"DCR1"
 _NONCE = 32
 _MAC = 32
 _HEADER = struct.Struct(">BI")
 _WHO = struct.Struct(">IB")  # node id, stream
+_FD = struct.Struct("i")  # a descriptor in SCM_RIGHTS, as the C int it is
 KEEPALIVE_IDLE = 5  # seconds of silence on a connection before the first probe
 KEEPALIVE_INTERVAL = 5  # between unanswered probes; after 3 the connection is dead
 MAX_FRAME = 8 << 20  # a frame carries at most one read of a pipe, far below this
@@ -100,15 +107,33 @@ class ChannelError(Exception):
     """The channel could not be set up or broke its protocol (bad proof, bad frame, closed)."""
 
 
-def keepalive(sock: socket.socket) -> None:
+def keepalive(sock: _socket.socket) -> None:
     """Let the kernel probe an idle connection, so that a peer whose host vanished (cable,
     power) ends it after about KEEPALIVE_IDLE + 3 * KEEPALIVE_INTERVAL seconds instead of never:
     the launcher then sees a lost node, a node sees a lost launcher."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    import _socket
+
+    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1)
     for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
                         ("TCP_KEEPCNT", 3)):
-        if hasattr(socket, name):  # Linux and others; elsewhere the system's defaults apply
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+        if hasattr(_socket, name):  # Linux and others; elsewhere the system's defaults apply
+            sock.setsockopt(_socket.IPPROTO_TCP, getattr(_socket, name), value)
+
+
+def recv_fds(sock: _socket.socket, size: int, max_fds: int) -> tuple[bytes, list[int]]:
+    """Receive up to ``size`` bytes and up to ``max_fds`` descriptors passed with them
+    (SCM_RIGHTS; ``socket.recv_fds``, for a socket of ``_socket``). Blocks as ``sock`` does.
+    The descriptors are new, close-on-exec, and the caller's to close. Raises OSError."""
+    import _socket
+
+    data, ancillary, _, _ = sock.recvmsg(size, _socket.CMSG_LEN(max_fds * _FD.size),
+                                         _socket.MSG_CMSG_CLOEXEC)
+    fds: list[int] = []
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            whole = len(payload) - len(payload) % _FD.size
+            fds += (value for (value,) in _FD.iter_unpack(payload[:whole]))
+    return data, fds
 
 
 def new_secret() -> str:
@@ -248,6 +273,8 @@ def connect(
     no timeout). Raises ChannelError naming the address if the launcher is unreachable or
     does not prove it knows the secret.
     """
+    import socket
+
     try:
         if address.startswith(UNIX):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -71,10 +71,16 @@ def node_argv(command: Sequence[str], python: str = sys.executable, local: bool 
 
 def _literal(text: str) -> str:
     """``text`` as a double-quoted Python literal (so the shell-quoted command line stays
-    plain): a JSON string is one."""
-    import json  # only for the Python wrapper: not on a local job's way to starting mpiexec
-
-    return json.dumps(text)
+    plain): printable ASCII as it is, but ``"`` and ``\\``, escaped; every other character as
+    ``\\UXXXXXXXX``. (Not ``json.dumps``: json imports re and enum, ~7 ms of the launcher's
+    start-up, which delays every node.)"""
+    escaped = (
+        "\\" + char if char in '"\\'
+        else char if " " <= char <= "~"
+        else f"\\U{ord(char):08x}"
+        for char in text
+    )
+    return '"' + "".join(escaped) + '"'
 
 
 def mpiexec_argv(

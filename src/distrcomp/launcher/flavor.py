@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
 import sys
 from collections import namedtuple
 from collections.abc import Sequence
@@ -140,6 +139,8 @@ def family_by_files(mpiexec: str) -> str | None:
 
 @functools.cache
 def _version_text(mpiexec: str) -> str:
+    import subprocess  # only here: ~5 ms of the launcher's start-up, which delays every node
+
     try:
         done = subprocess.run(
             [mpiexec, "--version"], capture_output=True, text=True, timeout=30, check=False

@@ -11,19 +11,18 @@ started still holds them open).
 
 Ending the job, whatever the reason (a node failed, the time limit, SIGINT/SIGTERM/SIGHUP):
 every node still running is told to stop (its wrapper sends SIGTERM, then SIGKILL after
-:data:`.node.STOP_GRACE` s); if mpiexec has not exited some seconds later it gets SIGTERM, then
+:data:`.channel.STOP_GRACE` s); if mpiexec has not exited some seconds later it gets SIGTERM, then
 SIGKILL. Last, every process still carrying this job's id in its environment is killed and
 named, so no process of the job outlives the launcher.
 """
 
 from __future__ import annotations
 
+import _signal  # signal's and socket's C parts: their Python modules import enum and convert
+import _socket  # their constants to enums (~5 ms of start-up, which delays every node)
 import contextlib
 import os
 import selectors
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections import deque
@@ -32,9 +31,17 @@ from collections.abc import Iterator
 from . import channel, procs, shm
 from .command import mpiexec_argv, node_argv
 from .flavor import Flavor
-from .node import STOP_GRACE
 from .relay import LineBuffer, Output, Sink
-from .report import EXIT_TIMEOUT, NodeResult, abort_code, exit_status, root_cause, summary
+from .report import (
+    EXIT_TIMEOUT,
+    NodeResult,
+    abort_code,
+    exit_status,
+    root_cause,
+    signal_name,
+    summary,
+)
+from .spawn import Child, spawn
 
 __all__ = ["Job", "JobSpec", "forwarded_names"]
 
@@ -42,14 +49,14 @@ CONNECT_TIMEOUT = 60.0  # every node must have connected by then
 HANDSHAKE_TIMEOUT = 10.0  # an unauthenticated connection is dropped after this
 MAX_UNAUTHENTICATED = 64
 DUMP_WAIT = 1.5  # after SIGUSR1 at the time limit, time given to faulthandler before stopping
-STOP_WAIT = STOP_GRACE + 3.0  # after telling nodes to stop, before mpiexec gets SIGTERM
+STOP_WAIT = channel.STOP_GRACE + 3.0  # after telling nodes to stop, before mpiexec gets SIGTERM
 KILL_WAIT = 3.0  # after mpiexec got SIGTERM, before SIGKILL
 EXIT_WAIT = 10.0  # after every node reported, time mpiexec gets to exit on its own
 AFTER_MPIEXEC = 2.0  # after mpiexec exited, time nodes' connections get to report
 STREAM_DRAIN = 2.0  # after a node's report, how long its output streams are still read
 _READ = 1 << 18
 _GATHER = 0.002  # seconds the loop pauses after a round of small reads (see _loop)
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_STOP_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 _STREAM_NAMES = {channel.OUT: "out", channel.ERR: "err"}
 _LOOPBACK = ("127.0.0.1", "::1")  # a job bound there has every node on this machine
 
@@ -184,7 +191,7 @@ class _Conn:
     """One connection to the relay listener: first a handshake, then a node's control frames
     (an output stream's connection becomes a :class:`_Stream` once authenticated)."""
 
-    def __init__(self, sock: socket.socket, peer: str, secret: str, now: float) -> None:
+    def __init__(self, sock: _socket.socket, peer: str, secret: str, now: float) -> None:
         self.sock = sock
         self.peer = peer
         self.handshake: channel.ServerHandshake | None = channel.ServerHandshake(secret)
@@ -204,7 +211,7 @@ class _Stream:
     """One output stream of a node's command, read until it ends: the read end of a pipe, or
     a connection (``owner``, which holds ``fd``)."""
 
-    def __init__(self, node: int, name: str, fd: int, owner: socket.socket | None = None) -> None:
+    def __init__(self, node: int, name: str, fd: int, owner: _socket.socket | None = None) -> None:
         self.node = node
         self.name = name  # "out" or "err"
         self.fd = fd
@@ -242,14 +249,14 @@ class Job:
         self.job_id = os.urandom(12).hex()
         self.secret = channel.new_secret()
         self.selector = selectors.DefaultSelector()
-        self.conns: dict[socket.socket, _Conn] = {}
+        self.conns: dict[_socket.socket, _Conn] = {}
         self.by_node: dict[int, _Conn] = {}
         self.streams: dict[int, _Stream] = {}  # by descriptor: the output streams still open
         self.open_streams = [0] * spec.n  # per node: how many of those are its
         self.n_streams = 0  # output streams ever received
         self.drain_until: dict[int, float] = {}  # node: when its open streams are cut off
-        self.listener: socket.socket | None = None
-        self.proc: subprocess.Popen | None = None
+        self.listener: _socket.socket | None = None
+        self.proc: Child | None = None
         self.mpiexec_rc: int | None = None
         self.mpiexec_exited_at = 0.0
         self.mpiexec_buffers: dict[int, LineBuffer] = {}
@@ -273,14 +280,15 @@ class Job:
         """Launch, relay until the job is over, clean up, print the summary; return the exit code."""
         self.start = time.monotonic()
         self.began = time.time()  # wall clock, for the times of files the job makes (shm)
-        previous = {signum: signal.getsignal(signum) for signum in (*_STOP_SIGNALS, signal.SIGCHLD)}
-        wake_r, wake_w = socket.socketpair()
+        previous = {signum: _signal.getsignal(signum)
+                    for signum in (*_STOP_SIGNALS, _signal.SIGCHLD)}
+        wake_r, wake_w = _socket.socketpair()
         wake_w.setblocking(False)
-        old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        old_wakeup = _signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         for signum in _STOP_SIGNALS:
-            signal.signal(signum, self._on_signal)
+            _signal.signal(signum, self._on_signal)
         # A handler, so that mpiexec's exit wakes the loop through the wake-up socket at once.
-        signal.signal(signal.SIGCHLD, _ignore)
+        _signal.signal(_signal.SIGCHLD, _ignore)
         try:
             with _scratch_directory() as scratch:
                 self._launch(scratch)
@@ -288,9 +296,9 @@ class Job:
                 self._loop(wake_r)
         finally:
             self._tear_down()
-            signal.set_wakeup_fd(old_wakeup)
+            _signal.set_wakeup_fd(old_wakeup)
             for signum, handler in previous.items():
-                signal.signal(signum, handler)
+                _signal.signal(signum, handler)
             wake_r.close()
             wake_w.close()
         return self._finish()
@@ -300,8 +308,8 @@ class Job:
         spec = self.spec
         address = self._listen_unix(scratch) if spec.local else None
         if address is None:
-            family = socket.AF_INET6 if ":" in spec.bind else socket.AF_INET
-            self.listener = socket.socket(family, socket.SOCK_STREAM)
+            family = _socket.AF_INET6 if ":" in spec.bind else _socket.AF_INET
+            self.listener = _socket.socket(family, _socket.SOCK_STREAM)
             self.listener.bind((spec.bind, 0))
             address = channel.format_address(spec.bind, self.listener.getsockname()[1])
         assert self.listener is not None
@@ -319,30 +327,25 @@ class Job:
         env[channel.ENV_ADDRESS] = address
         env[channel.ENV_SECRET] = self.secret
         env[channel.ENV_JOB] = self.job_id
-        stdin = None
-        if sys.stdin is None or sys.stdin.closed or sys.stdin.isatty():
-            # mpiexec in its own session must not read the terminal (it would be stopped)
-            stdin = subprocess.DEVNULL
+        # mpiexec in its own session must not read the terminal (it would be stopped)
+        no_stdin = sys.stdin is None or sys.stdin.closed or sys.stdin.isatty()
         # Own session: a Ctrl-C in the terminal reaches the launcher only, which stops the
         # nodes in order instead of racing mpiexec's own signal handling.
-        self.proc = subprocess.Popen(
-            spec.argv(hostfile, local=address.startswith(channel.UNIX)), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, start_new_session=True,
-        )
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            assert pipe is not None
-            os.set_blocking(pipe.fileno(), False)
-            self.mpiexec_buffers[pipe.fileno()] = LineBuffer()
-            self.selector.register(pipe.fileno(), selectors.EVENT_READ, "mpiexec")
+        self.proc = spawn(spec.argv(hostfile, local=address.startswith(channel.UNIX)), env,
+                          stdin_devnull=no_stdin)
+        for fd in (self.proc.stdout, self.proc.stderr):
+            os.set_blocking(fd, False)
+            self.mpiexec_buffers[fd] = LineBuffer()
+            self.selector.register(fd, selectors.EVENT_READ, "mpiexec")
         channel.preload()  # while mpiexec starts the nodes (see preload)
 
     def _listen_unix(self, scratch: str) -> str | None:
         """Every node is on this machine: listen on a Unix socket in the private scratch
         directory (mode 0700), over which wrappers can pass their pipes. None if that is not
         possible here (no AF_UNIX, or a scratch path too long for a socket's name)."""
-        if not hasattr(socket, "AF_UNIX"):
+        if not hasattr(_socket, "AF_UNIX"):
             return None
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         path = os.path.join(scratch, "relay")
         try:
             listener.bind(path)
@@ -353,7 +356,7 @@ class Job:
         return channel.UNIX + path
 
     # -- the loop ----------------------------------------------------------------------------
-    def _loop(self, wake: socket.socket) -> None:
+    def _loop(self, wake: _socket.socket) -> None:
         while True:
             # SIGCHLD wakes the loop when mpiexec exits; the timeout paces the timers
             streamed = 0
@@ -425,10 +428,10 @@ class Job:
             if self.bye_at is not None:
                 deadlines.append(self.bye_at + EXIT_WAIT)
             if deadlines and now >= min(deadlines):
-                self._signal_mpiexec(signal.SIGTERM)
+                self._signal_mpiexec(_signal.SIGTERM)
                 self.term_at = now
         elif self.kill_at is None and now >= self.term_at + KILL_WAIT:
-            self._signal_mpiexec(signal.SIGKILL)
+            self._signal_mpiexec(_signal.SIGKILL)
             self.kill_at = now
         elif self.kill_at is not None and now >= self.kill_at + KILL_WAIT:
             return True  # mpiexec does not die: give up waiting, the tear-down kills what is left
@@ -439,18 +442,19 @@ class Job:
         assert self.listener is not None
         while True:
             try:
-                sock, peer = self.listener.accept()
+                fd, peer = self.listener._accept()  # _socket's accept: a descriptor
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 self.notes.append(f"distrcomp: accepting a node connection failed: {exc}")
                 return
+            sock = _socket.socket(fileno=fd)
             pending = sum(1 for c in self.conns.values() if c.node is None)
             if pending >= MAX_UNAUTHENTICATED:
                 sock.close()
                 continue
             sock.settimeout(5.0)  # only sends can wait; reads happen when select says so
-            if sock.family != socket.AF_UNIX:
+            if sock.family != _socket.AF_UNIX:
                 channel.keepalive(sock)  # a vanished host becomes a lost node, not a hang
             where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "a local process"
             conn = _Conn(sock, where, self.secret, time.monotonic())
@@ -505,8 +509,8 @@ class Job:
     def _read_conn(self, conn: _Conn) -> None:
         fds: list[int] = []
         try:
-            if conn.sock.family == socket.AF_UNIX and conn.handshake is None:
-                data, fds, _, _ = socket.recv_fds(conn.sock, _READ, 4)
+            if conn.sock.family == _socket.AF_UNIX and conn.handshake is None:
+                data, fds = channel.recv_fds(conn.sock, _READ, 4)
             else:
                 data = conn.sock.recv(_READ)
         except OSError:
@@ -574,7 +578,7 @@ class Job:
         self.by_node[node] = conn
         self.results[node].started = True
         if self.stop_reason is not None:
-            conn.send(channel.encode(channel.STOP, bytes([signal.SIGTERM])))
+            conn.send(channel.encode(channel.STOP, bytes([_signal.SIGTERM])))
             self.results[node].stopped = True
         self._close_listener_if_complete()
 
@@ -616,7 +620,7 @@ class Job:
     def _close_listener(self) -> None:
         if self.listener is not None:
             self.selector.unregister(self.listener)
-            if self.listener.family == socket.AF_UNIX:
+            if self.listener.family == _socket.AF_UNIX:
                 with contextlib.suppress(FileNotFoundError):  # gone with the scratch directory
                     os.unlink(self.listener.getsockname())
             self.listener.close()
@@ -691,7 +695,7 @@ class Job:
         for node, conn in self.by_node.items():
             result = self.results[node]
             if result.returncode is None and not result.lost:
-                conn.send(channel.encode(channel.STOP, bytes([signal.SIGTERM])))
+                conn.send(channel.encode(channel.STOP, bytes([_signal.SIGTERM])))
                 result.stopped = True
 
     def _time_limit(self, now: float, timeout: float) -> None:
@@ -710,7 +714,7 @@ class Job:
 
     def _interrupted(self, signum: int) -> None:
         now = time.monotonic()
-        name = signal.Signals(signum).name
+        name = signal_name(signum)
         if self.stop_reason == "signal":
             # asked twice: stop waiting politely
             self.output.note("err", f"distrcomp: {name} again; killing every process of the job")
@@ -738,16 +742,11 @@ class Job:
         proc = self.proc
         if proc is not None:
             if proc.poll() is None:
-                self._signal_mpiexec(signal.SIGKILL)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+                self._signal_mpiexec(_signal.SIGKILL)
+            proc.wait(timeout=5)
             for fd, buffer in list(self.mpiexec_buffers.items()):
                 self._drain_mpiexec(fd, buffer)
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
+            _close_fds([proc.stdout, proc.stderr])
         self.selector.close()
         leftovers = self._kill_leftovers()
         if leftovers:
@@ -792,7 +791,7 @@ class Job:
                 time.sleep(0.05)
                 continue
             for pid, comm in found:
-                if procs.send_signal(pid, signal.SIGKILL):
+                if procs.send_signal(pid, _signal.SIGKILL):
                     killed.append((pid, comm))
             time.sleep(0.05)  # a dying process may have forked: look again
         return killed
@@ -811,7 +810,7 @@ class Job:
         headline = None
         code = 0
         if self.stop_reason == "signal":
-            name = signal.Signals(self.stop_signal).name
+            name = signal_name(self.stop_signal)
             headline = f"distrcomp: interrupted by {name}; every node was stopped"
             code = 128 + self.stop_signal
         elif self.stop_reason == "timeout":

@@ -47,9 +47,8 @@ from collections.abc import Sequence
 
 from . import channel, pipesize, procs
 
-__all__ = ["STOP_GRACE", "main"]
+__all__ = ["main"]
 
-STOP_GRACE = 3.0  # seconds between the stop signal and SIGKILL
 _TICK = 0.1
 _RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -381,7 +380,7 @@ class _Relay:
             return
         self._signal_group(signum)
         if self.kill_at is None:
-            self.kill_at = time.monotonic() + STOP_GRACE
+            self.kill_at = time.monotonic() + channel.STOP_GRACE
 
     def _dump(self) -> None:
         """SIGUSR1 to each process of the node that handles it (distrcomp: faulthandler)."""

@@ -11,24 +11,25 @@ launched).
 
 from __future__ import annotations
 
-import argparse
+import _signal  # signal's C part: signal.py imports enum (see .job)
 import os
-import signal
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from . import ssh
 from .channel import ENV_SLOTS, ENV_WORKDIR
 from .flavor import Flavor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
+
     from .address import LauncherAddress
     from .staging import Stage
 del TYPE_CHECKING
-# address and staging are imported where needed: a job on this machine alone, the most common,
-# needs neither, and the launcher's start-up delays every node.
+# address, ssh and staging are imported where needed: a job on this machine alone, the most
+# common, needs none of them (ssh imports subprocess), and the launcher's start-up delays every
+# node.
 
 __all__ = ["Interrupted", "Remote", "RemoteError", "add_options"]
 
@@ -41,6 +42,8 @@ class RemoteError(Exception):
 
 def add_options(run: argparse.ArgumentParser) -> None:
     """The multi-host and file-shipping options of ``distrcomp run``."""
+    from . import ssh
+
     group = run.add_argument_group(
         "multiple machines",
         "Remote hosts (peers that are not this machine) are reached with the ordinary ssh\n"
@@ -239,11 +242,13 @@ class Remote:
         """Pre-flight and shipping, then the body (the job); the shipped files and the ssh
         wrapper are removed afterwards whatever happens (``--keep-files`` keeps the files).
         Raises RemoteError, nothing launched, if a host fails the pre-flight or the shipping."""
-        previous = signal.getsignal(signal.SIGTERM)
+        previous = _signal.getsignal(_signal.SIGTERM)
         # Until the job installs its own handlers, SIGTERM must still reach the clean-up below.
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        _signal.signal(_signal.SIGTERM, _raise_interrupt)
         try:
             if self.scratch is not None:
+                from . import ssh
+
                 ssh.write_wrapper(os.path.join(self.scratch, "ssh"), self.ssh_config)
             if self.check and self.remote_hosts:
                 self._preflight()
@@ -254,13 +259,15 @@ class Remote:
                     self.stage.ship(self.files)
                 except StagingError as exc:
                     raise RemoteError(str(exc)) from None
-            signal.signal(signal.SIGTERM, previous)
+            _signal.signal(_signal.SIGTERM, previous)
             yield
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            _signal.signal(_signal.SIGTERM, previous)
             self._clean_up()
 
     def _preflight(self) -> None:
+        from . import ssh
+
         problems = ssh.check_hosts(self.remote_hosts, sys.executable, self.ssh_config)
         if problems:
             lines = [f"  {problem.host}: {problem.reason}" for problem in problems]

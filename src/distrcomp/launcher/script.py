@@ -18,7 +18,6 @@ import ``message``). Reading an old ``master.py`` is :mod:`.legacy`.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the launcher's start-up)
@@ -65,9 +64,10 @@ def with_compat_path(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-_IMPORTS_MESSAGE = re.compile(
-    r"^[ \t]*(?:import[ \t]+(?:[\w.]+[ \t]*,[ \t]*)*message\b|from[ \t]+message[ \t]+import\b)",
-    re.MULTILINE,
+# The patterns of this module are compiled where they are used, in the rare cases that need
+# them: re is ~7 ms of the launcher's start-up (with enum), which delays every node.
+_IMPORTS_MESSAGE = (
+    r"^[ \t]*(?:import[ \t]+(?:[\w.]+[ \t]*,[ \t]*)*message\b|from[ \t]+message[ \t]+import\b)"
 )
 
 
@@ -87,7 +87,9 @@ def uses_legacy_message(path: PathLike) -> bool:
     try:
         tree = ast.parse(data, filename=os.fspath(path))
     except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return bool(_IMPORTS_MESSAGE.search(data.decode("utf-8", "replace")))
+        import re
+
+        return bool(re.search(_IMPORTS_MESSAGE, data.decode("utf-8", "replace"), re.MULTILINE))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             if any(alias.name.split(".")[0] == "message" for alias in node.names):
@@ -112,7 +114,7 @@ _PY2_SIGNS = (
     ("msg", r"parameters cannot be parenthesized", "tuple parameters", "unpack inside the body"),
 )
 
-_PRINT_STATEMENT = re.compile(r"^\s*print\s+[^\s=(.,)\[]", re.MULTILINE)
+_PRINT_STATEMENT = r"^\s*print\s+[^\s=(.,)\[]"
 
 _PRINT_HINT = "convert the print statements, e.g. print(...)"
 
@@ -141,6 +143,8 @@ def py2_problem(path: PathLike) -> str | None:
 
 def syntax_reason(error: SyntaxError, source: str) -> str:
     """What is wrong, without the location: Python 2 syntax named as such, else Python's message."""
+    import re
+
     line = (error.text or "").rstrip("\r\n")
     msg = error.msg or "invalid syntax"
     for field, pattern, what, fix in _PY2_SIGNS:
@@ -152,7 +156,7 @@ def syntax_reason(error: SyntaxError, source: str) -> str:
         if fix is None:
             return f"this is Python 2 syntax ({shown}); {_PRINT_HINT}"
         also = ""
-        if _PRINT_STATEMENT.search(source):
+        if re.search(_PRINT_STATEMENT, source, re.MULTILINE):
             also = "; also convert the print statements, e.g. print(...)"
         return f"this is Python 2 syntax ({shown}): {what}; {fix}{also}"
     return f"syntax error: {msg}"
@@ -160,5 +164,7 @@ def syntax_reason(error: SyntaxError, source: str) -> str:
 
 def _code_part(line: str) -> str:
     """``line`` without string literals and comment, so that a '`' or '<>' inside them is ignored."""
+    import re
+
     code = re.sub(r"(\"[^\"]*\"|'[^']*')", '""', line)
     return code.split("#", 1)[0]
