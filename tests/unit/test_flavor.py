@@ -55,7 +55,7 @@ def test_when_the_files_do_not_tell_mpiexec_is_asked(tmp_path, monkeypatch):
                                              "echo '    Version:   9.1.2'\n")
     monkeypatch.setenv("DISTRCOMP_MPIEXEC", str(mpiexec))
     found = detect()
-    assert found == (MPICH, str(mpiexec))
+    assert found == flavor.Flavor(MPICH, str(mpiexec))
     assert flavor.version_line(found) == "MPICH 9.1.2"
 
 

@@ -171,7 +171,6 @@ def _columns() -> int:
     return columns if columns > 0 else 80
 
 
-
 def _formatters() -> tuple[type, type]:
     """The help formatters of :func:`_parser`: argparse's, for the terminal's width."""
     import argparse

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the launcher's start-up)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+del TYPE_CHECKING
 
 from .flavor import Flavor
 

@@ -10,11 +10,13 @@ first found: ``$DISTRCOMP_MPIEXEC``, then the one beside the running Python (a v
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-from collections import namedtuple
-from collections.abc import Sequence
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the launcher's start-up)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+del TYPE_CHECKING
 
 __all__ = [
     "FLAVORS", "MPICH", "OPENMPI", "Flavor", "MPIError", "detect", "family_by_files",
@@ -29,15 +31,32 @@ class MPIError(RuntimeError):
     """No usable ``mpiexec`` was found, or its MPI could not be recognised."""
 
 
-class Flavor(namedtuple("Flavor", "name mpiexec")):
+class Flavor:
     """An installed MPI: its family ``name`` (``mpich`` covers MPICH and Intel MPI) and the path
-    of its ``mpiexec`` (both ``str``); :func:`version_line` says which version it is.
+    of its ``mpiexec`` (both ``str``); :func:`version_line` says which version it is. Compared
+    and hashed by both.
 
-    A ``collections.namedtuple``: ``typing.NamedTuple`` would import ``typing`` (2 ms) into the
-    launcher's start-up, which delays every node.
+    A plain class: ``collections.namedtuple`` would import ``collections`` and ``functools``
+    (~2 ms), ``typing.NamedTuple`` ``typing``, into the launcher's start-up, which delays every
+    node.
     """
 
-    __slots__ = ()
+    __slots__ = ("mpiexec", "name")
+
+    def __init__(self, name: str, mpiexec: str) -> None:
+        self.name = name
+        self.mpiexec = mpiexec
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Flavor):
+            return NotImplemented
+        return (self.name, self.mpiexec) == (other.name, other.mpiexec)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.mpiexec))
+
+    def __repr__(self) -> str:
+        return f"Flavor(name={self.name!r}, mpiexec={self.mpiexec!r})"
 
     def oversubscribe_args(self) -> list[str]:
         """Arguments that let more processes than cores run on one host."""
@@ -137,17 +156,21 @@ def family_by_files(mpiexec: str) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-@functools.cache
-def _version_text(mpiexec: str) -> str:
-    import subprocess  # only here: ~5 ms of the launcher's start-up, which delays every node
+_VERSION_TEXTS: dict[str, str] = {}  # mpiexec: what its --version printed
 
-    try:
-        done = subprocess.run(
-            [mpiexec, "--version"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise MPIError(f"{mpiexec} --version failed: {exc}") from exc
-    return done.stdout + done.stderr
+
+def _version_text(mpiexec: str) -> str:
+    if mpiexec not in _VERSION_TEXTS:
+        import subprocess  # only here: ~5 ms of the launcher's start-up, which delays every node
+
+        try:
+            done = subprocess.run(
+                [mpiexec, "--version"], capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise MPIError(f"{mpiexec} --version failed: {exc}") from exc
+        _VERSION_TEXTS[mpiexec] = done.stdout + done.stderr
+    return _VERSION_TEXTS[mpiexec]
 
 
 def _family_by_version(mpiexec: str) -> str:

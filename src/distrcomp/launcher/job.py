@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import _signal  # signal's and socket's C parts: their Python modules import enum and convert
 import _socket  # their constants to enums (~5 ms of start-up, which delays every node)
-import contextlib
 import os
-import selectors
+import select
 import sys
 import time
-from collections import deque
-from collections.abc import Iterator
 
 from . import channel, procs, shm
 from .command import mpiexec_argv, node_argv
@@ -89,12 +86,11 @@ def _ignore(_signum: int, _frame: object) -> None:
     """A handler that does nothing: the signal only wakes the loop."""
 
 
-@contextlib.contextmanager
-def _scratch_directory() -> Iterator[str]:
+def _make_scratch_directory() -> str:
     """A new private directory (mode 0700) under ``$TMPDIR`` (else /tmp) for the job's Unix
-    socket and hostfile, removed with what it holds on exit. Where ``$TMPDIR`` cannot hold it,
-    ``tempfile`` chooses, as ``tempfile.TemporaryDirectory`` does. Raises OSError if no
-    directory can be made.
+    socket and hostfile (:func:`_remove_scratch_directory` removes it). Where ``$TMPDIR``
+    cannot hold it, ``tempfile`` chooses, as ``tempfile.TemporaryDirectory`` does. Raises
+    OSError if no directory can be made.
 
     ``tempfile`` only then: with ``shutil`` and ``random`` it is 2.9 ms of the launcher's
     start-up, which delays every node.
@@ -112,13 +108,45 @@ def _scratch_directory() -> Iterator[str]:
 
             path = tempfile.mkdtemp(prefix="distrcomp-")
             break
-    try:
-        yield path
-    finally:
-        for name in os.listdir(path):  # files only: the socket and the hostfile
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(path, name))
-        os.rmdir(path)
+    return path
+
+
+def _remove_scratch_directory(path: str) -> None:
+    """Remove the directory :func:`_make_scratch_directory` made, and what it holds."""
+    for name in os.listdir(path):  # files only: the socket and the hostfile
+        try:
+            os.unlink(os.path.join(path, name))
+        except FileNotFoundError:
+            pass
+    os.rmdir(path)
+
+
+class _Poller:
+    """The descriptors the loop waits on, each with what it is: ``selectors``' epoll selector
+    without its import (~2.5 ms with ``collections``, of the launcher's start-up, which delays
+    every node). Level-triggered; a hang-up or an error counts as readable. Register an ``int``
+    descriptor or an object with ``fileno()``; unregister it before closing it."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._what: dict[int, tuple[object, str]] = {}
+
+    def register(self, obj: object, what: str) -> None:
+        fd = obj if isinstance(obj, int) else obj.fileno()  # type: ignore[attr-defined]
+        self._epoll.register(fd, select.EPOLLIN)
+        self._what[fd] = (obj, what)
+
+    def unregister(self, obj: object) -> None:
+        fd = obj if isinstance(obj, int) else obj.fileno()  # type: ignore[attr-defined]
+        self._epoll.unregister(fd)
+        del self._what[fd]
+
+    def select(self, timeout: float) -> list[tuple[int, object, str]]:
+        """Block up to ``timeout`` seconds; ``(fd, obj, what)`` of each ready descriptor."""
+        return [(fd, *self._what[fd]) for fd, _ in self._epoll.poll(timeout)]
+
+    def close(self) -> None:
+        self._epoll.close()
 
 
 def _close_fds(fds: list[int]) -> None:
@@ -248,7 +276,7 @@ class Job:
         self.results = [NodeResult(i, host) for i, host in enumerate(spec.hosts)]
         self.job_id = os.urandom(12).hex()
         self.secret = channel.new_secret()
-        self.selector = selectors.DefaultSelector()
+        self.selector = _Poller()
         self.conns: dict[_socket.socket, _Conn] = {}
         self.by_node: dict[int, _Conn] = {}
         self.streams: dict[int, _Stream] = {}  # by descriptor: the output streams still open
@@ -260,7 +288,7 @@ class Job:
         self.mpiexec_rc: int | None = None
         self.mpiexec_exited_at = 0.0
         self.mpiexec_buffers: dict[int, LineBuffer] = {}
-        self.mpiexec_held: deque[str] = deque(maxlen=12)  # mpiexec's last lines not shown
+        self.mpiexec_held: list[str] = []  # mpiexec's last lines not shown (at most 12)
         self.signals: list[int] = []
         self.stop_reason: str | None = None  # "failure", "timeout" or "signal"
         self.stop_signal = 0
@@ -290,10 +318,13 @@ class Job:
         # A handler, so that mpiexec's exit wakes the loop through the wake-up socket at once.
         _signal.signal(_signal.SIGCHLD, _ignore)
         try:
-            with _scratch_directory() as scratch:
+            scratch = _make_scratch_directory()
+            try:
                 self._launch(scratch)
-                self.selector.register(wake_r, selectors.EVENT_READ, "wake")
+                self.selector.register(wake_r, "wake")
                 self._loop(wake_r)
+            finally:
+                _remove_scratch_directory(scratch)
         finally:
             self._tear_down()
             _signal.set_wakeup_fd(old_wakeup)
@@ -315,7 +346,7 @@ class Job:
         assert self.listener is not None
         self.listener.listen(min(3 * spec.n, 1024) + 16)
         self.listener.setblocking(False)
-        self.selector.register(self.listener, selectors.EVENT_READ, "listen")
+        self.selector.register(self.listener, "listen")
 
         hostfile = None
         if spec.hostfile_text is not None:
@@ -336,7 +367,7 @@ class Job:
         for fd in (self.proc.stdout, self.proc.stderr):
             os.set_blocking(fd, False)
             self.mpiexec_buffers[fd] = LineBuffer()
-            self.selector.register(fd, selectors.EVENT_READ, "mpiexec")
+            self.selector.register(fd, "mpiexec")
         channel.preload()  # while mpiexec starts the nodes (see preload)
 
     def _listen_unix(self, scratch: str) -> str | None:
@@ -360,16 +391,15 @@ class Job:
         while True:
             # SIGCHLD wakes the loop when mpiexec exits; the timeout paces the timers
             streamed = 0
-            for key, _ in self.selector.select(0.25):
-                what = key.data
+            for fd, obj, what in self.selector.select(0.25):
                 if what == "listen":
                     self._accept()
                 elif what == "conn":
-                    self._read_conn(self.conns[key.fileobj])  # type: ignore[index]
+                    self._read_conn(self.conns[obj])  # type: ignore[index]
                 elif what == "stream":
-                    streamed += self._read_stream(self.streams[key.fd])
+                    streamed += self._read_stream(self.streams[fd])
                 elif what == "mpiexec":
-                    self._read_mpiexec(key.fd)
+                    self._read_mpiexec(fd)
                 else:
                     wake.recv(512)
             while self.signals:
@@ -461,7 +491,7 @@ class Job:
             assert conn.handshake is not None
             conn.send(conn.handshake.greeting)
             self.conns[sock] = conn
-            self.selector.register(sock, selectors.EVENT_READ, "conn")
+            self.selector.register(sock, "conn")
 
     def _done(self, node: int) -> bool:
         """True once ``node`` has reported (or is lost) and its output streams have ended."""
@@ -492,7 +522,7 @@ class Job:
         self.streams[stream.fd] = stream
         self.open_streams[stream.node] += 1
         self.n_streams += 1
-        self.selector.register(stream.fd, selectors.EVENT_READ, "stream")
+        self.selector.register(stream.fd, "stream")
         self._close_listener_if_complete()
 
     def _close_stream(self, stream: _Stream) -> None:
@@ -621,8 +651,10 @@ class Job:
         if self.listener is not None:
             self.selector.unregister(self.listener)
             if self.listener.family == _socket.AF_UNIX:
-                with contextlib.suppress(FileNotFoundError):  # gone with the scratch directory
+                try:
                     os.unlink(self.listener.getsockname())
+                except FileNotFoundError:  # gone with the scratch directory
+                    pass
             self.listener.close()
             self.listener = None
 
@@ -684,6 +716,7 @@ class Job:
             return
         text = lines.decode("utf-8", "replace").splitlines()
         self.mpiexec_held.extend(line for line in text if line.strip(" =\t"))
+        del self.mpiexec_held[:-12]
 
     # -- ending ------------------------------------------------------------------------------
     def _begin_stop(self, reason: str, now: float) -> None:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the launcher's start-up)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+del TYPE_CHECKING
 
 __all__ = ["any_left", "catches", "files_in_use", "group_members", "processes_with_env",
            "send_signal"]

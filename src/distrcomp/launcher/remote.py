@@ -14,8 +14,6 @@ from __future__ import annotations
 import _signal  # signal's C part: signal.py imports enum (see .job)
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 
 from .channel import ENV_SLOTS, ENV_WORKDIR
 from .flavor import Flavor
@@ -23,6 +21,7 @@ from .flavor import Flavor
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Sequence
 
     from .address import LauncherAddress
     from .staging import Stage
@@ -237,13 +236,17 @@ class Remote:
             shutil.rmtree(self.scratch, ignore_errors=True)
             self.scratch = None
 
-    @contextmanager
-    def prepared(self) -> Iterator[None]:
-        """Pre-flight and shipping, then the body (the job); the shipped files and the ssh
-        wrapper are removed afterwards whatever happens (``--keep-files`` keeps the files).
-        Raises RemoteError, nothing launched, if a host fails the pre-flight or the shipping."""
+    def prepared(self) -> Remote:
+        """``with site.prepared(): JOB``: pre-flight and shipping, then the body (the job); the
+        shipped files and the ssh wrapper are removed afterwards whatever happens
+        (``--keep-files`` keeps the files). Raises RemoteError, nothing launched, if a host
+        fails the pre-flight or the shipping. (A class's ``__enter__``/``__exit__`` rather than
+        ``contextlib``: its import is ~2 ms of the launcher's start-up, with ``collections``.)"""
+        return self
+
+    def __enter__(self) -> None:
         previous = _signal.getsignal(_signal.SIGTERM)
-        # Until the job installs its own handlers, SIGTERM must still reach the clean-up below.
+        # Until the job installs its own handlers, SIGTERM must still reach the clean-up.
         _signal.signal(_signal.SIGTERM, _raise_interrupt)
         try:
             if self.scratch is not None:
@@ -259,11 +262,14 @@ class Remote:
                     self.stage.ship(self.files)
                 except StagingError as exc:
                     raise RemoteError(str(exc)) from None
-            _signal.signal(_signal.SIGTERM, previous)
-            yield
-        finally:
+        except BaseException:
             _signal.signal(_signal.SIGTERM, previous)
             self._clean_up()
+            raise
+        _signal.signal(_signal.SIGTERM, previous)
+
+    def __exit__(self, *_exc: object) -> None:
+        self._clean_up()
 
     def _preflight(self) -> None:
         from . import ssh

@@ -18,10 +18,10 @@ import ``message``). Reading an old ``master.py`` is :mod:`.legacy`.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the launcher's start-up)
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Union
 
     PathLike = Union[str, "os.PathLike[str]"]
