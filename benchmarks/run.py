@@ -131,8 +131,10 @@ def run_all(quick: bool, log: Any) -> tuple[list[dict[str, Any]], dict[str, Any]
     # A whole job is short (~0.45 s) and the machine's load comes in bursts of about that
     # length; one job's wall moves by +-100 ms, ten times what separates the launchers'
     # medians from the target. With 15 interleaved pairs, six runs' ratios scattered over
-    # 1.02-1.19 around 1.11-1.12 for all 90 pairs pooled: 31 pairs (about 30 s).
-    reps = 2 if quick else 31
+    # 1.02-1.19 around 1.11-1.12 for all 90 pairs pooled; with 31, one run's ratio still had a
+    # standard error of 0.03-0.06 (bootstrap over its pairs; on 2026-11-30 the same job took
+    # 390-710 ms within one run): 61 pairs (about a minute), for ~0.02-0.05.
+    reps = 2 if quick else 61
     lines = 20_000 if quick else 200_000
     damaged: dict[str, dict[str, int]] = {}  # relay row key -> damaged lines per launcher
     if launcher_missing is None:
