@@ -117,7 +117,9 @@ def send(dest: int, obj: Any, tag: int = 0) -> None:
     Value semantics: once ``send`` returns, changing ``obj`` does not change what ``dest`` gets.
     numpy arrays travel as raw buffers, uncopied (dtype, shape and C/Fortran order kept; a
     non-contiguous array is copied once); a large array is handed to MPI in place, so ``send``
-    returns when MPI has taken it. Other objects are pickled (protocol 5, arrays inside them
+    returns when MPI has taken it, and goes as one MPI message of its data when its dtype,
+    shape and order are those of the last such array sent to ``dest`` (else a small head
+    goes before it). Other objects are pickled (protocol 5, arrays inside them
     out-of-band, never copied into the pickle stream; small objects made only of builtin
     scalars, str and bytes in dicts, lists and tuples are pickled by mpi4py's ``MPI.pickle``
     as it sends them). Order is kept per (sender, receiver, tag), arrays and other objects

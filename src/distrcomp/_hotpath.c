@@ -28,14 +28,18 @@
  *   recv  timeout None, nothing queued, and the next frame is the one asked for and either a
  *         bare pickle (received and unpickled by mpi4py's Message.recv, or as above) or an
  *         array whose head wire has already read (wire._described): inline, or followed by its
- *         payload.
+ *         payload, or a REPEAT payload (received by the MPI calls when built).
+ * Both send and recv keep the last array head sent to and received from each node (p2p's
+ * REPEAT: an array whose head is the last one sent to its destination goes as its payload
+ * alone), in the lists the Python engine keeps them in.
  * The wire format stays defined in distrcomp/wire.py and the MPI tags in distrcomp/p2p.py;
- * this file reads three facts of them: the kind in the MPI tag's low bits, an array frame's
- * kind byte, and its little-endian head length at bytes 6-7.
+ * this file reads four facts of them: the kind in the MPI tag's low bits, an array frame's
+ * kind byte, its inline flag (bit 0 of byte 1), and its little-endian head length at bytes 6-7.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdint.h>
 #include <string.h>
@@ -50,6 +54,8 @@
 #define FRAMED 0
 #define PAYLOAD 1
 #define BARE 2
+#define REPEAT 3
+#define REPEAT_MAX INT_MAX /* p2p._REPEAT_MAX: larger payloads are always sent after their head */
 #define MAX_DIMS 64
 #define PLAIN_DEPTH 4                /* levels of dicts, lists and tuples plain_object accepts */
 #define PLAIN_BUDGET (FRAME_MAX / 2) /* an upper bound of a plain object's pickle, in bytes */
@@ -66,6 +72,7 @@ typedef struct {
     PyObject *queue;    /* collections.deque of (src, tag, obj) */
     PyObject *pending;  /* list of (request, buffer, dest, nth) */
     PyObject *sent;     /* list: messages sent to each node */
+    PyObject *heads_to, *heads_from; /* lists: the last array head sent to, received from each node */
     Py_ssize_t n_node;
     Py_ssize_t max_tag;
     Py_ssize_t n_received;
@@ -95,9 +102,10 @@ typedef struct {
     const dc_mpicalls *mpi; /* its calls, used instead of mpi4py's for inline frames */
     intptr_t mpi_comm;      /* comm's MPI handle */
     PyObject *request_fromhandle, *loads; /* mpi4py's Request.fromhandle, MPI.pickle.loads */
+    PyObject *message_fromhandle;         /* mpi4py's Message.fromhandle */
 } Core;
 
-static PyObject *s_send_py, *s_send_stream, *s_recv_py, *s_decode_entry, *s_undecodable_entry, *s_purge;
+static PyObject *s_send_py, *s_send_stream, *s_recv_py, *s_decode_entry, *s_undecodable_entry, *s_purge, *s_take_repeat;
 static PyObject *s_recv_method, *s_recv_lower, *s_test, *s_take_frame, *s_abandon;
 static PyObject *s_dtype, *s_shape, *s_append;
 
@@ -105,9 +113,10 @@ static PyObject *s_dtype, *s_shape, *s_append;
 
 /* The frame of a C-contiguous array whose head is cached: a new reference, or NULL without an
  * exception when this array takes the Python path. *payload is set to 1 when the frame is a
- * head whose payload is the array's memory (wire._payload_heads), to 0 when the data is in it. */
+ * head whose payload is the array's memory (wire._payload_heads), to 0 when the data is in it;
+ * *nbytes to the array's size in bytes. */
 static PyObject *
-array_frame(Core *self, PyObject *array, int *payload)
+array_frame(Core *self, PyObject *array, int *payload, Py_ssize_t *nbytes)
 {
     *payload = 0;
     Py_buffer view;
@@ -115,6 +124,7 @@ array_frame(Core *self, PyObject *array, int *payload)
         PyErr_Clear(); /* not C-contiguous, or a dtype without a buffer format */
         return NULL;
     }
+    *nbytes = view.len;
     PyObject *head = NULL, *frame = NULL;
     PyObject *dtype = PyObject_GetAttr(array, s_dtype);
     if (dtype == NULL)
@@ -430,15 +440,16 @@ mpi_isend(Core *self, PyObject *frame, Py_ssize_t dest, Py_ssize_t mtag)
     return result;
 }
 
-/* Send the memory of the C-contiguous `array` to `dest` as the payload of the frame just sent
- * with `tag` (the `nth` message to dest), and wait until MPI is done with it (the array is the
- * caller's: value semantics). 0, or -1 with an exception; interrupted (KeyboardInterrupt), the
- * payload still goes, and its request and the array are kept in pending until it has, as
- * Engine._send_payloads keeps them. */
+/* Send the memory of the C-contiguous `array` to `dest` with `tag` and `kind` (FRAMED | PAYLOAD:
+ * the payload of the frame just sent; REPEAT: in place of a message whose frame is the last
+ * head sent to dest), the `nth` message to dest, and wait until MPI is done with it (the array
+ * is the caller's: value semantics). 0, or -1 with an exception; interrupted
+ * (KeyboardInterrupt), the payload still goes, and its request and the array are kept in
+ * pending until it has, as Engine._send_payloads keeps them. */
 static int
-send_payload(Core *self, PyObject *array, PyObject *dest, Py_ssize_t tag, PyObject *nth)
+send_payload(Core *self, PyObject *array, PyObject *dest, Py_ssize_t tag, int kind, PyObject *nth)
 {
-    PyObject *mtag = PyLong_FromSsize_t(tag << KIND_BITS | FRAMED | PAYLOAD);
+    PyObject *mtag = PyLong_FromSsize_t(tag << KIND_BITS | kind);
     PyObject *spec = mtag == NULL ? NULL : PyList_New(2);
     if (spec == NULL) {
         Py_XDECREF(mtag);
@@ -470,6 +481,16 @@ send_payload(Core *self, PyObject *array, PyObject *dest, Py_ssize_t tag, PyObje
     return -1;
 }
 
+/* Whether `last` (an entry of heads_to: bytes, or None) is the frame `frame` (bytes). */
+static int
+same_bytes(PyObject *last, PyObject *frame)
+{
+    if (last == frame)
+        return 1;
+    return PyBytes_CheckExact(last) && PyBytes_CheckExact(frame) && PyBytes_GET_SIZE(last) == PyBytes_GET_SIZE(frame) &&
+           memcmp(PyBytes_AS_STRING(last), PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame)) == 0;
+}
+
 static PyObject *
 Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -478,13 +499,14 @@ Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     if (self->isend == NULL || kwnames != NULL || nargs != 3 ||
         !as_index(args[0], 0, self->n_node - 1, &dest) || !as_index(args[2], 0, self->max_tag, &tag) ||
         !PyList_CheckExact(self->sent) || PyList_GET_SIZE(self->sent) != self->n_node ||
-        !PyList_CheckExact(self->pending))
+        !PyList_CheckExact(self->pending) || !PyList_CheckExact(self->heads_to) ||
+        PyList_GET_SIZE(self->heads_to) != self->n_node)
         goto python;
     PyObject *obj = args[1];
     int kind = FRAMED, payload = 0, lower = 0;
-    Py_ssize_t budget = PLAIN_BUDGET;
+    Py_ssize_t budget = PLAIN_BUDGET, nbytes = 0;
     if (Py_TYPE(obj) == (PyTypeObject *)self->ndarray) {
-        frame = array_frame(self, obj, &payload);
+        frame = array_frame(self, obj, &payload, &nbytes);
     } else if (!self->busy && plain_object(obj, 0, &budget)) {
         /* mpi4py pickles and sends it in one call, without Isend's message parsing (the request
          * keeps the pickle alive): ~0.3 us less per message, a tenth of a small message's time */
@@ -516,6 +538,19 @@ Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     PyObject *nth_obj = PyLong_FromSsize_t(nth + 1);
     if (nth_obj == NULL)
         goto fail;
+    if (payload && nbytes <= REPEAT_MAX && same_bytes(PyList_GET_ITEM(self->heads_to, dest), frame)) {
+        /* REPEAT: the payload alone, counted as the message it stands for */
+        Py_DECREF(frame);
+        Py_INCREF(nth_obj); /* kept for send_payload: the list's reference is replaced by a nested send */
+        PyList_SetItem(self->sent, dest, nth_obj); /* steals the other */
+        int failed = send_payload(self, obj, args[0], tag, REPEAT, nth_obj);
+        Py_DECREF(nth_obj);
+        if (failed < 0)
+            return NULL;
+        if (PyList_GET_SIZE(self->pending) >= self->purge_at)
+            return PyObject_CallMethodNoArgs((PyObject *)self, s_purge);
+        Py_RETURN_NONE;
+    }
     PyObject *request;
     int direct = self->mpi != NULL && !lower && !payload && PyBytes_CheckExact(frame);
     if (direct) {
@@ -535,6 +570,10 @@ Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
         goto fail;
     }
     PyList_SetItem(self->sent, dest, nth_obj); /* counted once sent; steals nth_obj */
+    if (payload) {
+        Py_INCREF(frame);
+        PyList_SetItem(self->heads_to, dest, frame); /* steals; the head REPEAT compares with */
+    }
     if (request == Py_None) { /* the MPI calls' send completed at once */
         Py_DECREF(request);
         Py_DECREF(frame);
@@ -572,7 +611,7 @@ Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     Py_DECREF(entry);
     if (appended < 0)
         return NULL;
-    if (payload && send_payload(self, obj, args[0], tag, nth_obj) < 0)
+    if (payload && send_payload(self, obj, args[0], tag, FRAMED | PAYLOAD, nth_obj) < 0)
         return NULL;
     if (PyList_GET_SIZE(self->pending) >= self->purge_at)
         return PyObject_CallMethodNoArgs((PyObject *)self, s_purge);
@@ -676,12 +715,13 @@ remember_inline(Core *self, PyObject *head, PyObject *array, Py_ssize_t nbytes, 
     Py_XDECREF(template);
 }
 
-/* The array in a received FRAMED frame from node `from` with MPI tag `mtag`, if this module
- * decodes it: an inline array (on the frame's own buffer), or an array sent as a payload
- * (received here, into distrcomp.buffers' memory, as wire.decode would). A new reference; NULL
- * without an exception when the Python decoder must; NULL with one when receiving failed. */
+/* The array in a received FRAMED frame from node `from` (`from_id`) with MPI tag `mtag`, if
+ * this module decodes it: an inline array (on the frame's own buffer), or an array sent as a
+ * payload (received here, into distrcomp.buffers' memory, as wire.decode would; its head is
+ * kept in heads_from, as Engine._decode_entry keeps it). A new reference; NULL without an
+ * exception when the Python decoder must; NULL with one when receiving failed. */
 static PyObject *
-fast_decode(Core *self, PyObject *frame, PyObject *from, Py_ssize_t mtag)
+fast_decode(Core *self, PyObject *frame, PyObject *from, Py_ssize_t from_id, Py_ssize_t mtag)
 {
     Py_ssize_t size = PyByteArray_GET_SIZE(frame);
     const unsigned char *buf = (const unsigned char *)PyByteArray_AS_STRING(frame);
@@ -711,6 +751,12 @@ fast_decode(Core *self, PyObject *frame, PyObject *from, Py_ssize_t mtag)
         Py_INCREF(memory);
         offset = PyLong_FromSsize_t(head_len);
     } else {
+        if (size != head_len) { /* an array head is the whole frame; the Python decoder says what is wrong */
+            Py_DECREF(head);
+            return NULL;
+        }
+        Py_INCREF(head);
+        PyList_SetItem(self->heads_from, from_id, head); /* steals; checked a list of n_node by recv */
         memory = receive_block(self, nbytes);
         if (memory == NULL) {
             Py_DECREF(head);
@@ -752,6 +798,59 @@ fast_decode(Core *self, PyObject *frame, PyObject *from, Py_ssize_t mtag)
     return array;
 }
 
+/* The array of the REPEAT payload *message (probed by the MPI calls: `count` bytes from node
+ * `from`), received here by the MPI calls into distrcomp.buffers' memory, when the last array
+ * head from that node is one wire has read (wire._described) and says `count` bytes: a new
+ * reference. NULL without an exception when Engine._take_repeat must (*message still to be
+ * received); NULL with one when receiving failed. */
+static PyObject *
+take_repeat(Core *self, intptr_t *message, Py_ssize_t from, int count)
+{
+    PyObject *head = PyList_GET_ITEM(self->heads_from, from);
+    if (!PyBytes_CheckExact(head))
+        return NULL;
+    PyObject *described = PyDict_GetItemWithError(self->described, head); /* borrowed */
+    if (described == NULL || !PyTuple_CheckExact(described) || PyTuple_GET_SIZE(described) != 5)
+        return NULL;
+    /* (dtype, shape, order, nbytes, inline) */
+    PyObject *nbytes = PyTuple_GET_ITEM(described, 3);
+    int inline_ = PyObject_IsTrue(PyTuple_GET_ITEM(described, 4));
+    if (inline_ != 0 || !PyLong_CheckExact(nbytes) || PyLong_AsSsize_t(nbytes) != count) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_INCREF(described); /* the dict may change while the payload is received */
+    PyObject *array = NULL, *memory = receive_block(self, nbytes);
+    Py_buffer view;
+    if (memory == NULL || PyObject_GetBuffer(memory, &view, PyBUF_WRITABLE) < 0)
+        goto done;
+    if (view.len != count) { /* cannot happen: a block has the size asked for */
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_RuntimeError, "distrcomp: a block of %zd bytes for a payload of %d", view.len, count);
+        goto done;
+    }
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = self->mpi->mrecv(message, view.buf, count);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (err != 0) {
+        mpi_error(self, err);
+        goto done;
+    }
+    PyObject *offset = PyLong_FromLong(0);
+    if (offset == NULL)
+        goto done;
+    PyObject *args[6] = {PyTuple_GET_ITEM(described, 1), PyTuple_GET_ITEM(described, 0), memory, offset,
+                         Py_None, PyTuple_GET_ITEM(described, 2)};
+    array = PyObject_Vectorcall(self->ndarray, args, 6, NULL);
+    Py_DECREF(offset);
+done:
+    Py_XDECREF(memory);
+    Py_DECREF(described);
+    return array;
+}
+
 /* The next message from any node with any tag, by the MPI calls: its *source, MPI *tag, size in
  * bytes *count, and *message handle (to be received by mrecv).
  * Blocks until one has arrived, without the GIL. 0, or -1 with an exception. */
@@ -779,7 +878,8 @@ Core_recv(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
 {
     Py_ssize_t src, tag;
     if (self->mprobe == NULL || kwnames != NULL || nargs != 3 || args[2] != Py_None ||
-        !as_index(args[0], -1, self->n_node - 1, &src) || !as_index(args[1], -1, self->max_tag, &tag))
+        !as_index(args[0], -1, self->n_node - 1, &src) || !as_index(args[1], -1, self->max_tag, &tag) ||
+        !PyList_CheckExact(self->heads_from) || PyList_GET_SIZE(self->heads_from) != self->n_node)
         goto python;
     Py_ssize_t queued = PyObject_Size(self->queue);
     if (queued != 0) {
@@ -824,7 +924,31 @@ Core_recv(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
             goto done;
     }
     self->n_received++;
-    if ((mtag & KIND_MASK) == BARE) {
+    if ((mtag & KIND_MASK) == REPEAT) {
+        obj = message == NULL ? take_repeat(self, &c_message, from, c_count) : NULL;
+        if (obj == NULL && !PyErr_Occurred()) { /* Engine._take_repeat receives it, with mpi4py */
+            PyObject *count = NULL;
+            if (message == NULL) {
+                PyObject *handle = handle_object(c_message);
+                message = handle == NULL ? NULL : PyObject_CallOneArg(self->message_fromhandle, handle);
+                Py_XDECREF(handle);
+                if (message != NULL)
+                    c_message = 0; /* the Message object has it now */
+                count = message == NULL ? NULL : PyLong_FromLong(c_count);
+            } else {
+                count = PyObject_CallNoArgs(self->get_count);
+            }
+            if (count == NULL)
+                goto done;
+            entry = PyObject_VectorcallMethod(
+                s_take_repeat, (PyObject *[]){(PyObject *)self, message, got_src, got_mtag, count}, 5, NULL);
+            Py_DECREF(count);
+            if (entry == NULL)
+                goto done;
+        }
+        if (obj == NULL && entry == NULL)
+            goto done;
+    } else if ((mtag & KIND_MASK) == BARE) {
         /* mpi4py receives and unpickles it (the buffer mprobe allocated); as _take_frame does.
          * Received by the MPI calls, MPI.pickle.loads unpickles it, as mpi4py's recv does. */
         obj = message == NULL ? PyObject_CallOneArg(self->loads, frame) : PyObject_CallMethodNoArgs(message, s_recv_lower);
@@ -892,7 +1016,7 @@ Core_recv(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
                 goto done;
         }
         if (obj == NULL)
-            obj = fast_decode(self, frame, got_src, mtag);
+            obj = fast_decode(self, frame, got_src, from, mtag);
         if (obj == NULL) {
             if (PyErr_Occurred())
                 goto done;
@@ -1124,13 +1248,14 @@ Core_attach(Core *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* _use_mpicalls(capsule, Request.fromhandle, MPI.pickle.loads): make inline frames' sends and
- * every receive's probe with the calls in distrcomp._mpicalls_<abi>'s capsule, on comm's handle. */
+/* _use_mpicalls(capsule, Request.fromhandle, Message.fromhandle, MPI.pickle.loads): make inline
+ * frames' sends, every receive's probe and REPEAT payloads' receives with the calls in
+ * distrcomp._mpicalls_<abi>'s capsule, on comm's handle. */
 static PyObject *
 Core_use_mpicalls(Core *self, PyObject *args)
 {
-    PyObject *capsule, *request_fromhandle, *loads;
-    if (!PyArg_ParseTuple(args, "OOO:_use_mpicalls", &capsule, &request_fromhandle, &loads))
+    PyObject *capsule, *request_fromhandle, *message_fromhandle, *loads;
+    if (!PyArg_ParseTuple(args, "OOOO:_use_mpicalls", &capsule, &request_fromhandle, &message_fromhandle, &loads))
         return NULL;
     if (self->isend == NULL)
         return PyErr_Format(PyExc_RuntimeError, "distrcomp._hotpath: _use_mpicalls before _attach");
@@ -1149,6 +1274,8 @@ Core_use_mpicalls(Core *self, PyObject *args)
         return NULL;
     Py_INCREF(request_fromhandle);
     Py_XSETREF(self->request_fromhandle, request_fromhandle);
+    Py_INCREF(message_fromhandle);
+    Py_XSETREF(self->message_fromhandle, message_fromhandle);
     Py_INCREF(loads);
     Py_XSETREF(self->loads, loads);
     self->mpi_comm = (intptr_t)comm;
@@ -1161,7 +1288,7 @@ Core_use_mpicalls(Core *self, PyObject *args)
     X(get_count) X(get_source) X(get_tag) X(any_source) X(any_tag) X(mpi_error) X(c_heads)                    \
     X(payload_heads) X(described) X(ndarray) X(dumps) X(protocol) X(kw_callback) X(block)                     \
     X(blocks) X(payload_type) X(oob) X(oob_append) X(last_dtype) X(last_head) X(request_fromhandle)         \
-    X(loads) X(recv_head) X(recv_copy) X(recv_seen)
+    X(loads) X(recv_head) X(recv_copy) X(recv_seen) X(heads_to) X(heads_from) X(message_fromhandle)
 
 static int
 Core_traverse(Core *self, visitproc visit, void *arg)
@@ -1204,8 +1331,8 @@ static PyMethodDef Core_methods[] = {
      "payload_type): "
      "bind to comm, _status, wire's caches, buffers.block and its cache's list, the MPI datatype of a payload."},
     {"_use_mpicalls", (PyCFunction)Core_use_mpicalls, METH_VARARGS,
-     "_use_mpicalls(capsule, Request.fromhandle, MPI.pickle.loads): send inline frames and probe with "
-     "distrcomp._mpicalls_<abi>'s MPI calls instead of mpi4py's."},
+     "_use_mpicalls(capsule, Request.fromhandle, Message.fromhandle, MPI.pickle.loads): send inline frames, "
+     "probe and receive REPEAT payloads with distrcomp._mpicalls_<abi>'s MPI calls instead of mpi4py's."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1227,6 +1354,8 @@ static PyMemberDef Core_members[] = {
     {"_queue", T_OBJECT_EX, offsetof(Core, queue), 0, NULL},
     {"_pending", T_OBJECT_EX, offsetof(Core, pending), 0, NULL},
     {"_sent", T_OBJECT_EX, offsetof(Core, sent), 0, NULL},
+    {"_heads_to", T_OBJECT_EX, offsetof(Core, heads_to), 0, NULL},
+    {"_heads_from", T_OBJECT_EX, offsetof(Core, heads_from), 0, NULL},
     {"n_node", T_PYSSIZET, offsetof(Core, n_node), 0, NULL},
     {"max_tag", T_PYSSIZET, offsetof(Core, max_tag), 0, NULL},
     {"_n_received", T_PYSSIZET, offsetof(Core, n_received), 0, NULL},
@@ -1263,7 +1392,7 @@ intern_names(void)
     } names[] = {
         {&s_send_py, "_send_py"}, {&s_send_stream, "_send_stream"}, {&s_recv_py, "_recv_py"}, {&s_decode_entry, "_decode_entry"},
         {&s_purge, "_purge"},     {&s_recv_method, "Recv"}, {&s_recv_lower, "recv"}, {&s_test, "Test"}, {&s_take_frame, "_take_frame"},
-        {&s_abandon, "_abandon"},
+        {&s_abandon, "_abandon"}, {&s_take_repeat, "_take_repeat"},
         {&s_undecodable_entry, "_undecodable_entry"}, {&s_dtype, "dtype"},
         {&s_shape, "shape"},      {&s_append, "append"},
     };

@@ -45,7 +45,7 @@ import numpy as np
 
 from . import buffers
 
-__all__ = ["BARE_PICKLE", "FRAME_MAX", "decode", "encode", "pickle_frame"]
+__all__ = ["BARE_PICKLE", "FRAME_MAX", "decode", "encode", "is_payload_head", "pickle_frame"]
 
 FRAME_MAX = 16384
 
@@ -132,6 +132,12 @@ def encode(obj: Any) -> tuple[bytes, list[Any], bool]:
     if not out_of_band and len(stream) <= FRAME_MAX:
         return stream, [], True
     return pickle_frame(stream, out_of_band)
+
+
+def is_payload_head(frame: Any) -> bool:
+    """True when ``frame`` is the head of an array whose data follows as its one payload: an
+    ``ARRAY`` frame without inline data, which is the head and nothing else."""
+    return frame[0] == _ARRAY and not frame[1] & _INLINE
 
 
 def _head_len(ndim: int, code_len: int) -> int:

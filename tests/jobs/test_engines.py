@@ -22,9 +22,11 @@ PROGRAM = """
     right, left = (dc.node_id + 1) % dc.n_node, (dc.node_id - 1) % dc.n_node
 
     def made(step, node):
-        # payload arrays (sent again from the second step on: the compiled send's own path),
+        # payload arrays (sent again from the second step on: the compiled send's own path;
+        # the second and third with the head of the one before: its data alone, REPEAT),
         # a small array, bare pickles, a pickle with an array out of band
         return [np.full(300_000, step + node, np.float64), np.full((300, 700), step, np.float32),
+                np.full((300, 700), -step, np.float32),
                 np.arange(5) + step, {"step": step, "from": node}, {"w": np.full(5000, node, np.int32)}]
 
     for step in range(3):

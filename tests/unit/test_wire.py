@@ -264,3 +264,22 @@ def test_small_container_of_arrays_still_sends_them_out_of_band():
     out, _, _ = roundtrip(obj)
     np.testing.assert_array_equal(out["w"], obj["w"])
     assert out["w"].flags.writeable
+
+
+@pytest.mark.parametrize("obj, head", [
+    (np.zeros(wire.FRAME_MAX), True),  # the data is a payload: the frame is the head alone
+    (np.asfortranarray(np.zeros((300, 300), np.float32)), True),
+    (np.zeros((400, 400))[:, ::2], True),  # copied into C order, still one payload
+    (np.zeros(8), False),  # inline
+    (np.zeros(0), False),
+    ({"w": np.zeros(wire.FRAME_MAX)}, False),  # a pickle frame, its array out of band
+    ("text", False),  # a bare pickle
+    (b"x" * (2 * wire.FRAME_MAX), False),  # a pickle frame whose stream is a payload
+])
+def test_a_payload_head_is_an_array_frame_followed_by_its_data_alone(obj, head):
+    # p2p sends such a frame's payload alone (REPEAT) when the frame is the last one it sent.
+    frame, payloads, _ = wire.encode(obj)
+    assert wire.is_payload_head(frame) is head
+    if head:
+        assert len(payloads) == 1 and len(frame) < 100
+        assert wire.decode(frame, lambda buffer: buffer.__setitem__(slice(None), payloads[0])).shape == obj.shape
