@@ -37,8 +37,10 @@ def test_an_array_with_the_head_last_sent_to_its_node_is_one_message_of_its_data
     # Shapes no other test sends, so that the first array of each has its head sent.
     a = np.arange(40_011, dtype=np.float64)
     b = np.arange(30_013, dtype=np.int32)
+    f = np.asfortranarray(np.arange(3 * 2_011, dtype=np.float32).reshape(3, 2_011))
     sent = [(4, a, p2p.FRAMED), (5, a + 1, p2p.REPEAT), (4, b, p2p.FRAMED), (4, b + 1, p2p.REPEAT),
-            (4, a + 2, p2p.FRAMED), (6, a + 3, p2p.REPEAT), (6, a + 4, p2p.REPEAT)]
+            (4, a + 2, p2p.FRAMED), (6, a + 3, p2p.REPEAT), (6, a + 4, p2p.REPEAT),
+            (4, f, p2p.FRAMED), (4, f + 1, p2p.REPEAT), (4, np.ascontiguousarray(f), p2p.FRAMED)]
     if dc.node_id == 0:
         for tag, array, _ in sent:
             dc.send(1, array, tag)
@@ -52,19 +54,23 @@ def test_an_array_with_the_head_last_sent_to_its_node_is_one_message_of_its_data
                 assert nbytes < 100  # the head alone; the data follows
             got = dc.recv(0, tag)
             assert got.dtype == array.dtype and got.shape == array.shape
+            assert got.flags.f_contiguous == array.flags.f_contiguous
+            assert got.flags.c_contiguous == array.flags.c_contiguous
             assert np.array_equal(got, array)
 
 
 def _schedule(sender, dest, count=40):
     """What ``sender`` sends ``dest``: ``(tag, obj)`` pairs. Arrays of a few shapes, so that heads
     repeat, with what must not change the head kept between them: inline arrays, pickled
-    containers, an array of another dtype but the same shape. Every value says who sent it and
-    when (``1000 * sender + i``)."""
+    containers, an array of another dtype but the same shape; half the time the kind sent just
+    before. Every value says who sent it and when (``1000 * sender + i``)."""
     rng = np.random.default_rng(100 * sender + dest)
     made = []
+    choice = 0
     for i in range(count):
         value = 1000 * sender + i
-        choice = int(rng.integers(0, 8))
+        if rng.random() < 0.5:
+            choice = int(rng.integers(0, 8))
         if choice <= 2:
             obj = np.full(5000 + 1000 * choice, value, np.float64)
         elif choice == 3:
