@@ -798,13 +798,14 @@ fast_decode(Core *self, PyObject *frame, PyObject *from, Py_ssize_t from_id, Py_
     return array;
 }
 
-/* The array of the REPEAT payload *message (probed by the MPI calls: `count` bytes from node
- * `from`), received here by the MPI calls into distrcomp.buffers' memory, when the last array
- * head from that node is one wire has read (wire._described) and says `count` bytes: a new
- * reference. NULL without an exception when Engine._take_repeat must (*message still to be
- * received); NULL with one when receiving failed. */
+/* The array of a REPEAT payload of `count` bytes from node `from`, received here into
+ * distrcomp.buffers' memory, when the last array head from that node is one wire has read
+ * (wire._described) and says `count` bytes: a new reference. The payload is mpi4py's Message
+ * `message`, or when that is NULL, *c_message, probed by the MPI calls. NULL without an
+ * exception when Engine._take_repeat must (the message still to be received); NULL with one
+ * when receiving failed. */
 static PyObject *
-take_repeat(Core *self, intptr_t *message, Py_ssize_t from, int count)
+take_repeat(Core *self, PyObject *message, intptr_t *c_message, Py_ssize_t from, Py_ssize_t count)
 {
     PyObject *head = PyList_GET_ITEM(self->heads_from, from);
     if (!PyBytes_CheckExact(head))
@@ -821,22 +822,31 @@ take_repeat(Core *self, intptr_t *message, Py_ssize_t from, int count)
     }
     Py_INCREF(described); /* the dict may change while the payload is received */
     PyObject *array = NULL, *memory = receive_block(self, nbytes);
-    Py_buffer view;
-    if (memory == NULL || PyObject_GetBuffer(memory, &view, PyBUF_WRITABLE) < 0)
+    if (memory == NULL)
         goto done;
-    if (view.len != count) { /* cannot happen: a block has the size asked for */
+    if (message != NULL) {
+        PyObject *received = PyObject_VectorcallMethod(s_recv_method, (PyObject *[]){message, memory}, 2, NULL);
+        if (received == NULL)
+            goto done;
+        Py_DECREF(received);
+    } else {
+        Py_buffer view;
+        if (PyObject_GetBuffer(memory, &view, PyBUF_WRITABLE) < 0)
+            goto done;
+        if (view.len != count) { /* cannot happen: a block has the size asked for */
+            PyBuffer_Release(&view);
+            PyErr_Format(PyExc_RuntimeError, "distrcomp: a block of %zd bytes for a payload of %zd", view.len, count);
+            goto done;
+        }
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        err = self->mpi->mrecv(c_message, view.buf, (int)count);
+        Py_END_ALLOW_THREADS
         PyBuffer_Release(&view);
-        PyErr_Format(PyExc_RuntimeError, "distrcomp: a block of %zd bytes for a payload of %d", view.len, count);
-        goto done;
-    }
-    int err;
-    Py_BEGIN_ALLOW_THREADS
-    err = self->mpi->mrecv(message, view.buf, count);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&view);
-    if (err != 0) {
-        mpi_error(self, err);
-        goto done;
+        if (err != 0) {
+            mpi_error(self, err);
+            goto done;
+        }
     }
     PyObject *offset = PyLong_FromLong(0);
     if (offset == NULL)
@@ -925,19 +935,24 @@ Core_recv(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     }
     self->n_received++;
     if ((mtag & KIND_MASK) == REPEAT) {
-        obj = message == NULL ? take_repeat(self, &c_message, from, c_count) : NULL;
+        Py_ssize_t size = c_count;
+        if (message != NULL) {
+            PyObject *count = PyObject_CallNoArgs(self->get_count);
+            size = count == NULL ? -1 : PyLong_AsSsize_t(count);
+            Py_XDECREF(count);
+            if (size == -1 && PyErr_Occurred())
+                goto done;
+        }
+        obj = take_repeat(self, message, &c_message, from, size);
         if (obj == NULL && !PyErr_Occurred()) { /* Engine._take_repeat receives it, with mpi4py */
-            PyObject *count = NULL;
             if (message == NULL) {
                 PyObject *handle = handle_object(c_message);
                 message = handle == NULL ? NULL : PyObject_CallOneArg(self->message_fromhandle, handle);
                 Py_XDECREF(handle);
                 if (message != NULL)
                     c_message = 0; /* the Message object has it now */
-                count = message == NULL ? NULL : PyLong_FromLong(c_count);
-            } else {
-                count = PyObject_CallNoArgs(self->get_count);
             }
+            PyObject *count = message == NULL ? NULL : PyLong_FromSsize_t(size);
             if (count == NULL)
                 goto done;
             entry = PyObject_VectorcallMethod(
