@@ -23,7 +23,7 @@ PROGRAM = """
 
     def made(step, node):
         # payload arrays (sent again from the second step on: the compiled send's own path;
-        # the second and third with the head of the one before: its data alone, REPEAT),
+        # the third with the second's head: its data alone, REPEAT),
         # a small array, bare pickles, a pickle with an array out of band
         return [np.full(300_000, step + node, np.float64), np.full((300, 700), step, np.float32),
                 np.full((300, 700), -step, np.float32),
