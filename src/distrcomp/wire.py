@@ -202,9 +202,10 @@ def decode(frame: Any, fill: Fill, own: bool = False) -> Any:
     receive buffer as a whole): the frame says where it ends. It may be reused by the caller
     afterwards: nothing returned refers to it. Unless ``own`` is true: then the caller gives
     ``frame``, a writable buffer nothing else refers to, away, and a small array is returned
-    as an array on its memory instead of a copy. Every payload is filled before anything is
-    unpickled, so a failure to unpickle leaves no payload unread; that failure propagates as
-    the unpickler raised it.
+    as an array on its memory instead of a copy. A failure to unpickle leaves no payload
+    unread: a pickle's payloads are all filled before it is unpickled, and an array's payload
+    is filled (and dropped) when its pickled dtype cannot be unpickled. The failure propagates
+    as the unpickler raised it.
     """
     kind = frame[0]
     if kind == BARE_PICKLE:
@@ -221,7 +222,11 @@ def _decode_array(frame: Any, fill: Fill, own: bool) -> np.ndarray:
     head = bytes(frame[: frame[6] | frame[7] << 8])
     described = _described.get(head)
     if described is None:
-        described = _describe(head)
+        try:
+            described = _describe(head)
+        except Exception:
+            _skip_payload(head, fill)  # a dtype that cannot be rebuilt here: its data is still read
+            raise
     dtype, shape, order, nbytes, inline = described
     if not nbytes:
         return np.empty(shape, dtype, order=order)
@@ -234,6 +239,13 @@ def _decode_array(frame: Any, fill: Fill, own: bool) -> np.ndarray:
     block = buffers.block(nbytes)
     fill(block)
     return np.ndarray(shape, dtype, block, 0, None, order)
+
+
+def _skip_payload(head: bytes, fill: Fill) -> None:
+    """Read and drop the payload of the array head ``head``, if its data is one."""
+    _, flags, _, _, _, nbytes = struct.unpack_from(_ARRAY_HEAD, head)
+    if nbytes and not flags & _INLINE:
+        fill(bytearray(nbytes))
 
 
 def _describe(head: bytes) -> tuple[np.dtype, tuple[int, ...], str, int, int]:

@@ -268,6 +268,23 @@ def test_undecodable_message_raises_on_its_recv_and_the_next_recv_works(dc, time
     assert pickle.dumps(0)  # the pickle module itself is untouched
 
 
+@pytest.mark.mpi
+@pytest.mark.parametrize("timeout", [T, None], ids=["timeout", "blocking"])
+def test_an_array_whose_dtype_cannot_be_rebuilt_is_undecodable_and_the_next_messages_arrive(dc, timeout):
+    # A structured dtype travels pickled; this one's metadata cannot be unpickled. Its data
+    # follows as a payload, which must still be received: left behind, it was taken as the next
+    # frame (a second, wrong error: "not a distrcomp frame").
+    right, left = ring(dc)
+    dtype = np.dtype([("a", np.dtype("f8", metadata={"k": _Bomb()})), ("b", "i4")])
+    dc.send(right, np.zeros(5000, dtype))
+    dc.send(right, np.ones(5000, dtype))  # the same head again: its data alone (REPEAT)
+    dc.send(right, "next")
+    for _ in range(2):
+        with pytest.raises(dc.MessageDecodeError, match=f"from node {left} .*RuntimeError: cannot be rebuilt"):
+            dc.recv(left, timeout=timeout)
+    assert dc.recv(left, timeout=timeout) == "next"
+
+
 @pytest.mark.mpi(min_size=2)
 def test_user_mpi4py_traffic_and_distrcomp_traffic_never_mix(dc):
     comm = dc.comm

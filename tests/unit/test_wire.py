@@ -158,6 +158,21 @@ def test_unpickle_failure_propagates_after_reading_every_payload():
     assert not remaining
 
 
+class _Unbuildable:
+    def __reduce__(self):
+        return (pickle.loads, (b"not a pickle",))
+
+
+@pytest.mark.parametrize("count", [5000, 3])  # its data a payload; inline
+def test_an_array_whose_pickled_dtype_cannot_be_unpickled_still_has_its_payload_read(count):
+    dtype = np.dtype([("a", np.dtype("f8", metadata={"k": _Unbuildable()})), ("b", "i4")])
+    frame, payloads, _ = wire.encode(np.zeros(count, dtype))
+    filled = []
+    with pytest.raises(pickle.UnpicklingError):
+        wire.decode(memoryview(frame), lambda buffer: filled.append(len(buffer)))
+    assert filled == [len(memoryview(p).cast("B")) for p in payloads] == ([count * 12] if count > 100 else [])
+
+
 @pytest.mark.parametrize("obj", [np.arange(7.0), np.zeros((3, 2), order="F"), {"k": [1, 2]}, "text"])
 def test_decode_reads_only_the_frame_from_a_larger_receive_buffer(obj):
     frame, payloads, _ = wire.encode(obj)
