@@ -32,6 +32,25 @@ def _probe(dc, src):
     return (*_kind(status), status.Get_count())
 
 
+READY = 99  # the tag of "send the next one" in lockstep
+
+
+def _send_in_lockstep(dc, dest, items):
+    """Send ``dest`` each ``(tag, obj)`` of ``items`` only when it asks for it (``_ask``): a
+    recv that waits for a large payload takes the frames that arrive meanwhile, so without this
+    the message after the one received could already be taken and queued when ``_probe``
+    looks for it (seen with the Python engine at 4 nodes)."""
+    for tag, obj in items:
+        assert dc.recv(dest, READY, timeout=T) == "next"
+        dc.send(dest, obj, tag)
+
+
+def _ask(dc, src):
+    """Ask ``src`` for its next message (see ``_send_in_lockstep``) and probe it."""
+    dc.send(src, "next", READY)
+    return _probe(dc, src)
+
+
 @pytest.mark.mpi(min_size=2)
 def test_an_array_with_the_head_last_sent_to_its_node_is_one_message_of_its_data(dc):
     # Shapes no other test sends, so that the first array of each has its head sent.
@@ -42,11 +61,10 @@ def test_an_array_with_the_head_last_sent_to_its_node_is_one_message_of_its_data
             (4, a + 2, p2p.FRAMED), (6, a + 3, p2p.REPEAT), (6, a + 4, p2p.REPEAT),
             (4, f, p2p.FRAMED), (4, f + 1, p2p.REPEAT), (4, np.ascontiguousarray(f), p2p.FRAMED)]
     if dc.node_id == 0:
-        for tag, array, _ in sent:
-            dc.send(1, array, tag)
+        _send_in_lockstep(dc, 1, [(tag, array) for tag, array, _ in sent])
     elif dc.node_id == 1:
         for tag, array, kind in sent:
-            got_tag, got_kind, nbytes = _probe(dc, 0)
+            got_tag, got_kind, nbytes = _ask(dc, 0)
             assert (got_tag, got_kind) == (tag, kind)
             if kind == p2p.REPEAT:
                 assert nbytes == array.nbytes  # the data alone
@@ -140,12 +158,12 @@ def test_arrays_with_repeated_heads_from_every_node_arrive_intact_and_in_order(d
 def test_a_repeated_head_no_longer_in_wire_s_memory_is_read_again(dc):
     a = np.arange(25_013, dtype=np.float64)
     if dc.node_id == 0:
-        for step in range(3):
-            dc.send(1, a + step)
+        _send_in_lockstep(dc, 1, [(0, a + step) for step in range(3)])
     elif dc.node_id == 1:
+        assert _ask(dc, 0)[1] == p2p.FRAMED
         assert np.array_equal(dc.recv(0), a)
         for step in (1, 2):
-            assert _probe(dc, 0)[1] == p2p.REPEAT
+            assert _ask(dc, 0)[1] == p2p.REPEAT
             wire._described.clear()
             assert np.array_equal(dc.recv(0), a + step)
 
