@@ -420,16 +420,15 @@ handle_object(intptr_t handle)
     return PyLong_FromVoidPtr((void *)handle);
 }
 
-/* The bytes `frame` sent to `dest` with MPI tag `mtag` by the MPI calls: Py_None (a new
+/* The `count` bytes at `buf` sent to `dest` with MPI tag `mtag` by the MPI calls: Py_None (a new
  * reference) when the send completed at once, else the send's mpi4py Request; NULL with an
  * exception when MPI failed (nothing was sent). */
 static PyObject *
-mpi_isend(Core *self, PyObject *frame, Py_ssize_t dest, Py_ssize_t mtag)
+mpi_isend(Core *self, const void *buf, int count, Py_ssize_t dest, Py_ssize_t mtag)
 {
     intptr_t request = 0;
     int done = 0;
-    int err = self->mpi->isend(self->mpi_comm, PyBytes_AS_STRING(frame), (int)PyBytes_GET_SIZE(frame), (int)dest,
-                               (int)mtag, &request, &done);
+    int err = self->mpi->isend(self->mpi_comm, buf, count, (int)dest, (int)mtag, &request, &done);
     if (err != 0)
         return mpi_error(self, err);
     if (done)
@@ -458,17 +457,8 @@ payload_isend(Core *self, PyObject *array, PyObject *dest, Py_ssize_t mtag)
         if (PyObject_GetBuffer(array, &view, PyBUF_C_CONTIGUOUS) < 0)
             return NULL;
         if (view.len <= INT_MAX) {
-            intptr_t request = 0;
-            int done = 0;
-            int err = self->mpi->isend(self->mpi_comm, view.buf, (int)view.len, (int)to, (int)mtag, &request, &done);
+            PyObject *result = mpi_isend(self, view.buf, (int)view.len, to, mtag);
             PyBuffer_Release(&view);
-            if (err != 0)
-                return mpi_error(self, err);
-            if (done)
-                Py_RETURN_NONE;
-            PyObject *handle = handle_object(request);
-            PyObject *result = handle == NULL ? NULL : PyObject_CallOneArg(self->request_fromhandle, handle);
-            Py_XDECREF(handle);
             return result;
         }
         PyBuffer_Release(&view); /* more than an int counts: mpi4py sends it (large-count datatypes) */
@@ -595,7 +585,7 @@ Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     PyObject *request;
     int direct = self->mpi != NULL && !lower && !payload && PyBytes_CheckExact(frame);
     if (direct) {
-        request = mpi_isend(self, frame, dest, tag << KIND_BITS | kind);
+        request = mpi_isend(self, PyBytes_AS_STRING(frame), (int)PyBytes_GET_SIZE(frame), dest, tag << KIND_BITS | kind);
     } else {
         PyObject *mtag = PyLong_FromSsize_t(tag << KIND_BITS | kind);
         if (mtag == NULL) {
