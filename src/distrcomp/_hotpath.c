@@ -759,6 +759,37 @@ remember_inline(Core *self, PyObject *head, PyObject *array, Py_ssize_t nbytes, 
     Py_XDECREF(template);
 }
 
+/* The array `described` (wire._described's (dtype, shape, order, nbytes, inline)) on `memory`
+ * from byte `offset`: a new reference, or NULL with an exception. */
+static PyObject *
+array_on(Core *self, PyObject *described, PyObject *memory, Py_ssize_t offset)
+{
+    PyObject *start = PyLong_FromSsize_t(offset);
+    if (start == NULL)
+        return NULL;
+    PyObject *args[6] = {PyTuple_GET_ITEM(described, 1), PyTuple_GET_ITEM(described, 0), memory, start,
+                         Py_None, PyTuple_GET_ITEM(described, 2)};
+    PyObject *array = PyObject_Vectorcall(self->ndarray, args, 6, NULL);
+    Py_DECREF(start);
+    return array;
+}
+
+/* What wire has read of the array head `head` (an entry of heads_from) when its data is a
+ * payload: its wire._described tuple (borrowed), or NULL, with an exception only when looking
+ * it up failed. */
+static PyObject *
+payload_described(Core *self, PyObject *head)
+{
+    if (!PyBytes_CheckExact(head))
+        return NULL;
+    PyObject *described = PyDict_GetItemWithError(self->described, head); /* borrowed */
+    if (described == NULL || !PyTuple_CheckExact(described) || PyTuple_GET_SIZE(described) != 5 ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(described, 3)))
+        return NULL;
+    int inline_ = PyObject_IsTrue(PyTuple_GET_ITEM(described, 4)); /* (dtype, shape, order, nbytes, inline) */
+    return inline_ == 0 ? described : NULL;
+}
+
 /* The array in a received FRAMED frame from node `from` (`from_id`) with MPI tag `mtag`, if
  * this module decodes it: an inline array (on the frame's own buffer), or an array sent as a
  * payload (received here, into distrcomp.buffers' memory, as wire.decode would; its head is
@@ -789,11 +820,12 @@ fast_decode(Core *self, PyObject *frame, PyObject *from, Py_ssize_t from_id, Py_
         Py_DECREF(head); /* unaligned inline data: the Python decoder copies it */
         return NULL;
     }
-    PyObject *memory, *offset;
+    PyObject *memory;
+    Py_ssize_t offset = 0;
     if (inline_) {
         memory = frame;
         Py_INCREF(memory);
-        offset = PyLong_FromSsize_t(head_len);
+        offset = head_len;
     } else {
         if (size != head_len) { /* an array head is the whole frame; the Python decoder says what is wrong */
             Py_DECREF(head);
@@ -816,17 +848,8 @@ fast_decode(Core *self, PyObject *frame, PyObject *from, Py_ssize_t from_id, Py_
             return NULL;
         }
         Py_DECREF(received);
-        offset = PyLong_FromLong(0);
     }
-    if (offset == NULL) {
-        Py_DECREF(memory);
-        Py_DECREF(head);
-        return NULL;
-    }
-    PyObject *args[6] = {PyTuple_GET_ITEM(described, 1), PyTuple_GET_ITEM(described, 0), memory, offset,
-                         Py_None, PyTuple_GET_ITEM(described, 2)};
-    PyObject *array = PyObject_Vectorcall(self->ndarray, args, 6, NULL);
-    Py_DECREF(offset);
+    PyObject *array = array_on(self, described, memory, offset);
     Py_DECREF(memory);
     if (array != NULL && inline_) {
         Py_ssize_t data = PyLong_AsSsize_t(nbytes);
@@ -842,12 +865,6 @@ fast_decode(Core *self, PyObject *frame, PyObject *from, Py_ssize_t from_id, Py_
     return array;
 }
 
-/* The array of a REPEAT payload of `count` bytes from node `from`, received here into
- * distrcomp.buffers' memory, when the last array head from that node is one wire has read
- * (wire._described) and says `count` bytes: a new reference. The payload is mpi4py's Message
- * `message`, or when that is NULL, *c_message, probed by the MPI calls. NULL without an
- * exception when Engine._take_repeat must (the message still to be received); NULL with one
- * when receiving failed. */
 /* An array made, while recv waits for a message from a node, for the REPEAT payload that node
  * would send next (see ready_array); all NULL when none was made. */
 typedef struct {
@@ -880,28 +897,13 @@ static int
 ready_array(Core *self, Py_ssize_t from, Ready *ready)
 {
     PyObject *head = PyList_GET_ITEM(self->heads_from, from);
-    if (!PyBytes_CheckExact(head))
-        return 0;
-    PyObject *described = PyDict_GetItemWithError(self->described, head); /* borrowed */
+    PyObject *described = payload_described(self, head);
     if (described == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    if (!PyTuple_CheckExact(described) || PyTuple_GET_SIZE(described) != 5 ||
-        !PyLong_CheckExact(PyTuple_GET_ITEM(described, 3)))
-        return 0;
-    int inline_ = PyObject_IsTrue(PyTuple_GET_ITEM(described, 4)); /* (dtype, shape, order, nbytes, inline) */
-    if (inline_ != 0)
-        return inline_ < 0 ? -1 : 0;
     PyObject *memory = idle_block(self, PyTuple_GET_ITEM(described, 3));
     if (memory == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    PyObject *offset = PyLong_FromLong(0);
-    PyObject *array = NULL;
-    if (offset != NULL) {
-        PyObject *args[6] = {PyTuple_GET_ITEM(described, 1), PyTuple_GET_ITEM(described, 0), memory, offset,
-                             Py_None, PyTuple_GET_ITEM(described, 2)};
-        array = PyObject_Vectorcall(self->ndarray, args, 6, NULL);
-        Py_DECREF(offset);
-    }
+    PyObject *array = array_on(self, described, memory, 0);
     if (array == NULL) {
         Py_DECREF(memory);
         return -1;
@@ -916,20 +918,23 @@ ready_array(Core *self, Py_ssize_t from, Ready *ready)
     return 0;
 }
 
+/* The array of a REPEAT payload of `count` bytes from node `from`, received here into
+ * distrcomp.buffers' memory, when the last array head from that node is one wire has read
+ * (wire._described) and says `count` bytes: a new reference. The payload is mpi4py's Message
+ * `message`, or when that is NULL, *c_message, probed by the MPI calls. NULL without an
+ * exception when Engine._take_repeat must (the message still to be received); NULL with one
+ * when receiving failed. The array recv made while it waited (*ready) is used when
+ * it is the one. */
 static PyObject *
 take_repeat(Core *self, PyObject *message, intptr_t *c_message, Py_ssize_t from, Py_ssize_t count, Ready *ready)
 {
     PyObject *head = PyList_GET_ITEM(self->heads_from, from);
-    if (!PyBytes_CheckExact(head))
+    PyObject *described = payload_described(self, head);
+    if (described == NULL)
         return NULL;
-    PyObject *described = PyDict_GetItemWithError(self->described, head); /* borrowed */
-    if (described == NULL || !PyTuple_CheckExact(described) || PyTuple_GET_SIZE(described) != 5)
-        return NULL;
-    /* (dtype, shape, order, nbytes, inline) */
     PyObject *nbytes = PyTuple_GET_ITEM(described, 3);
-    int inline_ = PyObject_IsTrue(PyTuple_GET_ITEM(described, 4));
-    if (inline_ != 0 || !PyLong_CheckExact(nbytes) || PyLong_AsSsize_t(nbytes) != count) {
-        PyErr_Clear();
+    if (PyLong_AsSsize_t(nbytes) != count) {
+        PyErr_Clear(); /* too large for a Py_ssize_t: not this payload's */
         return NULL;
     }
     Py_INCREF(described); /* the dict may change while the payload is received */
@@ -970,15 +975,9 @@ take_repeat(Core *self, PyObject *message, intptr_t *c_message, Py_ssize_t from,
     if (made) {
         array = ready->array;
         ready->array = NULL;
-        goto done;
+    } else {
+        array = array_on(self, described, memory, 0);
     }
-    PyObject *offset = PyLong_FromLong(0);
-    if (offset == NULL)
-        goto done;
-    PyObject *args[6] = {PyTuple_GET_ITEM(described, 1), PyTuple_GET_ITEM(described, 0), memory, offset,
-                         Py_None, PyTuple_GET_ITEM(described, 2)};
-    array = PyObject_Vectorcall(self->ndarray, args, 6, NULL);
-    Py_DECREF(offset);
 done:
     Py_XDECREF(memory);
     Py_DECREF(described);
