@@ -1,12 +1,12 @@
 """The optional compiled parts; everything else is in pyproject.toml.
 
-- ``src/distrcomp/_hotpath.c``: the compiled send/recv hot path (an extension module).
-- ``src/distrcomp/_mpicalls.c``: the MPI calls the hot path makes without mpi4py, compiled
+- ``distrcomp/_hotpath.c``: the compiled send/recv hot path (an extension module).
+- ``distrcomp/_mpicalls.c``: the MPI calls the hot path makes without mpi4py, compiled
   against the mpi.h of the MPI found here (``$MPICC``, else this environment's ``bin/mpicc``,
   else ``mpicc`` on PATH) as ``distrcomp._mpicalls_mpich`` or ``_mpicalls_openmpi``, after
   its ABI. Install the MPI before distrcomp (README) to have it.
-- ``src/distrcomp/launcher/_node.c``: the per-node wrapper of ``distrcomp run`` as a program,
-  ``src/distrcomp/launcher/distrcomp-node`` (see ``distrcomp.launcher.command.compiled_wrapper``).
+- ``distrcomp/launcher/_node.c``: the per-node wrapper of ``distrcomp run`` as a program,
+  ``distrcomp/launcher/distrcomp-node`` (see ``distrcomp.launcher.command.compiled_wrapper``).
 
 All are optional: where no C compiler is available the install still succeeds, distrcomp runs
 its pure-Python engine (``distrcomp.p2p.compiled()`` tells which one a process uses) and the
@@ -22,9 +22,10 @@ import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 from setuptools.errors import BaseError, CCompilerError
 
-NODE_SOURCE = "src/distrcomp/launcher/_node.c"
+NODE_SOURCE = "distrcomp/launcher/_node.c"
 NODE_PROGRAM = "distrcomp-node"
 
 
@@ -110,18 +111,29 @@ def _mpicalls_extension():
         print(f"distrcomp: {mpicc}'s mpi.h is neither MPICH's nor Open MPI's: distrcomp._mpicalls not built",
               file=sys.stderr)
         return None
-    return Extension(f"distrcomp._mpicalls_{abi}", ["src/distrcomp/_mpicalls.c"],
-                     depends=["src/distrcomp/_mpicalls.h"], define_macros=[(f"DC_ABI_{abi.upper()}", None)],
+    return Extension(f"distrcomp._mpicalls_{abi}", ["distrcomp/_mpicalls.c"],
+                     depends=["distrcomp/_mpicalls.h"], define_macros=[(f"DC_ABI_{abi.upper()}", None)],
                      extra_compile_args=compile_args, extra_link_args=link_args, optional=True)
 
 
-extensions = [Extension("distrcomp._hotpath", ["src/distrcomp/_hotpath.c"],
-                        depends=["src/distrcomp/_mpicalls.h"], optional=True)]
+extensions = [Extension("distrcomp._hotpath", ["distrcomp/_hotpath.c"],
+                        depends=["distrcomp/_mpicalls.h"], optional=True)]
 mpicalls = _mpicalls_extension()
 if mpicalls is not None:
     extensions.append(mpicalls)
 
+class build_py_with_compat(build_py):
+    """build_py, plus the top-level ``compat/message.py`` installed as ``distrcomp/compat/message.py``
+    (never as a top-level ``message`` module: that name is the legacy scripts' to choose)."""
+
+    def run(self):
+        super().run()
+        target = os.path.join(self.build_lib, "distrcomp", "compat")
+        self.mkpath(target)
+        self.copy_file(os.path.join("compat", "message.py"), os.path.join(target, "message.py"))
+
+
 setup(
     ext_modules=extensions,
-    cmdclass={"build_ext": build_ext_and_node},
+    cmdclass={"build_ext": build_ext_and_node, "build_py": build_py_with_compat},
 )

@@ -40,16 +40,20 @@ def _read_bytes(path: PathLike) -> bytes:
 def compat_dir() -> str:
     """Absolute path of the directory holding the drop-in ``message.py``.
 
-    Put it on the nodes' ``PYTHONPATH`` (see :func:`with_compat_path`) so that legacy scripts'
-    ``import message`` finds it. Raises FileNotFoundError if the installation lacks it.
+    Installed, that is ``distrcomp/compat/`` inside the package; in a source checkout (and an
+    editable install of one) the checkout's top-level ``compat/``. Put it on the nodes'
+    ``PYTHONPATH`` (see :func:`with_compat_path`) so that legacy scripts' ``import message``
+    finds it. Raises FileNotFoundError, naming both places, if neither holds it.
     """
-    directory = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "compat")
-    module = os.path.join(directory, "message.py")
-    if not os.path.isfile(module):
-        raise FileNotFoundError(
-            f"{module} is missing: this distrcomp installation is incomplete (reinstall distrcomp)"
-        )
-    return directory
+    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    places = (os.path.join(package, "compat"), os.path.join(os.path.dirname(package), "compat"))
+    for directory in places:
+        if os.path.isfile(os.path.join(directory, "message.py")):
+            return directory
+    raise FileNotFoundError(
+        f"message.py is in neither {places[0]} nor {places[1]}: this distrcomp installation is "
+        "incomplete (reinstall distrcomp)"
+    )
 
 
 def with_compat_path(env: Mapping[str, str]) -> dict[str, str]:
