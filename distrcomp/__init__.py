@@ -11,8 +11,6 @@ Run it with ``distrcomp run -n 4 prog.py`` (or ``mpiexec -n 4 python prog.py``);
 
 from __future__ import annotations
 
-import os as _os
-
 from .errors import DistrCompError, MessageDecodeError
 from .tags import ANY_SOURCE, ANY_TAG
 
@@ -51,23 +49,6 @@ n_node: int
 comm: Any
 
 
-try:
-    from . import _hotpath  # the compiled hot path, built at install where a C compiler is found
-except ImportError:
-    _hotpath = None
-
-
-def _pure_python() -> bool:
-    """Whether the environment asks for no compiled code (``DISTRCOMP_PURE_PYTHON=1``): the
-    Python engine in the nodes, the Python node wrapper in the launcher."""
-    return _os.environ.get("DISTRCOMP_PURE_PYTHON", "").strip().lower() in ("1", "yes", "true", "on")
-
-
-def _compiled() -> bool:
-    """Whether this process uses the compiled hot path (see ``distrcomp.p2p.compiled``)."""
-    return _hotpath is not None and not _pure_python()
-
-
 _world: World | None = None  # set on first use, by _get
 _engine: Any = None  # _world.engine, kept apart: every message's path reads it
 
@@ -76,12 +57,16 @@ def _get() -> World:
     """The process's World, initialising MPI on the first call. world (and typing with it) is
     imported only then: the launcher and its per-node wrapper, started once per node, import
     this package and never use it."""
-    global _world, _engine
+    global _world, _engine, send, recv
     if _world is None:
         from .world import get
 
         _world = get()
         _engine = _world.engine
+        # From now on distrcomp.send and recv are the engine's methods themselves: no Python
+        # frame in between on every message's path (a name bound by `from distrcomp import
+        # send` before this still works, through the function below).
+        send, recv = _engine.send, _engine.recv
     return _world
 
 
@@ -110,41 +95,17 @@ def __dir__() -> list[str]:
 
 
 def send(dest: int, obj: Any, tag: int = 0) -> None:
-    """Send ``obj`` to node ``dest``.
+    """Send ``obj`` to node ``dest``: see :meth:`distrcomp.p2p.Engine.send`.
 
-    Never waits for ``dest`` to call ``recv`` and never deadlocks against another node's
-    ``send``: while it waits for MPI, it accepts incoming messages for later ``recv`` calls.
-    Value semantics: once ``send`` returns, changing ``obj`` does not change what ``dest`` gets.
-    numpy arrays travel as raw buffers, uncopied (dtype, shape and C/Fortran order kept; a
-    non-contiguous array is copied once); a large array is handed to MPI in place, so ``send``
-    returns when MPI has taken it, and goes as one MPI message of its data when its dtype,
-    shape and order are those of the last such array sent to ``dest`` (else a small head
-    goes before it). Other objects are pickled (protocol 5, arrays inside them
-    out-of-band, never copied into the pickle stream; small objects made only of builtin
-    scalars, str and bytes in dicts, lists and tuples are pickled by mpi4py's ``MPI.pickle``
-    as it sends them). Order is kept per (sender, receiver, tag), arrays and other objects
-    mixed. ``dest`` may be this node itself.
-
-    Raises ValueError if ``dest`` is not in ``range(n_node)`` or ``tag`` is negative or too large;
-    TypeError, naming the type, if ``obj`` cannot be pickled (raised before anything is sent).
-    A KeyboardInterrupt (or a signal handler's exception) while ``send`` waits propagates; the
-    message is still delivered, so an array being sent must then not be changed until it is.
+    The first call initialises MPI; from then on ``distrcomp.send`` is that method itself.
     """
     (_engine or _get().engine).send(dest, obj, tag)
 
 
 def recv(src: int, tag: int = ANY_TAG, timeout: float | None = None) -> Any:
-    """Return the next message from node ``src`` (``ANY_SOURCE``: from any node) with ``tag``.
+    """Return the next message from node ``src``: see :meth:`distrcomp.p2p.Engine.recv`.
 
-    Blocking; while it waits it keeps accepting every node's messages. Messages from one node
-    with one tag arrive in the order they were sent. ``timeout`` in seconds (None: wait forever;
-    0: only what has arrived) raises TimeoutError naming the awaited node and tag; a message
-    that arrives later is still there for the next ``recv``. The returned object is the
-    receiver's own (arrays are new, writable arrays).
-
-    Raises ValueError for a ``src`` outside ``range(n_node)`` (other than ``ANY_SOURCE``), a bad
-    ``tag`` or a negative (or NaN) ``timeout``; TypeError for a ``timeout`` that is not a number;
-    MessageDecodeError if the message arrived but cannot be unpickled here.
+    The first call initialises MPI; from then on ``distrcomp.recv`` is that method itself.
     """
     return (_engine or _get().engine).recv(src, tag, timeout)
 
@@ -170,7 +131,3 @@ def probe(src: int = ANY_SOURCE, tag: int = ANY_TAG, timeout: float | None = Non
     return found_src, found_tag
 
 
-if _compiled():
-    # The same functions, compiled: once MPI is initialised they call the engine without a
-    # Python frame in between; until then (and with keyword arguments) they call the ones above.
-    send, recv = _hotpath.entry_points(send, recv, "(dest, obj, tag=0)", "(src, tag=ANY_TAG, timeout=None)")

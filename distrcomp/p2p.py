@@ -2,73 +2,123 @@
 
 Design, in one paragraph: every message is a frame plus payloads (see :mod:`distrcomp.wire`),
 sent on distrcomp's private communicator with MPI tag ``4*tag + kind``: kind ``FRAMED`` for a
-frame with a head, ``PAYLOAD`` for its payloads, ``BARE`` for a bare pickle frame (most small
-objects; the compiled engine has mpi4py's ``isend`` pickle and send the plain ones in one call),
-which is then received and unpickled by mpi4py in one call (``Message.recv``), and
-``REPEAT`` for an array's payload sent without its frame: the frame would have been the same
-head as the last array head (a frame followed by one payload) sent to that node, which the
-receiver keeps per node (so a loop sending one shape sends one message per array, as
-``Send`` would, instead of a head and a payload; measured on MPICH with 1 MiB arrays, the head
-cost 2% of the transfer). Payloads of more than ``_REPEAT_MAX`` bytes always get their head.
-Frames are taken with a matched probe from any node with any tag (``improbe``/``mprobe`` then
-``Mrecv``). Every blocking call (``send`` of a large array,
-``recv``, the collectives, the exit handler) keeps taking frames while it waits for what it
-is waiting for, and decodes each (its payloads received at once) into an arrival-ordered queue
-that ``recv`` consults first. So a node blocked in distrcomp always accepts incoming messages, and a ring where every
-node sends a large array before receiving cannot deadlock.
+frame, ``PAYLOAD`` for its payloads, ``BARE`` for a bare pickle frame (most small objects),
+and ``REPEAT`` for an array's data sent without its frame head: the head would have been the
+last array head sent to that node, which the receiver keeps per node (so a loop sending one
+dtype and shape sends one MPI message per array, as ``Send`` would, with nothing else in it).
+Arrays of more than ``_REPEAT_MAX`` bytes always get their head. Frames are taken with a
+matched probe from any node with any tag (``MPI_Mprobe``/``MPI_Improbe`` then ``MPI_Mrecv``),
+so no other receive can steal what was probed. Every blocking call (``send`` of a large array,
+``recv``, the collectives, the exit handler) keeps taking frames while it waits for what it is
+waiting for, and decodes each (its payloads received at once) into an arrival-ordered queue
+that ``recv`` consults first. So a node blocked in distrcomp always accepts incoming messages,
+and a ring where every node sends a large array before receiving cannot deadlock.
 
-``send`` keeps value semantics without copying large arrays: a frame is a fresh ``bytes``, and
-when payloads are views of the caller's memory, ``send`` returns only once MPI has completed
-them. When nothing refers to the caller's memory, ``send`` returns at once and MPI completes
-the sends in the background.
+``send`` keeps value semantics without copying large arrays: a frame (and a small array's
+data) is a fresh ``bytes``, and when payloads are views of the caller's memory, ``send``
+returns only once MPI has completed them. When nothing refers to the caller's memory, ``send``
+returns at once and MPI completes the sends in the background.
 
-Two engines speak this protocol: :class:`Engine`, in Python, and the one :func:`new_engine`
-makes when ``distrcomp._hotpath`` was built, a subclass whose ``send`` and ``recv`` are compiled
-for the common messages and hand the rest to Engine's methods (see ``distrcomp/_hotpath.c``).
-The compiled one makes the MPI calls of small messages itself when ``distrcomp._mpicalls_<abi>``
-was built for the MPI in use (:func:`mpi_calls`), else through mpi4py, as the Python one does.
+One source, two builds. This file runs as plain Python, and where a C compiler and the MPI's
+``mpicc`` were found at install, setup.py compiled this same file with Cython (pure-Python
+mode) once per MPI ABI, as ``p2p.<abi>.<EXT_SUFFIX>`` beside it. Importing ``distrcomp.p2p``
+loads the build made for the ABI of the MPI that mpi4py loaded (see :mod:`distrcomp._build`),
+else this source. The only differences are the blocks under ``if cython.compiled:``: there the
+few calls of every small message (``MPI_Isend``, ``MPI_Test``, ``MPI_Mprobe``,
+``MPI_Improbe``, ``MPI_Mrecv``) are made directly on the communicator's handle, and arrays are
+made with numpy's C API, instead of through mpi4py's and numpy's Python objects.
 
 Why a payload can never be mistaken for a frame: a node receives a frame's payloads right after
 the frame, before it probes again, and MPI does not let messages between two nodes overtake
 each other; so the next message from a node that an any-tag probe matches is always a frame
-(or a ``REPEAT`` payload, which stands for one). For the same reason a node takes the array
+(or a ``REPEAT`` message, which stands for one). For the same reason a node takes the array
 heads from each node in the order they were sent, so the head it keeps for a node when a
 ``REPEAT`` arrives is the one its sender compared with.
 
 Why a probe and not a receive kept posted for any node: with MPICH's UCX device between hosts,
 a posted any-source receive together with large sends in both directions hangs (reproduced in
-raw mpi4py: tests/cluster/programs/p2p_pattern.py); matched probes do not. ``Probe`` then
-``Recv`` from the node and tag it found would also be correct here (one thread on a private
-communicator: nothing else can take the probed message), but it is not cheaper: measured with
-Open MPI and MPICH, the any-source probe is what costs, matched or not.
+raw mpi4py: tests/cluster/programs/p2p_pattern.py); matched probes do not.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import numbers
+import operator
 import os
+import pickle
 import sys
 import time
 from collections import Counter, deque
 from typing import Any
 
+import cython
 import numpy as np
+from mpi4py import MPI
 
+from . import buffers
 from .errors import MessageDecodeError
 from .tags import ANY_SOURCE, ANY_TAG
-from .wire import BARE_PICKLE, FRAME_MAX, decode, encode, is_payload_head, pickle_frame
+from .wire import BARE_PICKLE, FRAME_MAX, decode, describe, encode, is_array_frame, pickle_frame
 
-__all__ = ["Engine", "compiled", "mpi_calls", "new_engine"]
+if cython.compiled:
+    from cython.cimports import numpy as cnp
+    from cython.cimports.cpython.buffer import (
+        PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer)
+    from cython.cimports.cpython.bytes import PyBytes_AS_STRING, PyBytes_FromStringAndSize
+    from cython.cimports.cpython.exc import PyErr_CheckSignals
+    from cython.cimports.libc.limits import INT_MAX
+    from cython.cimports.mpi4py import MPI as cMPI
+    from cython.cimports.mpi4py.libmpi import (
+        MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_BYTE, MPI_STATUS_IGNORE, MPI_Comm, MPI_Get_count,
+        MPI_Improbe, MPI_Isend, MPI_Message, MPI_Mprobe, MPI_Mrecv, MPI_Request, MPI_Status,
+        MPI_Test)
+
+    # The handles baked in at compile time come from the mpi.h of the mpicc that built this
+    # file; they must be those of the MPI library mpi4py has loaded (MPICH's MPI_BYTE is a
+    # constant, Open MPI's an address), or every call would be wrong. distrcomp._build then
+    # falls back to the source.
+    if (cython.cast(cython.Py_ssize_t, MPI_BYTE) != MPI.BYTE.handle
+            or MPI_ANY_SOURCE != MPI.ANY_SOURCE or MPI_ANY_TAG != MPI.ANY_TAG):
+        raise ImportError("distrcomp.p2p was compiled for another MPI ABI than the one mpi4py "
+                          f"loaded ({MPI.Get_library_version().splitlines()[0]})")
+else:
+    from ._build import compiled_twin
+
+    _twin = compiled_twin(__name__, __file__, MPI)
+    if _twin is not None:  # the import of this module returns the compiled build instead
+        sys.modules[__name__] = _twin
+
+__all__ = ["Engine", "compiled", "new_engine"]
 
 # The MPI tag of a message of tag t is t << _KIND_BITS | kind (see the module docstring).
-FRAMED, PAYLOAD, BARE, REPEAT = 0, 1, 2, 3
-_KIND_BITS, _KIND_MASK = 2, 3
-_REPEAT_MAX = (1 << 31) - 1  # bytes: a larger payload is always sent after its head (C int counts)
+FRAMED = cython.declare(cython.int, 0)
+PAYLOAD = cython.declare(cython.int, 1)
+BARE = cython.declare(cython.int, 2)
+REPEAT = cython.declare(cython.int, 3)
+_KIND_BITS = cython.declare(cython.int, 2)
+_KIND_MASK = cython.declare(cython.int, 3)
+KINDS = {"FRAMED": FRAMED, "PAYLOAD": PAYLOAD, "BARE": BARE, "REPEAT": REPEAT}  # for Python eyes
+_REPEAT_MAX = (1 << 31) - 1  # bytes: a larger array is always sent after its head (C int counts)
 
-_SPIN_POLLS = 64  # tests of a request alone before wait also takes frames and yields (_hotpath.c too)
+_SPIN_POLLS = 64  # tests of a request alone before wait also takes frames and yields
+_PROBE_SPINS = cython.declare(cython.int, 64)  # probes before a blocking probe lets go of the GIL
 _EXIT_TIMEOUT = 10.0  # seconds the exit handler waits for this node's sends before warning
+
+_ndarray = np.ndarray
+_loads = pickle.loads
+_index = operator.index
+_new_block_array = buffers.empty
+
+
+def compiled() -> bool:
+    """True when this process runs the compiled build of this module (see the module docstring).
+
+    False when none was built at install (no C compiler or no ``mpicc`` there: the install goes
+    on without it), when none was built for the ABI of the MPI that mpi4py loaded, or when the
+    environment sets ``DISTRCOMP_PURE_PYTHON=1``. Both builds are this same source: they behave
+    the same and talk to each other; the compiled one spends less time per small message.
+    """
+    return cython.compiled
 
 
 class _Undecodable:
@@ -88,33 +138,98 @@ def _which(tag: int) -> str:
     return "any tag" if tag == ANY_TAG else f"tag {tag}"
 
 
+@cython.cfunc
+@cython.inline
+def _check(ierr: cython.int) -> cython.int:
+    if ierr != 0:
+        raise MPI.Exception(ierr)
+    return 0
+
+
+def _array_of(described: tuple) -> np.ndarray:
+    """A new array of what an array head says, ``(dtype, shape, order, nbytes, typenum)``
+    (see :meth:`Engine._decode_entry`); large ones on reused memory (:mod:`distrcomp.buffers`)."""
+    if cython.compiled:
+        typenum: cython.int = described[4]
+        if typenum >= 0:  # a builtin dtype, C order, small: numpy's C API, no Python call
+            shape: tuple = described[1]
+            nd: cython.int = len(shape)
+            dims: cnp.npy_intp[32]
+            i: cython.int
+            for i in range(nd):
+                dims[i] = shape[i]
+            return cnp.PyArray_SimpleNew(nd, cython.address(dims[0]), typenum)
+    return _new_block_array(described[1], described[0], described[2] == "F")
+
+
+def _typenum(dtype: np.dtype, shape: tuple, order: str, nbytes: int) -> int:
+    """numpy's type number of a dtype whose arrays :func:`_array_of` may make with
+    ``PyArray_SimpleNew``, or -1 for the others (and for large arrays, which reuse memory)."""
+    if dtype.isbuiltin == 1 and order == "C" and nbytes < buffers.MIN_BYTES and len(shape) <= 32:
+        return dtype.num
+    return -1
+
+
+@cython.cclass
 class Engine:
     """Point-to-point messaging on one communicator. One instance per process (see ``world``)."""
 
-    def __init__(self, comm: Any) -> None:
-        from mpi4py import MPI
+    comm = cython.declare(object, visibility="readonly")
+    node_id = cython.declare(cython.int, visibility="readonly")
+    n_node = cython.declare(cython.int, visibility="readonly")
+    max_tag = cython.declare(cython.long, visibility="readonly")
+    _closed: cython.bint
+    _status: object
+    # Readable from Python for tests and the exit handler's reports; used only here.
+    _queue = cython.declare(object, visibility="readonly")
+    _pending = cython.declare(list, visibility="readonly")  # (request, buffer kept alive, dest, nth)
+    _interrupted: list  # see _abandon
+    _purge_at: cython.Py_ssize_t
+    _sent = cython.declare(list, visibility="readonly")  # messages sent to each node (exit handshake)
+    # Per node: the dtype, shape and order (Fortran or not) of the last array head sent to it,
+    # or None (_repeats);
+    _dtypes_to = cython.declare(list, visibility="readonly")
+    _shapes_to = cython.declare(list, visibility="readonly")
+    _fortran_to = cython.declare(list, visibility="readonly")
+    # what the last array head received from it says (_take_repeat).
+    _heads_from = cython.declare(list, visibility="readonly")
+    _n_received: cython.Py_ssize_t  # frames taken, from any node
+    _fill_src: cython.int  # (node, MPI tag) of the payloads decode is reading now
+    _fill_mtag: cython.int
+    _fill_payload: object  # self._fill, bound once: every frame passes it to decode
+    # What the last probe found: source, MPI tag, size in bytes, and the matched message.
+    _src: cython.int
+    _mtag: cython.int
+    _count: cython.Py_ssize_t
+    _message: object  # mpi4py's Message (the source's build)
+    _msg: MPI_Message  # the same as a handle (the compiled build)
+    _handle: MPI_Comm  # comm's handle (the compiled build)
 
-        self._MPI = MPI
+    def __init__(self, comm: Any) -> None:
         self.comm = comm
         self.node_id = comm.Get_rank()
         self.n_node = comm.Get_size()
         self.max_tag = (MPI.COMM_WORLD.Get_attr(MPI.TAG_UB) - 3) >> _KIND_BITS
-        self._mpi_error = MPI.Exception
         self._closed = False
         self._status = MPI.Status()
-        self._any_source, self._any_tag = MPI.ANY_SOURCE, MPI.ANY_TAG
-        self._queue: deque[tuple[int, int, Any]] = deque()
-        self._pending: list[tuple[Any, Any, int, int]] = []  # (request, buffer kept alive, dest, nth)
-        self._interrupted: list[tuple[Any, tuple[Any, ...]]] = []  # see _abandon
+        self._queue = deque()
+        self._pending = []
+        self._interrupted = []
         self._purge_at = 64
-        self._sent = [0] * self.n_node  # messages sent to each node, for the exit handshake
-        self._heads_to: list[bytes | None] = [None] * self.n_node  # last array head sent to each node
-        self._heads_from: list[bytes | None] = [None] * self.n_node  # and received from each (REPEAT)
-        self._n_received = 0  # frames taken, from any node
-        self._payloads_from = (0, PAYLOAD)  # (node, MPI tag) of the payloads decode is reading now
-        self._fill_payload = self._fill  # bound once: every frame passes it to decode
+        self._sent = [0] * self.n_node
+        self._dtypes_to = [None] * self.n_node
+        self._shapes_to = [None] * self.n_node
+        self._fortran_to = [False] * self.n_node
+        self._heads_from = [None] * self.n_node
+        self._n_received = 0
+        self._fill_src, self._fill_mtag = 0, PAYLOAD
+        self._fill_payload = self._fill
+        self._message = None
+        if cython.compiled:
+            self._handle = cython.cast(cMPI.Comm, comm).ob_mpi
 
     # ------------------------------------------------------------------ checks
+    @cython.annotation_typing(False)  # the checks below raise the documented errors
     def check_node(self, what: str, node: int, allow_any: bool = False) -> None:
         """Raise ValueError unless ``node`` is a node id (or ANY_SOURCE when allowed)."""
         if type(node) is not int and not hasattr(node, "__index__"):
@@ -124,6 +239,7 @@ class Engine:
         if not 0 <= node < self.n_node:
             raise ValueError(f"{what}={node} but n_node={self.n_node} (node ids are 0..{self.n_node - 1})")
 
+    @cython.annotation_typing(False)  # the checks below raise the documented errors
     def check_tag(self, what: str, tag: int, allow_any: bool = False) -> None:
         """Raise ValueError unless ``0 <= tag <= max_tag`` (or ANY_TAG when allowed)."""
         if type(tag) is not int and not hasattr(tag, "__index__"):
@@ -134,6 +250,7 @@ class Engine:
             raise ValueError(f"{what}: tag={tag} is outside 0..{self.max_tag}")
 
     @staticmethod
+    @cython.annotation_typing(False)
     def check_timeout(what: str, timeout: float | None) -> None:
         """Raise TypeError unless ``timeout`` is None or a real number; ValueError if it is
         negative or NaN."""
@@ -146,64 +263,188 @@ class Engine:
             raise ValueError(f"{what}: timeout={timeout} must be a number of seconds >= 0, or None")
 
     # -------------------------------------------------------------------- send
+    @cython.annotation_typing(False)  # the checks below raise the documented errors
     def send(self, dest: int, obj: Any, tag: int = 0) -> None:
-        """See :func:`distrcomp.send`."""
+        """Send ``obj`` to node ``dest``.
+
+        Never waits for ``dest`` to call ``recv`` and never deadlocks against another node's
+        ``send``: while it waits for MPI, it accepts incoming messages for later ``recv`` calls.
+        Value semantics: once ``send`` returns, changing ``obj`` does not change what ``dest`` gets.
+        numpy arrays travel as raw buffers (dtype, shape and C/Fortran order kept; a
+        non-contiguous array is copied once): a small one (up to 16 KiB with its head) is copied
+        and ``send`` returns at once; a large one is handed to MPI in place, uncopied, and ``send``
+        returns when MPI has taken it. An array with the dtype and shape of the last array sent to
+        ``dest`` goes as one MPI message of its data alone (else a small head goes before it).
+        Other objects are pickled with the standard library's pickle (protocol 5, arrays inside
+        them out-of-band, never copied into the pickle stream). Order is kept per (sender,
+        receiver, tag), arrays and other objects mixed. ``dest`` may be this node itself.
+
+        This is ``distrcomp.send`` once MPI is initialised.
+
+        Raises ValueError if ``dest`` is not in ``range(n_node)`` or ``tag`` is negative or too large;
+        TypeError, naming the type, if ``obj`` cannot be pickled (raised before anything is sent).
+        A KeyboardInterrupt (or a signal handler's exception) while ``send`` waits propagates; the
+        message is still delivered, so an array being sent must then not be changed until it is.
+        """
         # The full checks (which also accept any integer-like value) only when the quick ones fail.
         if type(dest) is not int or not 0 <= dest < self.n_node:
             self.check_node("send: dest", dest)
+            dest = _index(dest)
         if type(tag) is not int or not 0 <= tag <= self.max_tag:
             self.check_tag("send", tag)
-        self._post(dest, tag, *encode(obj))
-
-    _send_py = send  # what the compiled engine calls for the messages it leaves to Python
-
-    def _send_stream(self, dest: int, tag: int, stream: bytes, out_of_band: list[Any]) -> None:
-        """Send an object the compiled engine has pickled into ``stream`` and ``out_of_band``
-        buffers but that is not one bare pickle frame (see :func:`wire.pickle_frame`)."""
-        self._post(dest, tag, *pickle_frame(stream, out_of_band))
-
-    def _post(self, dest: int, tag: int, frame: bytes, payloads: list[Any], owned: bool) -> None:
-        """Start sending an encoded message: the frame, then its payloads (see ``encode``); or
-        only the payload, as ``REPEAT``, when the frame is the array head last sent to ``dest``."""
-        mtag = tag << _KIND_BITS | (BARE if frame[0] == BARE_PICKLE else FRAMED)
-        head = payloads and is_payload_head(frame)
-        if head and frame == self._heads_to[dest] and payloads[0].nbytes <= _REPEAT_MAX:
-            self._sent[dest] += 1
-            self._send_payloads(dest, tag << _KIND_BITS | REPEAT, payloads, owned)
+            tag = _index(tag)
+        if type(obj) is _ndarray and self._repeats(dest, obj):
+            self._send_repeat(dest, tag, obj)
             return
-        sent = self._sent[dest] = self._sent[dest] + 1
-        pending = self._pending  # what _keep does, inline: this is every message's path
-        pending.append((self.comm.Isend(frame, dest, mtag), frame, dest, sent))
-        if head:
-            self._heads_to[dest] = frame
-        if len(pending) >= self._purge_at:
-            self._purge()
+        frame, payloads, owned = encode(obj)
+        self._post(dest, tag, frame, payloads, owned)
+        if is_array_frame(frame):
+            self._note_head(dest, obj)
+
+    @cython.cfunc
+    def _repeats(self, dest: cython.int, array: Any) -> cython.bint:
+        """Whether ``array`` has the dtype (the same object), shape and memory order of the last
+        array head sent to ``dest``: then its data alone describes it (``REPEAT``). An array
+        that is C-contiguous goes in C order (as ``wire.encode`` sends it), else one that is
+        Fortran-contiguous in Fortran order; any other is not repeated."""
+        if cython.compiled:
+            a: cnp.ndarray = array
+            if cython.cast(object, cnp.PyArray_DESCR(a)) is not self._dtypes_to[dest]:
+                return False
+            shape: tuple = self._shapes_to[dest]
+            nd: cython.int = cnp.PyArray_NDIM(a)
+            if len(shape) != nd:
+                return False
+            dims = cnp.PyArray_DIMS(a)
+            i: cython.int
+            for i in range(nd):
+                if cython.cast(cnp.npy_intp, shape[i]) != dims[i]:
+                    return False
+            if self._fortran_to[dest]:
+                return cnp.PyArray_IS_F_CONTIGUOUS(a) and not cnp.PyArray_IS_C_CONTIGUOUS(a)
+            return cnp.PyArray_IS_C_CONTIGUOUS(a)
+        if array.dtype is not self._dtypes_to[dest] or array.shape != self._shapes_to[dest]:
+            return False
+        flags = array.flags
+        if self._fortran_to[dest]:
+            return flags.f_contiguous and not flags.c_contiguous
+        return flags.c_contiguous
+
+    @cython.cfunc
+    def _note_head(self, dest: cython.int, obj: Any) -> cython.int:
+        """Remember the array head just sent to ``dest`` for :meth:`_repeats` (or forget the
+        last one: the receiver keeps only the last array head)."""
+        if type(obj) is _ndarray and obj.nbytes <= _REPEAT_MAX:
+            flags = obj.flags
+            self._dtypes_to[dest] = obj.dtype
+            self._shapes_to[dest] = obj.shape
+            self._fortran_to[dest] = flags.f_contiguous and not flags.c_contiguous
+        else:
+            self._dtypes_to[dest] = None
+            self._shapes_to[dest] = None
+        return 0
+
+    @cython.cfunc
+    def _send_repeat(self, dest: cython.int, tag: cython.long, array: Any) -> cython.int:
+        """Send ``array``'s data alone, in its memory order, as ``REPEAT``: copied into a
+        ``bytes`` when it is small (``send`` returns at once), else from the array's memory,
+        waited for."""
+        mtag: cython.int = tag << _KIND_BITS | REPEAT
+        self._sent[dest] += 1
+        if cython.compiled:
+            a: cnp.ndarray = array
+            n: cython.Py_ssize_t = cnp.PyArray_NBYTES(a)
+            if n <= FRAME_MAX:
+                self._isend_kept(PyBytes_FromStringAndSize(cython.cast(cython.p_char, cnp.PyArray_DATA(a)), n),
+                                 dest, mtag)
+                return 0
+        elif array.nbytes <= FRAME_MAX:
+            self._isend_kept(array.tobytes("A"), dest, mtag)  # in memory order, C or Fortran
+            return 0
+        self._send_payloads(dest, mtag, [array.ravel("K").view(np.uint8)], False)
+        return 0
+
+    @cython.cfunc
+    def _post(self, dest: cython.int, tag: cython.long, frame: bytes, payloads: list,
+              owned: cython.bint) -> cython.int:
+        """Start sending an encoded message: the frame, then its payloads (see ``encode``)."""
+        mtag: cython.int = tag << _KIND_BITS | (BARE if frame[0] == BARE_PICKLE else FRAMED)
+        self._sent[dest] += 1
+        self._isend_kept(frame, dest, mtag)
         if payloads:
             self._send_payloads(dest, mtag | PAYLOAD, payloads, owned)
+        return 0
 
-    def _send_payloads(self, dest: int, mtag: int, payloads: list[Any], owned: bool) -> None:
+    @cython.cfunc
+    def _isend_kept(self, buffer: Any, dest: cython.int, mtag: cython.int) -> cython.int:
+        """Start sending ``buffer``, which nothing else refers to; kept until MPI is done."""
+        request = self._isend(buffer, dest, mtag)
+        if request is not None:
+            self._keep(request, buffer, dest)
+        return 0
+
+    @cython.cfunc
+    def _isend(self, buffer: Any, dest: cython.int, mtag: cython.int) -> object:
+        """Start sending the bytes of ``buffer``; None if MPI completed the send at once, else
+        its request."""
+        if cython.compiled:
+            if type(buffer) is bytes:  # a frame, or a small array's data: no buffer to ask for
+                return self._isend_raw(PyBytes_AS_STRING(buffer), len(buffer), dest, mtag)
+            buf: Py_buffer
+            PyObject_GetBuffer(buffer, cython.address(buf), PyBUF_SIMPLE)
+            try:
+                if buf.len <= INT_MAX:
+                    return self._isend_raw(buf.buf, buf.len, dest, mtag)
+            finally:
+                PyBuffer_Release(cython.address(buf))
+        request = self.comm.Isend(buffer, dest, mtag)  # more than 2 GiB: mpi4py's large counts
+        return None if request.Test() else request
+
+    if cython.compiled:
+        @cython.cfunc
+        def _isend_raw(self, data: cython.p_void, nbytes: cython.Py_ssize_t, dest: cython.int,
+                       mtag: cython.int) -> object:
+            """``MPI_Isend`` of ``nbytes`` at ``data``, tested once: None if completed, else the
+            request (the caller keeps the memory alive until it completes)."""
+            req: MPI_Request
+            flag: cython.int = 0
+            _check(MPI_Isend(data, cython.cast(cython.int, nbytes), MPI_BYTE, dest, mtag,
+                             self._handle, cython.address(req)))
+            _check(MPI_Test(cython.address(req), cython.address(flag), MPI_STATUS_IGNORE))
+            if flag:
+                return None
+            request: cMPI.Request = cMPI.Request.__new__(cMPI.Request)
+            request.ob_mpi = req
+            return request
+
+    @cython.cfunc
+    def _send_payloads(self, dest: cython.int, mtag: cython.int, payloads: list,
+                       owned: cython.bint) -> cython.int:
         comm = self.comm
         requests = [comm.Isend(payload, dest, mtag) for payload in payloads]
         if owned:
             for request, payload in zip(requests, payloads):
                 self._keep(request, payload, dest)
-            return
-        for index, request in enumerate(requests):
+            return 0
+        index: cython.Py_ssize_t
+        for index in range(len(requests)):
             try:
-                self.wait(request)
+                self.wait(requests[index])
             except BaseException:  # an interrupt: the payloads still go; keep them alive until sent
                 for late, payload in zip(requests[index:], payloads[index:]):
                     self._keep(late, payload, dest)
                 raise
+        return 0
 
-    def _keep(self, request: Any, buffer: Any, dest: int) -> None:
-        pending = self._pending
-        pending.append((request, buffer, dest, self._sent[dest]))
-        if len(pending) >= self._purge_at:
+    @cython.cfunc
+    def _keep(self, request: Any, buffer: Any, dest: cython.int) -> cython.int:
+        self._pending.append((request, buffer, dest, self._sent[dest]))
+        if len(self._pending) >= self._purge_at:
             self._purge()
+        return 0
 
     def _purge(self) -> None:
-        done = self._MPI.Request.Testsome([entry[0] for entry in self._pending]) or []
+        done = MPI.Request.Testsome([entry[0] for entry in self._pending]) or []
         if done:
             finished = set(done)
             self._pending = [e for i, e in enumerate(self._pending) if i not in finished]
@@ -230,20 +471,18 @@ class Engine:
             for _ in range(_SPIN_POLLS):
                 if request.Test():
                     return
-            status = self._status
-            improbe = self.comm.improbe
-            any_source, any_tag = self._MPI.ANY_SOURCE, self._MPI.ANY_TAG
             while not request.Test():
-                message = improbe(any_source, any_tag, status)
-                if message is None:
-                    _yield_core()
+                if self._probe(False):
+                    self._queue.append(self._take())
                 else:
-                    self._queue.append(self._take_frame(message, status))
+                    _yield_core()
+                    if cython.compiled:  # compiled code runs no signal handler by itself
+                        PyErr_CheckSignals()
         except BaseException:
             self._abandon(request, keep)
             raise
 
-    def _abandon(self, request: Any, keep: tuple[Any, ...]) -> None:
+    def _abandon(self, request: Any, keep: tuple) -> None:
         """Keep ``request`` and the buffers in ``keep`` alive: a wait for them was interrupted,
         and MPI may still use the buffers (a collective goes on once the other nodes join it).
         Otherwise the request would be freed while active (erroneous for a collective) and a
@@ -252,118 +491,200 @@ class Engine:
         self._interrupted = [entry for entry in self._interrupted if not entry[0].Test()]
         self._interrupted.append((request, keep))
 
-    def _take_frame(self, message: Any, status: Any) -> tuple[int, int, Any]:
-        """Receive the frame ``message`` (from ``mprobe``/``improbe``, which set ``status``) and
-        decode it, receiving its payloads: the queue entry ``(src, tag, obj)``.
+    # ----------------------------------------------------------------- receive
+    @cython.cfunc
+    def _probe(self, block: cython.bint) -> cython.bint:
+        """Find the next message from any node with any tag (waiting for one if ``block``):
+        sets ``_src``, ``_mtag``, ``_count`` and the matched message; False if none is here."""
+        if cython.compiled:
+            flag: cython.int = 1
+            n: cython.int = 0
+            msg: MPI_Message
+            st: MPI_Status
+            ierr: cython.int
+            spins: cython.int = _PROBE_SPINS if block else 1
+            while True:  # a few probes holding the GIL: the next message is often just coming
+                ierr = MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, self._handle, cython.address(flag),
+                                   cython.address(msg), cython.address(st))
+                spins -= 1
+                if ierr or flag or spins <= 0:
+                    break
+            if block and not ierr and not flag:
+                flag = 1
+                with cython.nogil:  # let other threads run while MPI waits
+                    ierr = MPI_Mprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, self._handle,
+                                      cython.address(msg), cython.address(st))
+            _check(ierr)
+            if not flag:
+                return False
+            _check(MPI_Get_count(cython.address(st), MPI_BYTE, cython.address(n)))
+            self._msg = msg
+            self._src = st.MPI_SOURCE
+            self._mtag = st.MPI_TAG
+            self._count = n
+            return True
+        status = self._status
+        if block:
+            message = self.comm.mprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+        else:
+            message = self.comm.improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+            if message is None:
+                return False
+        self._message = message
+        self._src = status.Get_source()
+        self._mtag = status.Get_tag()
+        self._count = status.Get_count()
+        return True
 
-        A bare pickle frame is received and unpickled by mpi4py (``Message.recv``). Any other
-        frame gets a buffer of its own, of its exact size, given away to ``decode``: a small
-        array is then returned on that buffer, not copied out of a shared one. An undecodable
-        message is kept as such; an MPI error propagates.
-        """
-        src = status.Get_source()
-        mtag = status.Get_tag()
+    @cython.cfunc
+    def _mrecv(self, buffer: Any) -> cython.int:
+        """Receive the probed message into the writable ``buffer`` (of its size or more)."""
+        if cython.compiled:
+            if type(buffer) is _ndarray:  # made by _array_of: contiguous, its own memory
+                return self._mrecv_raw(cnp.PyArray_DATA(buffer), cnp.PyArray_NBYTES(buffer))
+            buf: Py_buffer
+            PyObject_GetBuffer(buffer, cython.address(buf), PyBUF_SIMPLE | PyBUF_WRITABLE)
+            try:
+                return self._mrecv_raw(buf.buf, buf.len)
+            finally:
+                PyBuffer_Release(cython.address(buf))
+        self._message.Recv([buffer, MPI.BYTE])
+        return 0
+
+    if cython.compiled:
+        @cython.cfunc
+        def _mrecv_raw(self, data: cython.p_void, nbytes: cython.Py_ssize_t) -> cython.int:
+            """``MPI_Mrecv`` of the probed message into ``nbytes`` at ``data``."""
+            return _check(MPI_Mrecv(data, cython.cast(cython.int, nbytes), MPI_BYTE,
+                                    cython.address(self._msg), MPI_STATUS_IGNORE))
+
+    @cython.cfunc
+    def _mrecv_bytes(self) -> bytes:
+        """Receive the probed message as a new ``bytes`` object."""
+        if cython.compiled:
+            data: bytes = PyBytes_FromStringAndSize(cython.NULL, self._count)
+            self._mrecv_raw(PyBytes_AS_STRING(data), self._count)
+            return data
+        data = bytearray(self._count)
+        self._message.Recv([data, MPI.BYTE])
+        return bytes(data)
+
+    @cython.cfunc
+    def _take(self) -> tuple:
+        """Receive the message :meth:`_probe` found and decode it, receiving its payloads: the
+        queue entry ``(src, tag, obj)``. An undecodable message is kept as such (the ``recv``
+        that asks for it raises); an MPI error propagates."""
+        src: cython.int = self._src
+        mtag: cython.int = self._mtag
+        kind: cython.int = mtag & _KIND_MASK
         self._n_received += 1
-        if mtag & _KIND_MASK == REPEAT:
-            return self._take_repeat(message, src, mtag, status.Get_count())
-        if mtag & _KIND_MASK != BARE:
-            frame = bytearray(status.Get_count())
-            message.Recv(frame)
-            return self._decode_entry(frame, src, mtag)
-        try:
-            return src, mtag >> _KIND_BITS, message.recv()
-        except self._mpi_error:
-            raise
-        except Exception as exc:  # noqa: BLE001 - kept; the recv that asks for this message raises it
-            return self._undecodable_entry(src, mtag, exc)
+        if kind == REPEAT:
+            return self._take_repeat(src, mtag >> _KIND_BITS)
+        if kind == BARE:
+            data = self._mrecv_bytes()
+            try:
+                return src, mtag >> _KIND_BITS, _loads(data)
+            except Exception as exc:  # noqa: BLE001 - kept; the recv that asks for this message raises it
+                return _undecodable_entry(src, mtag >> _KIND_BITS, exc)
+        frame = bytearray(self._count)
+        self._mrecv(frame)
+        return self._decode_entry(frame, src, mtag)
 
-    def _decode_entry(self, frame: bytearray, src: int, mtag: int) -> tuple[int, int, Any]:
+    @cython.cfunc
+    def _take_repeat(self, src: cython.int, tag: cython.long) -> tuple:
+        """The queue entry of the probed ``REPEAT`` message from ``src``: the array the last
+        array head from ``src`` describes, received into it. When that head could not be
+        decoded, or none came (which distrcomp never sends), the data is still received and
+        the message kept as undecodable."""
+        described = self._heads_from[src]
+        if type(described) is not tuple or described[3] != self._count:
+            self._mrecv(bytearray(self._count))
+            if described is None or type(described) is tuple:
+                described = ValueError(f"an array without an array head before it ({self._count} bytes)")
+            return _undecodable_entry(src, tag, described)
+        array = _array_of(described)
+        self._mrecv(array)
+        return src, tag, array
+
+    @cython.cfunc
+    def _decode_entry(self, frame: bytearray, src: cython.int, mtag: cython.int) -> tuple:
         """The queue entry ``(src, tag, obj)`` of a ``FRAMED`` frame received from ``src`` with
         MPI tag ``mtag``, its payloads received; an undecodable message is kept as such.
-        An array head is kept as the head of ``REPEAT`` payloads from ``src`` (even if it
+        An array head is kept as the head of ``REPEAT`` messages from ``src`` (even if it
         cannot be decoded: then neither can they, and they are kept as such too)."""
-        if is_payload_head(frame):
-            self._heads_from[src] = bytes(frame)
-        self._payloads_from = (src, mtag | PAYLOAD)
+        if is_array_frame(frame):
+            try:
+                dtype, shape, order, nbytes, _ = describe(frame)
+                self._heads_from[src] = (dtype, shape, order, nbytes, _typenum(dtype, shape, order, nbytes))
+            except Exception as exc:  # noqa: BLE001 - decode raises it again below
+                self._heads_from[src] = exc
+        self._fill_src = src
+        self._fill_mtag = mtag | PAYLOAD
         try:
             obj = decode(frame, self._fill_payload, True)
         except Exception as exc:  # noqa: BLE001 - kept; the recv that asks for this message raises it
-            return self._undecodable_entry(src, mtag, exc)
+            return _undecodable_entry(src, mtag >> _KIND_BITS, exc)
         return src, mtag >> _KIND_BITS, obj
-
-    def _take_repeat(self, message: Any, src: int, mtag: int, nbytes: int) -> tuple[int, int, Any]:
-        """The queue entry ``(src, tag, obj)`` of the ``REPEAT`` payload ``message`` of
-        ``nbytes`` bytes from ``src``: the array its last array head describes, received from
-        ``message``. When that cannot be decoded, or no head came from ``src`` before (which
-        distrcomp never sends), the payload is still received and the message kept as
-        undecodable; an MPI error propagates."""
-        head = self._heads_from[src]
-        filled = []
-
-        def fill(buffer: Any) -> None:
-            filled.append(True)
-            message.Recv(buffer)
-
-        try:
-            if head is None:
-                raise ValueError(f"an array payload from node {src} without an array head before it")
-            obj = decode(head, fill, True)
-        except self._mpi_error:
-            raise
-        except Exception as exc:  # noqa: BLE001 - kept; the recv that asks for this message raises it
-            if not filled:
-                message.Recv(bytearray(nbytes))
-            return self._undecodable_entry(src, mtag, exc)
-        return src, mtag >> _KIND_BITS, obj
-
-    def _undecodable_entry(self, src: int, mtag: int, exc: BaseException) -> tuple[int, int, Any]:
-        """The queue entry of a message that arrived but could not be decoded (``exc``)."""
-        tag = mtag >> _KIND_BITS
-        return src, tag, _Undecodable(MessageDecodeError(src, tag, f"{type(exc).__name__}: {exc}"))
 
     def _fill(self, buffer: Any) -> None:
         """Receive the next payload of the frame being decoded into ``buffer``."""
-        src, mtag = self._payloads_from
-        self.comm.Recv(buffer, src, mtag)
+        self.comm.Recv(buffer, self._fill_src, self._fill_mtag)
 
     # -------------------------------------------------------------------- recv
-    def _match(self, src: int, tag: int, remove: bool) -> tuple[int, int, Any] | None:
+    @cython.cfunc
+    def _match(self, src: cython.int, tag: cython.long, remove: cython.bint) -> object:
         queue = self._queue
-        if not queue:
-            return None
-        for index, entry in enumerate(queue):
+        index: cython.Py_ssize_t = 0
+        for entry in queue:
             if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
                 if remove:
                     del queue[index]
                 return entry
+            index += 1
         return None
 
-    def recv(self, src: int, tag: int, timeout: float | None) -> Any:
-        """See :func:`distrcomp.recv`."""
+    @cython.annotation_typing(False)  # the checks below raise the documented errors
+    def recv(self, src: int, tag: int = ANY_TAG, timeout: float | None = None) -> Any:
+        """Return the next message from node ``src`` (``ANY_SOURCE``: from any node) with ``tag``.
+
+        Blocking; while it waits it keeps accepting every node's messages. Messages from one node
+        with one tag arrive in the order they were sent. ``timeout`` in seconds (None: wait forever;
+        0: only what has arrived) raises TimeoutError naming the awaited node and tag; a message
+        that arrives later is still there for the next ``recv``. The returned object is the
+        receiver's own (arrays are new, writable arrays).
+
+        This is ``distrcomp.recv`` once MPI is initialised.
+
+        Raises ValueError for a ``src`` outside ``range(n_node)`` (other than ``ANY_SOURCE``), a bad
+        ``tag`` or a negative (or NaN) ``timeout``; TypeError for a ``timeout`` that is not a number;
+        MessageDecodeError if the message arrived but cannot be unpickled here.
+        """
         if type(src) is not int or not ANY_SOURCE <= src < self.n_node:
             self.check_node("recv: src", src, allow_any=True)
+            src = _index(src)
         if type(tag) is not int or not ANY_TAG <= tag <= self.max_tag:
             self.check_tag("recv", tag, allow_any=True)
+            tag = _index(tag)
         if timeout is not None:
             self.check_timeout("recv", timeout)
-        # What receive() does, inline: this is every message's path.
-        entry = self._match(src, tag, True) if self._queue else None
+        s = cython.declare(cython.int, src)
+        t = cython.declare(cython.long, tag)
+        entry = self._match(s, t, True) if self._queue else None
         if entry is None:
             if timeout is None:  # block in MPI for the next frame, and most often it is the one
-                status = self._status
-                entry = self._take_frame(self.comm.mprobe(self._any_source, self._any_tag, status), status)
-                if not ((src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag)):
+                self._probe(True)
+                entry = self._take()
+                if not ((s < 0 or self._src == s) and (t < 0 or entry[1] == t)):
                     self._queue.append(entry)
-                    entry = self._await(src, tag, None, True)
+                    entry = self._await(s, t, None, True, "recv")
             else:
-                entry = self._await(src, tag, timeout, True)
+                entry = self._await(s, t, timeout, True, "recv")
         obj = entry[2]
         if type(obj) is _Undecodable:
             raise obj.error
         return obj
 
-    _recv_py = recv  # what the compiled engine calls for the messages it leaves to Python
-
+    @cython.annotation_typing(False)  # the checks below raise the documented errors
     def receive(self, src: int, tag: int, timeout: float | None, remove: bool = True,
                 what: str = "recv") -> tuple[int, int, Any]:
         """Block until a message from ``src`` with ``tag`` is here; return ``(src, tag, obj)``.
@@ -381,15 +702,14 @@ class Engine:
             raise obj.error
         return entry
 
-    def _await(self, src: int, tag: int, timeout: float | None, remove: bool, what: str = "recv"
+    @cython.annotation_typing(False)  # the checks below raise the documented errors
+    def _await(self, src: int, tag: int, timeout: float | None, remove: bool, what: str
                ) -> tuple[int, int, Any]:
-        status = self._status
-        any_source, any_tag = self._any_source, self._any_tag
         queue = self._queue
-        if timeout is None:  # every recv's path: block in MPI until the next frame
-            mprobe, take = self.comm.mprobe, self._take_frame
+        if timeout is None:  # block in MPI until the next frame
             while True:
-                entry = take(mprobe(any_source, any_tag, status), status)
+                self._probe(True)
+                entry = self._take()
                 if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
                     if not remove:
                         queue.append(entry)
@@ -398,8 +718,7 @@ class Engine:
         deadline = time.monotonic() + max(0.0, timeout)
         delay = 2e-5
         while True:
-            message = self.comm.improbe(any_source, any_tag, status)
-            if message is None:
+            if not self._probe(False):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(
@@ -409,7 +728,7 @@ class Engine:
                 time.sleep(min(delay, remaining))
                 delay = min(2 * delay, 1e-3)
                 continue
-            entry = self._take_frame(message, status)
+            entry = self._take()
             if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
                 if not remove:
                     queue.append(entry)
@@ -438,28 +757,23 @@ class Engine:
         # Reduce-scatter, not alltoall: MPICH's Ialltoall on one rank sends on the user's context.
         sent = np.array(self._sent, np.int64)
         expected = np.zeros(1, np.int64)
-        self.wait(self.comm.Ireduce_scatter_block(sent, expected, self._MPI.SUM), sent, expected)
-        status = self._status
+        self.wait(self.comm.Ireduce_scatter_block(sent, expected, MPI.SUM), sent, expected)
         while self._n_received < expected[0]:
-            message = self.comm.mprobe(self._MPI.ANY_SOURCE, self._MPI.ANY_TAG, status)
-            self._queue.append(self._take_frame(message, status))
-        self._MPI.Request.Waitall([entry[0] for entry in self._pending])
+            self._probe(True)
+            self._queue.append(self._take())
+        MPI.Request.Waitall([entry[0] for entry in self._pending])
         self._pending = []
         self._report_unreceived()
 
     def _flush_pending(self) -> None:
-        MPI = self._MPI
         limit = _exit_timeout()
         deadline = time.monotonic() + limit
-        status = self._status
         while self._pending:
-            requests = [entry[0] for entry in self._pending]
-            if MPI.Request.Testall(requests):
+            if MPI.Request.Testall([entry[0] for entry in self._pending]):
                 self._pending = []
                 return
-            message = self.comm.improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
-            if message is not None:
-                self._queue.append(self._take_frame(message, status))
+            if self._probe(False):
+                self._queue.append(self._take())
                 continue
             if time.monotonic() >= deadline:
                 break
@@ -482,84 +796,14 @@ class Engine:
             self._queue.clear()
 
 
+def _undecodable_entry(src: int, tag: int, exc: BaseException) -> tuple:
+    """The queue entry of a message that arrived but could not be decoded (``exc``)."""
+    return src, tag, _Undecodable(MessageDecodeError(src, tag, f"{type(exc).__name__}: {exc}"))
+
+
 def new_engine(comm: Any) -> Engine:
-    """The engine for ``comm``: compiled (see :func:`compiled`) or pure Python; one per process."""
-    if not compiled():
-        return Engine(comm)
-    from . import _hotpath, buffers, wire
-
-    engine = _compiled_engine_class()(comm)
-    MPI = engine._MPI
-    engine._attach(wire._c_heads, wire._payload_heads, wire._described, FRAME_MAX, engine._any_source,
-                   engine._any_tag, engine._mpi_error, buffers.block, buffers._cache.blocks,
-                   MPI.Datatype.fromcode("B"))  # what mpi4py sends a uint8 array (a payload) as
-    calls = _mpicalls_module(MPI)
-    if calls is not None:
-        engine._use_mpicalls(calls.api, MPI.Request.fromhandle, MPI.Message.fromhandle, MPI.pickle.loads)
-    _hotpath.register(engine)  # what distrcomp.send and recv call from now on
-    return engine
-
-
-def mpi_calls() -> bool:
-    """True when this process's compiled engine makes its small messages' MPI calls itself.
-
-    That is, ``distrcomp._mpicalls_<abi>`` was built at install for an MPI of the ABI
-    (MPICH's or Open MPI's) that mpi4py loaded here, and the environment does not set
-    ``DISTRCOMP_MPICALLS=0``; otherwise the compiled engine makes them through mpi4py's
-    Python-level objects (~0.9 us more per 8-byte message on Open MPI). Initialises MPI if it
-    was not yet. False with the Python engine.
-    """
-    from . import _get
-
-    return bool(getattr(_get().engine, "_mpicalls", False))
-
-
-def _mpi_abi(MPI: Any) -> str | None:
-    """"mpich" or "openmpi": the ABI of the MPI library mpi4py has loaded; None for others."""
-    suffix = os.path.basename(MPI.__file__).split(".")[1]  # mpi4py's wheels: MPI.<abi>.<ext>
-    if suffix in ("mpich", "openmpi"):
-        return suffix
-    vendor = MPI.get_vendor()[0]  # an mpi4py built for one MPI
-    return {"MPICH": "mpich", "Intel MPI": "mpich", "MVAPICH": "mpich", "Open MPI": "openmpi"}.get(vendor)
-
-
-def _mpicalls_module(MPI: Any) -> Any:
-    """``distrcomp._mpicalls_<abi>`` for the loaded MPI, or None: not built for this ABI, or
-    ``DISTRCOMP_MPICALLS=0``. Imported only now: its libmpi must be the one already loaded."""
-    if os.environ.get("DISTRCOMP_MPICALLS", "").strip().lower() in ("0", "no", "false", "off"):
-        return None
-    abi = _mpi_abi(MPI)
-    if abi is None:
-        return None
-    name = f"{__package__}._mpicalls_{abi}"
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        return None
-
-
-def compiled() -> bool:
-    """True when this process's engine uses the compiled hot path (``distrcomp._hotpath``).
-
-    False when the extension was not built at install (no C compiler there: the install goes
-    on without it) or the environment sets ``DISTRCOMP_PURE_PYTHON=1``. Both engines behave
-    the same and talk to each other; the compiled one spends less time per small message.
-    """
-    from . import _compiled
-
-    return _compiled()
-
-
-@functools.cache
-def _compiled_engine_class() -> type[Engine]:
-    from ._hotpath import Core
-
-    class CompiledEngine(Core, Engine):  # type: ignore[misc, valid-type]
-        """Engine with ``send`` and ``recv`` from ``_hotpath.Core`` (its other methods from Engine)."""
-
-    return CompiledEngine
+    """The engine for ``comm``; one per process."""
+    return Engine(comm)
 
 
 def _yield_core() -> None:

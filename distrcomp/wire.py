@@ -45,7 +45,7 @@ import numpy as np
 
 from . import buffers
 
-__all__ = ["BARE_PICKLE", "FRAME_MAX", "decode", "encode", "is_payload_head", "pickle_frame"]
+__all__ = ["BARE_PICKLE", "FRAME_MAX", "decode", "describe", "encode", "is_array_frame", "pickle_frame"]
 
 FRAME_MAX = 16384
 
@@ -134,10 +134,16 @@ def encode(obj: Any) -> tuple[bytes, list[Any], bool]:
     return pickle_frame(stream, out_of_band)
 
 
-def is_payload_head(frame: Any) -> bool:
-    """True when ``frame`` is the head of an array whose data follows as its one payload: an
-    ``ARRAY`` frame without inline data, which is the head and nothing else."""
-    return frame[0] == _ARRAY and not frame[1] & _INLINE
+def is_array_frame(frame: Any) -> bool:
+    """True when ``frame`` is an ``ARRAY`` frame (its head, with or without inline data)."""
+    return frame[0] == _ARRAY
+
+
+def describe(frame: Any) -> tuple[np.dtype, tuple[int, ...], str, int, int]:
+    """What the head of the ``ARRAY`` frame ``frame`` says: ``(dtype, shape, order, nbytes,
+    inline)``; order is "C" or "F". Raises what unpickling a pickled dtype raises."""
+    head = bytes(frame[: frame[6] | frame[7] << 8])  # len(head): a little-endian uint16 at byte 6
+    return _described.get(head) or _describe(head)
 
 
 def _head_len(ndim: int, code_len: int) -> int:

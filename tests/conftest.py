@@ -67,35 +67,25 @@ def job():
     return run_job
 
 
-def extension_built() -> bool:
-    """Whether ``distrcomp._hotpath`` (the compiled hot path) was built at install."""
-    try:
-        import distrcomp._hotpath  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @functools.cache
-def mpicalls_built() -> bool:
-    """Whether ``distrcomp._mpicalls_<abi>`` (the hot path's own MPI calls) was built at install
-    for the ABI of the MPI mpi4py loads here (asked in a process that does not start MPI)."""
+def compiled_built() -> bool:
+    """Whether the compiled build of ``distrcomp.p2p`` was made at install for the ABI of the MPI
+    mpi4py loads here (asked in a process that does not start MPI)."""
     code = (
-        "import importlib.util, mpi4py\n"
+        "import mpi4py\n"
         "mpi4py.rc.initialize = False\n"
-        "from mpi4py import MPI\n"
         "from distrcomp import p2p\n"
-        "abi = p2p._mpi_abi(MPI)\n"
-        "print(bool(abi and importlib.util.find_spec('distrcomp._mpicalls_' + abi)))\n"
+        "print(p2p.compiled())\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
-                          timeout=120)
+    env = {key: value for key, value in os.environ.items() if key != "DISTRCOMP_PURE_PYTHON"}
+    done = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code], check=False,
+                          capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip() == "True"
 
 
 def require_compiled(what: str) -> None:
-    """Skip a test of compiled code that was not built at install (no C compiler); fail it
+    """Skip a test of compiled code that was not built at install (no C compiler or no mpicc); fail it
     instead under ``DISTRCOMP_REQUIRE_COMPILED=1`` (CI sets it)."""
     if os.environ.get("DISTRCOMP_REQUIRE_COMPILED") == "1":
         pytest.fail(f"DISTRCOMP_REQUIRE_COMPILED=1 but {what} was not built at install")

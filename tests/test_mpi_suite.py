@@ -1,12 +1,10 @@
 """Runs tests/mpi under real mpiexec at 1, 2 and 4 ranks, with each engine, and fails if any
 rank fails.
 
-Engines: "mpicalls" (``distrcomp._hotpath`` making its own MPI calls with
-``distrcomp._mpicalls_<abi>``, both built at install where a C compiler and the MPI's compiler
-wrapper are found), "compiled" (``distrcomp._hotpath`` calling MPI through mpi4py:
-``DISTRCOMP_MPICALLS=0``) and "python" (``DISTRCOMP_PURE_PYTHON=1``). Without the extensions
-the runs that need them skip, unless ``DISTRCOMP_REQUIRE_COMPILED=1`` (CI sets it), which
-makes them fail. Each rank writes a JUnit
+Engines: "compiled" (``distrcomp/p2p.py`` compiled by Cython at install, where a C compiler and
+the MPI's ``mpicc`` are found) and "python" (the same source as plain Python,
+``DISTRCOMP_PURE_PYTHON=1``). Without the compiled build the "compiled" runs skip, unless
+``DISTRCOMP_REQUIRE_COMPILED=1`` (CI sets it), which makes them fail. Each rank writes a JUnit
 report; a run passes only if mpiexec exits 0, every rank's report exists, every rank ran at
 least one test, and no rank has a failure or error.
 """
@@ -19,26 +17,21 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import TESTS, extension_built, mpicalls_built, mpiexec_argv, require_compiled
+from conftest import TESTS, compiled_built, mpiexec_argv, require_compiled
 
 SUITE_TIMEOUT = 600
 
 
-@pytest.mark.parametrize("engine", ["mpicalls", "compiled", "python"])
+@pytest.mark.parametrize("engine", ["compiled", "python"])
 @pytest.mark.parametrize("n", [1, 2, 4])
 def test_mpi_suite(n: int, engine: str, tmp_path) -> None:
     env = {**os.environ, "DISTRCOMP_JUNIT_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1",
            "DISTRCOMP_EXPECT_ENGINE": engine}
     env.pop("DISTRCOMP_PURE_PYTHON", None)
-    env.pop("DISTRCOMP_MPICALLS", None)
     if engine == "python":
         env["DISTRCOMP_PURE_PYTHON"] = "1"
-    elif not extension_built():
-        require_compiled("distrcomp._hotpath")
-    elif engine == "compiled":
-        env["DISTRCOMP_MPICALLS"] = "0"
-    elif not mpicalls_built():
-        require_compiled("distrcomp._mpicalls_<abi> (no MPI compiler wrapper at install?)")
+    elif not compiled_built():
+        require_compiled("the compiled distrcomp.p2p")
     argv = [
         *mpiexec_argv(n), sys.executable, "-m", "pytest", "--with-mpi", "-q",
         "-p", "no:cacheprovider", "-x", str(TESTS / "mpi"),

@@ -1,20 +1,20 @@
-"""Jobs whose nodes run different engines: the compiled one (making its own MPI calls or not)
-and the Python one speak one protocol, so a job where some nodes lack the extensions (or set
-DISTRCOMP_PURE_PYTHON=1 or DISTRCOMP_MPICALLS=0) works."""
+"""Jobs whose nodes run different builds of the engine: the compiled one and the same source as
+plain Python speak one protocol, so a job where some nodes lack the compiled build (or set
+DISTRCOMP_PURE_PYTHON=1) works."""
 
 from __future__ import annotations
 
 import textwrap
 
 import pytest
-from conftest import extension_built, mpicalls_built, require_compiled, run_job
+from conftest import compiled_built, require_compiled, run_job
 
 PROGRAM = """
     import os
     from mpi4py import MPI
 
-    if MPI.COMM_WORLD.Get_rank() % 2:  # odd nodes: another engine, chosen before first use
-        os.environ[os.environ["ODD_NODES_SET"]] = os.environ["ODD_NODES_TO"]
+    if MPI.COMM_WORLD.Get_rank() % 2:  # odd nodes: the plain-Python build, chosen before first use
+        os.environ["DISTRCOMP_PURE_PYTHON"] = "1"
     import numpy as np
     import distrcomp as dc
     from distrcomp import p2p
@@ -22,12 +22,12 @@ PROGRAM = """
     right, left = (dc.node_id + 1) % dc.n_node, (dc.node_id - 1) % dc.n_node
 
     def made(step, node):
-        # payload arrays (sent again from the second step on: the compiled send's own path;
-        # the third with the second's head: its data alone, REPEAT),
-        # a small array, bare pickles, a pickle with an array out of band
+        # payload arrays (from the second step on with the head of the last array sent to that
+        # node: their data alone, REPEAT), small arrays (the same), bare pickles, a pickle with
+        # an array out of band
         return [np.full(300_000, step + node, np.float64), np.full((300, 700), step, np.float32),
-                np.full((300, 700), -step, np.float32),
-                np.arange(5) + step, {"step": step, "from": node}, {"w": np.full(5000, node, np.int32)}]
+                np.full((300, 700), -step, np.float32), np.arange(5) + step, np.arange(5) - step,
+                {"step": step, "from": node}, {"w": np.full(5000, node, np.int32)}]
 
     for step in range(3):
         for obj in made(step, dc.node_id):
@@ -42,25 +42,18 @@ PROGRAM = """
                 assert got.dtype == expected.dtype and np.array_equal(got, expected), step
     total = dc.allreduce(np.full(1 << 20, dc.node_id + 1.0))
     assert (total == dc.n_node * (dc.n_node + 1) / 2).all()
-    engines = dc.allgather("mpicalls" if p2p.mpi_calls() else "compiled" if p2p.compiled() else "python")
+    engines = dc.allgather("compiled" if p2p.compiled() else "python")
     if dc.node_id == 0:
         print(" ".join(engines))
 """
 
 
-@pytest.mark.parametrize("odd", ["python", "compiled"])
 @pytest.mark.parametrize("n", [2, 4])
-def test_nodes_of_different_engines_exchange_every_kind_of_message(tmp_path, n, odd):
-    if not extension_built():
-        require_compiled("distrcomp._hotpath")
-    even = "mpicalls" if mpicalls_built() else "compiled"
-    if even == odd:
-        require_compiled("distrcomp._mpicalls_<abi>")
+def test_nodes_of_different_builds_exchange_every_kind_of_message(tmp_path, n):
+    if not compiled_built():
+        require_compiled("the compiled distrcomp.p2p")
     program = tmp_path / "mixed.py"
     program.write_text(textwrap.dedent(PROGRAM))
-    odd_env = ("DISTRCOMP_PURE_PYTHON", "1") if odd == "python" else ("DISTRCOMP_MPICALLS", "0")
-    env = {"DISTRCOMP_PURE_PYTHON": "", "DISTRCOMP_MPICALLS": "", "ODD_NODES_SET": odd_env[0],
-           "ODD_NODES_TO": odd_env[1]}
-    done = run_job(n, program, env=env)
+    done = run_job(n, program, env={"DISTRCOMP_PURE_PYTHON": ""})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [even, odd] * (n // 2)
+    assert done.stdout.split() == ["compiled", "python"] * (n // 2)

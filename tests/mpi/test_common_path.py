@@ -1,16 +1,14 @@
 """The common message's path: plain send, and recv without a timeout (run by test_mpi_suite.py
-with each engine: compiled, where ``distrcomp._hotpath`` is built, and pure Python).
+with each build of the engine: compiled, where it was built at install, and plain Python).
 
-The compiled engine answers these calls itself when it can (small arrays whose frame head it
-has seen, objects that pickle into one bare frame) and hands the rest to the Python engine;
-these tests mix the two kinds so that every hand-over is crossed. Receives here have no
-timeout on purpose (a timeout takes the Python path): a hang is caught by the suite's limit.
+The compiled build makes the MPI calls of frames, bare pickles and repeated arrays itself and
+leaves payloads to mpi4py; these tests mix the kinds so that every path is crossed. Receives
+here mostly have no timeout on purpose: a hang is caught by the suite's limit.
 (An undecodable message on this path: test_p2p's undecodable test, ``blocking``.)
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import pickle
@@ -33,25 +31,26 @@ def test_the_engine_is_the_one_the_suite_asked_for(dc):
     expected = os.environ.get("DISTRCOMP_EXPECT_ENGINE")
     if not expected:
         pytest.skip("run by test_mpi_suite.py, which says which engine to expect")
-    engine = "mpicalls" if p2p.mpi_calls() else "compiled" if p2p.compiled() else "python"
-    assert engine == expected
-    assert (type(dc._engine) is not p2p.Engine) == (expected != "python")
+    assert ("compiled" if p2p.compiled() else "python") == expected
+    assert type(dc._engine).__module__ == "distrcomp.p2p" and type(dc._engine) is p2p.Engine
+    assert dc.send == dc._engine.send and dc.recv == dc._engine.recv
 
 
 @pytest.mark.mpi
 def test_the_mpi_abi_is_the_one_of_the_library_loaded(dc):
     from mpi4py import MPI
 
+    from distrcomp._build import mpi_abi
+
     expected = "openmpi" if MPI.Get_library_version().startswith("Open MPI") else "mpich"
-    assert p2p._mpi_abi(MPI) == expected
+    assert mpi_abi(MPI) == expected
 
 
 @pytest.mark.mpi
 def test_a_received_small_array_is_its_own(dc):
-    # A head received again is decoded by copying a template the compiled engine keeps (from
-    # the fourth time on: the first is decoded in Python, the next two make the template): what
-    # the program does to an array it received (write it, reshape it in place) must not show
-    # in the next one.
+    # From the second array on only the data travels (REPEAT), and the receiver makes each
+    # array from the head it keeps: what the program does to an array it received (write it,
+    # reshape it in place) must not show in the next one.
     right, left = ring(dc)
     for step in range(6):
         dc.send(right, np.arange(6.0) + step)
@@ -127,14 +126,13 @@ def test_repeated_payload_arrays_arrive_intact_and_those_kept_are_never_reused(d
 
 
 @pytest.mark.mpi
-def test_a_dropped_large_array_s_memory_is_reused_and_the_compiled_recv_finds_it_itself(dc, monkeypatch):
+def test_a_dropped_large_array_s_memory_is_reused(dc, monkeypatch):
     # Large received arrays take their memory from distrcomp.buffers' cache. Here the even node
     # of each pair only sends and the odd one only receives (so its recv takes the common path;
     # a node without a partner sends to itself): a dropped array's memory comes back for the
-    # next one, and the compiled engine finds it itself (receive_block) after the first
-    # allocation, moving it to the end of the cache's list as BlockCache.block does. The
+    # next one, moved to the end of the cache's list. The
     # sender starts once the receiver is counting and in recv: a frame arriving while it still
-    # waited in the previous test's barrier would be taken there, by the Python engine's code.
+    # waited in the previous test's barrier would be taken there.
     from distrcomp import buffers
 
     cache = buffers._cache
@@ -165,8 +163,7 @@ def test_a_dropped_large_array_s_memory_is_reused_and_the_compiled_recv_finds_it
             assert got.base is cache.blocks[-1][2]  # the last handed out is last in the list
         del got
     assert len(set(addresses)) == 1
-    expected_calls = 1 if p2p.compiled() and partner != me else 5
-    assert calls == [count * 8] * expected_calls
+    assert calls == [count * 8] * 5
 
 
 def _payload_array(kind, step, sender):
@@ -187,8 +184,7 @@ _PAYLOAD_KINDS = [np.float16, np.complex128, np.bool_, ">f8", "M8[s]", np.int8,
 
 @pytest.mark.mpi
 def test_payload_arrays_of_every_kind_keep_their_values_and_send_keeps_value_semantics(dc):
-    # From the second round on, the compiled engine sends these itself (heads it has seen); an
-    # array whose memory cannot be exported as a buffer (datetime64) stays on the Python path.
+    # From the second round on these go as their data alone (REPEAT), from the caller's memory.
     # Each array is overwritten as soon as send returns: what arrives must be what was sent.
     right, left = ring(dc)
     for step in range(3):
@@ -327,8 +323,8 @@ def test_wrong_arguments_raise_the_documented_errors(dc):
 
 @pytest.mark.mpi(min_size=2)
 def test_sends_left_pending_keep_reference_counts_balanced(dc):
-    # Frames near FRAME_MAX often wait for their receiver (rendezvous): the compiled send then
-    # tests the request, keeps it pending, and must release what the test returned.
+    # Frames near FRAME_MAX often wait for their receiver (rendezvous): send then tests the
+    # request, keeps it pending, and must release what the test returned.
     if sys.getrefcount(False) > 1 << 40:
         pytest.skip("False is immortal in this Python: its count cannot show a leak")
     blob = b"x" * (FRAME_MAX - 64)
@@ -346,13 +342,13 @@ def test_sends_left_pending_keep_reference_counts_balanced(dc):
 
 
 class _Str(str):
-    """A str subclass: pickled by reference to its class, never by the plain-object path."""
+    """A str subclass: pickled by reference to its class."""
 
 
 def _near_the_plain_limits():
-    """Objects on both sides of each limit of the compiled send's plain-object path (exact
-    builtins, ints of 64 bits, four levels of containers, at most 64 items, a size budget below
-    FRAME_MAX), and beside them objects that must take pickle's own path."""
+    """Objects on both sides of the limits of a bare pickle frame (FRAME_MAX) and of the small
+    objects the old compiled engine treated apart (exact builtins, ints of 64 bits, four levels
+    of containers, at most 64 items), with others that pickle by reference or out of band."""
     deep = [[[[1]]]]
     self_referencing = [1]
     self_referencing.append(self_referencing)
@@ -392,35 +388,9 @@ def test_objects_at_the_plain_object_limits_arrive_equal_with_their_types_and_in
 
 
 @pytest.mark.mpi
-def test_the_compiled_send_has_mpi4py_pickle_plain_objects_and_pickles_the_rest_itself(dc):
-    # Plain objects go through mpi4py's lowercase isend, which pickles with MPI.pickle; anything
-    # else through send's own pickling (out-of-band buffers, the TypeError naming the type).
-    if not p2p.compiled():
-        pytest.skip("the Python engine pickles every object itself")
-    from mpi4py import MPI
-
-    right, left = ring(dc)
-    pickled = []
-
-    def dumps(obj, *args):
-        pickled.append(type(obj).__name__)
-        return pickle.dumps(obj, *args)
-
-    MPI.pickle.__init__(dumps, pickle.loads, 5)
-    try:
-        for obj in ({"step": 1}, [1, "two", 3.0], "x" * 2050, {"array": np.arange(3.0)}, {1, 2}):
-            dc.send(right, obj)
-        for _ in range(5):
-            dc.recv(left)
-    finally:
-        MPI.pickle.__init__()
-    assert pickled == ["dict", "list"]
-
-
-@pytest.mark.mpi
 def test_plain_objects_left_pending_keep_reference_counts_balanced(dc):
-    # The plain-object path keeps None in its pending entries (mpi4py's request keeps the
-    # pickle); a leak would show in None's count, a reference kept to the object in its own.
+    # Pending sends keep their frame until MPI is done; a leak would show in None's count (a
+    # request test's result), a reference kept to the object in its own.
     if sys.getrefcount(None) > 1 << 40:
         pytest.skip("None is immortal in this Python: its count cannot show a leak")
     right, left = ring(dc)
@@ -440,10 +410,10 @@ def test_plain_objects_left_pending_keep_reference_counts_balanced(dc):
 
 
 @pytest.mark.mpi
-def test_a_send_whose_pickling_fails_in_mpi4py_is_not_counted_as_sent(dc):
-    # A program may configure MPI.pickle (mpi4py's documented hook); when its dumps fails on a
-    # plain object, send raises and nothing is sent: the count the exit handshake gives the
-    # receiver must not include it (it would wait for a message that never comes).
+def test_mpi4py_s_configured_pickle_plays_no_part_in_either_build(dc):
+    # distrcomp pickles with the standard library's pickle in both builds of its engine; a
+    # program's MPI.pickle (mpi4py's hook for its own lowercase calls) is not used, even one
+    # that fails.
     from mpi4py import MPI
 
     right, left = ring(dc)
@@ -451,19 +421,11 @@ def test_a_send_whose_pickling_fails_in_mpi4py_is_not_counted_as_sent(dc):
     def failing(obj, *args):
         raise ValueError("this serializer refuses")
 
-    compiled = p2p.compiled()
-    refused = pytest.raises(ValueError, match="this serializer refuses")
-    before = list(dc._engine._sent)
     MPI.pickle.__init__(failing, pickle.loads, 5)
     try:
-        with refused if compiled else contextlib.nullcontext():
-            dc.send(right, {"plain": 1})
+        dc.send(right, {"plain": 1})
+        dc.send(right, [1, "two", 3.0])
     finally:
         MPI.pickle.__init__()
-    if compiled:
-        assert dc._engine._sent == before
-        dc.send(right, {"after": 2})
-    else:  # the Python engine pickles every object itself: MPI.pickle played no part
-        dc.send(right, {"after": 2})
-        assert dc.recv(left) == {"plain": 1}
-    assert dc.recv(left) == {"after": 2}
+    assert dc.recv(left) == {"plain": 1}
+    assert dc.recv(left) == [1, "two", 3.0]

@@ -1,5 +1,5 @@
-"""An array whose head is the last array head sent to its node goes as its payload alone
-(``REPEAT`` in distrcomp.p2p); run by test_mpi_suite.py with each engine.
+"""An array with the dtype and shape of the last array head sent to its node goes as its data
+alone (``REPEAT`` in distrcomp.p2p); run by test_mpi_suite.py with each build of the engine.
 
 The sender and the receiver each keep that head per node, so these tests check that both keep
 the same one however the messages are sent and taken: in arrival order (the compiled recv's
@@ -57,16 +57,16 @@ def test_an_array_with_the_head_last_sent_to_its_node_is_one_message_of_its_data
     a = np.arange(40_011, dtype=np.float64)
     b = np.arange(30_013, dtype=np.int32)
     f = np.asfortranarray(np.arange(3 * 2_011, dtype=np.float32).reshape(3, 2_011))
-    sent = [(4, a, p2p.FRAMED), (5, a + 1, p2p.REPEAT), (4, b, p2p.FRAMED), (4, b + 1, p2p.REPEAT),
-            (4, a + 2, p2p.FRAMED), (6, a + 3, p2p.REPEAT), (6, a + 4, p2p.REPEAT),
-            (4, f, p2p.FRAMED), (4, f + 1, p2p.REPEAT), (4, np.ascontiguousarray(f), p2p.FRAMED)]
+    sent = [(4, a, p2p.KINDS["FRAMED"]), (5, a + 1, p2p.KINDS["REPEAT"]), (4, b, p2p.KINDS["FRAMED"]), (4, b + 1, p2p.KINDS["REPEAT"]),
+            (4, a + 2, p2p.KINDS["FRAMED"]), (6, a + 3, p2p.KINDS["REPEAT"]), (6, a + 4, p2p.KINDS["REPEAT"]),
+            (4, f, p2p.KINDS["FRAMED"]), (4, f + 1, p2p.KINDS["REPEAT"]), (4, np.ascontiguousarray(f), p2p.KINDS["FRAMED"])]
     if dc.node_id == 0:
         _send_in_lockstep(dc, 1, [(tag, array) for tag, array, _ in sent])
     elif dc.node_id == 1:
         for tag, array, kind in sent:
             got_tag, got_kind, nbytes = _ask(dc, 0)
             assert (got_tag, got_kind) == (tag, kind)
-            if kind == p2p.REPEAT:
+            if kind == p2p.KINDS["REPEAT"]:
                 assert nbytes == array.nbytes  # the data alone
             else:
                 assert nbytes < 100  # the head alone; the data follows
@@ -160,10 +160,10 @@ def test_a_repeated_head_no_longer_in_wire_s_memory_is_read_again(dc):
     if dc.node_id == 0:
         _send_in_lockstep(dc, 1, [(0, a + step) for step in range(3)])
     elif dc.node_id == 1:
-        assert _ask(dc, 0)[1] == p2p.FRAMED
+        assert _ask(dc, 0)[1] == p2p.KINDS["FRAMED"]
         assert np.array_equal(dc.recv(0), a)
         for step in (1, 2):
-            assert _ask(dc, 0)[1] == p2p.REPEAT
+            assert _ask(dc, 0)[1] == p2p.KINDS["REPEAT"]
             wire._described.clear()
             assert np.array_equal(dc.recv(0), a + step)
 
@@ -181,7 +181,7 @@ def test_a_payload_without_a_head_before_it_is_undecodable_and_the_next_message_
         dc.send(1, a + 1, tag=3)
         dc.send(1, "after", tag=3)
         assert dc.recv(1, timeout=T) == "done"
-        engine._heads_to[1] = None  # nothing is in flight: both sides forget the head
+        engine._dtypes_to[1] = None  # nothing is in flight: both sides forget the head
     elif dc.node_id == 1:
         assert np.array_equal(dc.recv(0, timeout=timeout), a)
         engine._heads_from[0] = None

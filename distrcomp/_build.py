@@ -1,0 +1,66 @@
+"""Which build of :mod:`distrcomp.p2p` a process runs: the one compiled for its MPI, or the source.
+
+setup.py compiles ``p2p.py`` with Cython once per MPI ABI it finds an ``mpicc`` for, as
+``p2p.<abi>.<EXT_SUFFIX>`` beside the source (``abi``: ``mpich`` for MPICH and its derivatives,
+``openmpi``). The ABI in the name keeps a plain ``import`` from ever picking a binary, and lets
+builds for both MPIs (two venvs on one editable checkout) sit side by side. ``p2p.py``, run as
+plain Python, asks :func:`compiled_twin` for the build matching the MPI that mpi4py loaded and,
+when there is one, puts it in its own place in ``sys.modules``.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import warnings
+from types import ModuleType
+from typing import Any
+
+__all__ = ["compiled_twin", "mpi_abi", "pure_python_asked"]
+
+
+def pure_python_asked() -> bool:
+    """Whether the environment asks for the source build (``DISTRCOMP_PURE_PYTHON=1``)."""
+    return os.environ.get("DISTRCOMP_PURE_PYTHON", "").strip().lower() in ("1", "yes", "true", "on")
+
+
+def mpi_abi(MPI: Any) -> str | None:
+    """"mpich" or "openmpi": the ABI of the MPI library mpi4py has loaded; None for others."""
+    parts = os.path.basename(MPI.__file__).split(".")  # mpi4py's wheels: MPI.<abi>.<ext>
+    if len(parts) > 2 and parts[1] in ("mpich", "openmpi"):
+        return parts[1]
+    vendor = MPI.get_vendor()[0]  # an mpi4py built for one MPI
+    return {"MPICH": "mpich", "Intel MPI": "mpich", "MVAPICH": "mpich", "Open MPI": "openmpi"}.get(vendor)
+
+
+def compiled_twin(name: str, source: str, MPI: Any) -> ModuleType | None:
+    """The compiled build of the module ``name`` whose source file is ``source``, loaded, for
+    the ABI of the MPI that mpi4py loaded; None when there is none, when
+    ``DISTRCOMP_PURE_PYTHON=1``, or when it does not load (then with a RuntimeWarning that
+    says why: a build for another MPI of the same ABI name, or a broken one)."""
+    if pure_python_asked():
+        return None
+    abi = mpi_abi(MPI)
+    if abi is None:
+        return None
+    stem = os.path.splitext(source)[0]
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = f"{stem}.{abi}{suffix}"
+        if os.path.exists(path):
+            break
+    else:
+        return None
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    previous = sys.modules.get(name)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # an ImportError from its ABI guard, or a broken binary
+        sys.modules[name] = previous
+        warnings.warn(f"distrcomp: {os.path.basename(path)} does not load ({exc}); running "
+                      f"{os.path.basename(source)} as plain Python instead", RuntimeWarning, stacklevel=2)
+        return None
+    return module
