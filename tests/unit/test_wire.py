@@ -281,20 +281,25 @@ def test_small_container_of_arrays_still_sends_them_out_of_band():
     assert out["w"].flags.writeable
 
 
-@pytest.mark.parametrize("obj, head", [
+@pytest.mark.parametrize(("obj", "array"), [
     (np.zeros(wire.FRAME_MAX), True),  # the data is a payload: the frame is the head alone
     (np.asfortranarray(np.zeros((300, 300), np.float32)), True),
     (np.zeros((400, 400))[:, ::2], True),  # copied into C order, still one payload
-    (np.zeros(8), False),  # inline
-    (np.zeros(0), False),
+    (np.zeros(8), True),  # inline
+    (np.zeros(0), True),
     ({"w": np.zeros(wire.FRAME_MAX)}, False),  # a pickle frame, its array out of band
     ("text", False),  # a bare pickle
     (b"x" * (2 * wire.FRAME_MAX), False),  # a pickle frame whose stream is a payload
 ])
-def test_a_payload_head_is_an_array_frame_followed_by_its_data_alone(obj, head):
-    # p2p sends such a frame's payload alone (REPEAT) when the frame is the last one it sent.
+def test_an_array_frame_is_recognised_and_described_as_it_decodes(obj, array):
+    # p2p keeps what the last array frame from each node describes, for the REPEAT messages
+    # (the data alone) that may follow.
     frame, payloads, _ = wire.encode(obj)
-    assert wire.is_payload_head(frame) is head
-    if head:
-        assert len(payloads) == 1 and len(frame) < 100
-        assert wire.decode(frame, lambda buffer: buffer.__setitem__(slice(None), payloads[0])).shape == obj.shape
+    assert wire.is_array_frame(frame) is array
+    if array:
+        dtype, shape, order, nbytes, inline = wire.describe(frame)
+        fill = (lambda buffer: buffer.__setitem__(slice(None), payloads[0])) if payloads else None
+        got = wire.decode(frame, fill)
+        assert (dtype, shape, nbytes) == (got.dtype, got.shape, got.nbytes)
+        assert order == ("F" if got.flags.f_contiguous and not got.flags.c_contiguous else "C")
+        assert bool(inline) is not bool(payloads)
