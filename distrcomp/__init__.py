@@ -57,7 +57,7 @@ def _get() -> World:
     """The process's World, initialising MPI on the first call. world (and typing with it) is
     imported only then: the launcher and its per-node wrapper, started once per node, import
     this package and never use it."""
-    global _world, _engine, send, recv
+    global _world, _engine
     if _world is None:
         from .world import get
 
@@ -66,7 +66,7 @@ def _get() -> World:
         # From now on distrcomp.send and recv are the engine's methods themselves: no Python
         # frame in between on every message's path (a name bound by `from distrcomp import
         # send` before this still works, through the function below).
-        send, recv = _engine.send, _engine.recv
+        globals().update(send=_engine.send, recv=_engine.recv)
     return _world
 
 

@@ -58,7 +58,7 @@ def compiled_twin(name: str, source: str, MPI: Any) -> ModuleType | None:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # an ImportError from its ABI guard, or a broken binary
+    except Exception as exc:  # noqa: BLE001 - its ABI guard's ImportError, or a broken binary: said, not hidden
         sys.modules[name] = previous
         warnings.warn(f"distrcomp: {os.path.basename(path)} does not load ({exc}); running "
                       f"{os.path.basename(source)} as plain Python instead", RuntimeWarning, stacklevel=2)

@@ -58,20 +58,36 @@ from mpi4py import MPI
 from . import buffers
 from .errors import MessageDecodeError
 from .tags import ANY_SOURCE, ANY_TAG
-from .wire import BARE_PICKLE, FRAME_MAX, decode, describe, encode, is_array_frame, pickle_frame
+from .wire import BARE_PICKLE, FRAME_MAX, decode, describe, encode, is_array_frame
 
 if cython.compiled:
     from cython.cimports import numpy as cnp
     from cython.cimports.cpython.buffer import (
-        PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer)
+        PyBUF_SIMPLE,
+        PyBUF_WRITABLE,
+        PyBuffer_Release,
+        PyObject_GetBuffer,
+    )
     from cython.cimports.cpython.bytes import PyBytes_AS_STRING, PyBytes_FromStringAndSize
     from cython.cimports.cpython.exc import PyErr_CheckSignals
     from cython.cimports.libc.limits import INT_MAX
     from cython.cimports.mpi4py import MPI as cMPI
     from cython.cimports.mpi4py.libmpi import (
-        MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_BYTE, MPI_STATUS_IGNORE, MPI_Comm, MPI_Get_count,
-        MPI_Improbe, MPI_Isend, MPI_Message, MPI_Mprobe, MPI_Mrecv, MPI_Request, MPI_Status,
-        MPI_Test)
+        MPI_ANY_SOURCE,
+        MPI_ANY_TAG,
+        MPI_BYTE,
+        MPI_STATUS_IGNORE,
+        MPI_Comm,
+        MPI_Get_count,
+        MPI_Improbe,
+        MPI_Isend,
+        MPI_Message,
+        MPI_Mprobe,
+        MPI_Mrecv,
+        MPI_Request,
+        MPI_Status,
+        MPI_Test,
+    )
 
     # The handles baked in at compile time come from the mpi.h of the mpicc that built this
     # file; they must be those of the MPI library mpi4py has loaded (MPICH's MPI_BYTE is a
@@ -634,13 +650,11 @@ class Engine:
     @cython.cfunc
     def _match(self, src: cython.int, tag: cython.long, remove: cython.bint) -> object:
         queue = self._queue
-        index: cython.Py_ssize_t = 0
-        for entry in queue:
+        for index, entry in enumerate(queue):
             if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
                 if remove:
                     del queue[index]
                 return entry
-            index += 1
         return None
 
     @cython.annotation_typing(False)  # the checks below raise the documented errors
