@@ -178,7 +178,7 @@ def encode_json(kind: int, value: dict[str, Any]) -> bytes:
     return encode(kind, json.dumps(value).encode())
 
 
-_EXIT_HEAD, _EXIT_TAIL = b'{"returncode": ', b"}"  # the EXIT payload both wrappers write
+_EXIT_HEAD, _EXIT_TAIL = b'{"returncode": ', b"}"  # the EXIT payload the wrapper writes
 
 
 def exit_returncode(payload: bytes) -> int:
@@ -186,7 +186,7 @@ def exit_returncode(payload: bytes) -> int:
     KeyError or TypeError if there is none.
 
     The launcher reads it as the first node ends, while others may still be running: the form
-    both wrappers write is read without importing ``json`` (~2 ms of CPU then); any other
+    the wrapper writes is read without importing ``json`` (~2 ms of CPU then); any other
     JSON is read with it.
     """
     if payload.startswith(_EXIT_HEAD) and payload.endswith(_EXIT_TAIL):

@@ -27,11 +27,7 @@ node at once -- the launcher stops them and knows which node failed first.
 Exit status: the command's (128 + N when killed by signal N). The relay exits once the launcher
 says goodbye, or at once if the launcher is gone (after stopping the command).
 
-This module is started once per node, so it imports only what the relay needs. The same
-program compiled, ``distrcomp-node`` (``_node.c``, built at install), is what ``distrcomp run``
-starts when every node is on the launcher's machine (no Python start-up per node); this one
-runs across machines, where no compiled wrapper was built, or with ``DISTRCOMP_PURE_PYTHON=1``.
-Keep the two in step: every launcher test runs with each.
+This module is started once per node, so it imports only what the relay needs.
 """
 
 from __future__ import annotations

@@ -119,15 +119,15 @@ def test_a_missing_tmpdir_does_not_stop_a_run(tmp_path):
 
 
 def _uncompiled_copy(tmp_path) -> Path:
-    """The package as installed where no C compiler was found: without distrcomp._hotpath and
-    without the node wrapper program distrcomp-node. Put its parent first on PYTHONPATH."""
+    """The package as installed where no C compiler was found: without distrcomp._hotpath.
+    Put its parent first on PYTHONPATH."""
     import shutil
 
     import distrcomp
 
     copy = tmp_path / "site" / "distrcomp"
     shutil.copytree(Path(distrcomp.__file__).parent, copy,
-                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__", "distrcomp-node"))
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
     # What importing a module that is not there does; an editable install's finder would
     # otherwise find the checkout's built extension.
     (copy / "_hotpath.py").write_text("raise ImportError('distrcomp._hotpath was not built')\n")
@@ -153,7 +153,7 @@ def test_without_the_compiled_extension_the_python_engine_runs(tmp_path):
     assert done.stdout.count("ok") == 2, done.stdout  # mpiexec may join the two nodes' lines
 
 
-def test_without_the_compiled_wrapper_the_launcher_runs_the_python_one(tmp_path):
+def test_the_launcher_of_a_copy_without_compiled_parts_runs_the_python_wrapper(tmp_path):
     copy = _uncompiled_copy(tmp_path)
     prog = script(tmp_path, """
         import os, distrcomp as dc

@@ -87,8 +87,8 @@ def test_hostfile_and_dry_run_for_both_mpis(tmp_path, flavor, hostfile):
     assert "\n".join(lines[1:4]) + "\n" == hostfile
     assert lines[4] == "# mpiexec command line (7 nodes):"
     argv = shlex.split(lines[5])
-    # the launcher listens on loopback (as told): a Unix socket, so the local wrapper
-    node = node_argv([sys.executable, "prog.py", "arg 1"], local=True)
+    # the nodes' command under the node wrapper
+    node = node_argv([sys.executable, "prog.py", "arg 1"])
     assert argv[-len(node):] == node
     # output to a pipe and no PYTHONUNBUFFERED of the test's own: the nodes buffer, none is sent
     names = "DISTRCOMP_RELAY,DISTRCOMP_RELAY_SECRET,DISTRCOMP_JOB,OMP_NUM_THREADS,PATH"
