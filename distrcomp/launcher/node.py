@@ -200,7 +200,7 @@ class _Relay:
             _close(streams)
         if self.child is not None:
             returncode = self._supervise(wake_r)
-        self._send(channel.encode_json(channel.EXIT, {"returncode": returncode}))
+        self._send(channel.encode_exit(returncode))
         self._await_goodbye(wake_r)
         return _exit_status(returncode)
 
