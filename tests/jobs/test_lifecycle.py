@@ -39,7 +39,8 @@ def test_the_node_wrapper_imports_only_what_it_needs():
     # start-up time on every node of every job.
     code = (
         "import sys, distrcomp.launcher.node\n"
-        "heavy = {'typing', 'numpy', 'mpi4py', 'distrcomp.world', 'distrcomp.launcher.staging'}\n"
+        "heavy = {'typing', 'numpy', 'mpi4py', 'distrcomp.world', 'distrcomp.launcher.staging',\n"
+        "         'subprocess', 'json'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     done = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
