@@ -170,6 +170,7 @@ class _Relay:
         self.sock: socket.socket | None = None
         self.child: Child | None = None
         self.group = 0
+        self.started = 0  # the command's start time (procs.start_time)
         self.signals: list[int] = []
         self.launcher_gone = False
         self.stub_gone = False
@@ -277,6 +278,7 @@ class _Relay:
         finally:
             _close(self.inherited)
         self.group = pgid or self.child.pid
+        self.started = procs.start_time(self.child.pid) or 0
         return 0
 
     # -- the command's lifetime ------------------------------------------------------------
@@ -332,7 +334,7 @@ class _Relay:
         if child is not None and child.returncode is None:
             return True
         return procs.any_left(self.group, channel.ENV_NODE, self.mark,
-                              exclude=(self.stub, os.getpid()))
+                              exclude=(self.stub, os.getpid()), since=self.started)
 
     def _strays(self) -> list[int]:
         """Live processes outside the command's process group that carry its mark."""
