@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -128,29 +129,46 @@ def test_wrapper_runs_the_command_on_the_channel(tmp_path):
 
 
 def test_an_empty_environment_does_not_hold_up_the_end(tmp_path):
-    # When the command ends, the wrapper reads the environment of every process to find what
-    # the command left running. A process whose environment is empty for good (env -i) was
-    # read 21 times, 1 ms apart, as if caught in the middle of an exec: 20 ms more at the end
-    # of every node for each such process. Counted here as the wrapper's reads of it.
+    # When the command ends, the wrapper reads the environment of every process started since
+    # the command to find what the command left running. A process whose environment is empty
+    # for good (env -i) was read 21 times, 1 ms apart, as if caught in the middle of an exec:
+    # 20 ms more at the end of every node for each such process. Counted here as the wrapper's
+    # reads of one started while the command runs.
     strace = shutil.which("strace")
     if strace is None:
         pytest.skip("strace is not installed (.ci/run installs it)")
-    sleeper = subprocess.Popen([shutil.which("sleep"), "60"], env={}, start_new_session=True)
-    while Path(f"/proc/{sleeper.pid}/environ").read_bytes():  # until its exec is done
-        time.sleep(0.001)
+    started, go = tmp_path / "started", tmp_path / "go"
+    command = ["sh", "-c", f'touch "{started}"; until [ -e "{go}" ]; do sleep 0.01; done']
+    sleepers: list[subprocess.Popen] = []
+
+    def start_sleeper() -> None:
+        while not started.exists():
+            time.sleep(0.001)
+        sleeper = subprocess.Popen([shutil.which("sleep"), "60"], env={}, start_new_session=True)
+        sleepers.append(sleeper)
+        while Path(f"/proc/{sleeper.pid}/environ").read_bytes():  # until its exec is done
+            time.sleep(0.001)
+        go.touch()
+
+    helper = threading.Thread(target=start_sleeper, daemon=True)
+    helper.start()
     trace = tmp_path / "trace"
     secret = channel.new_secret()
-    listener, proc = _start(tmp_path, secret, ["true"],
+    listener, proc = _start(tmp_path, secret, command,
                             under=[strace, "-f", "-qq", "-e", "trace=openat", "-o", str(trace)])
     try:
         _serve(listener, proc, secret)
         assert proc.wait(TIMEOUT) == 0
+        helper.join(TIMEOUT)
     finally:
+        go.touch()
         proc.kill()
         proc.wait()
         listener.close()
-        sleeper.kill()
-        sleeper.wait()
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
+    (sleeper,) = sleepers
     reads = trace.read_text().count(f'"/proc/{sleeper.pid}/environ"')
     assert 1 <= reads <= 4, f"the wrapper read the empty environment {reads} times"
 
