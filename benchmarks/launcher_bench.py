@@ -114,10 +114,12 @@ def _argvs(mpiexec: Sequence[str], n: int, program: Path, *args: str, unbuffered
     }
 
 
-def ring_samples(mpiexec: Sequence[str], reps: int, timeout: float) -> dict[str, list[float]]:
-    """Whole-job wall seconds of a 4-node ring: ``distrcomp run`` and bare mpiexec, interleaved."""
+def ring_samples(mpiexec: Sequence[str], n: int, reps: int, timeout: float
+                 ) -> dict[str, list[float]]:
+    """Whole-job wall seconds of an ``n``-node ring on this machine: ``distrcomp run`` and bare
+    mpiexec, interleaved (both oversubscribe the cores where ``n`` exceeds them)."""
     with tempfile.TemporaryDirectory() as tmp:
-        argvs = _argvs(mpiexec, 4, PROGRAMS / "ring.py")
+        argvs = _argvs(mpiexec, n, PROGRAMS / "ring.py")
         return interleaved(
             {name: _wall(argv, Path(tmp) / name, timeout) for name, argv in argvs.items()}, reps
         )

@@ -81,10 +81,7 @@ def _new_entry(nbytes: int) -> tuple[int, np.ndarray, np.ndarray]:
 class BlockCache:
     """Blocks of ``uint8`` memory, least recently handed out first.
 
-    ``blocks`` is the list of ``(nbytes, block, owner)`` entries, oldest first; it is the same
-    list object for the cache's lifetime, since the compiled engine (``distrcomp/_hotpath.c``)
-    reads it too: it hands out an idle block of the size it needs the way :meth:`block` does
-    (moved to the end) and calls :meth:`block` when there is none.
+    ``blocks`` is the list of ``(nbytes, block, owner)`` entries, oldest first.
     """
 
     def __init__(self, limit: int) -> None:

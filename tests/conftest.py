@@ -90,27 +90,3 @@ def require_compiled(what: str) -> None:
     if os.environ.get("DISTRCOMP_REQUIRE_COMPILED") == "1":
         pytest.fail(f"DISTRCOMP_REQUIRE_COMPILED=1 but {what} was not built at install")
     pytest.skip(f"{what} was not built at install (no C compiler)")
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # Every launcher test runs once per node wrapper (see the node_wrapper fixture).
-    if "node_wrapper" in metafunc.fixturenames and TESTS / "launcher" in metafunc.definition.path.parents:
-        metafunc.parametrize("node_wrapper", ["compiled", "python"], indirect=True)
-
-
-@pytest.fixture(autouse=True)
-def node_wrapper(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
-    """Which per-node wrapper ``distrcomp run`` uses on this machine: "compiled"
-    (``distrcomp-node``, built at install) or "python" (``distrcomp.launcher.node``, forced
-    with ``DISTRCOMP_PURE_PYTHON=1``, which launched jobs inherit). Parametrized for
-    tests/launcher; None (the environment's choice) elsewhere."""
-    which = getattr(request, "param", None)
-    if which == "python":
-        monkeypatch.setenv("DISTRCOMP_PURE_PYTHON", "1")
-    elif which == "compiled":
-        monkeypatch.delenv("DISTRCOMP_PURE_PYTHON", raising=False)
-        from distrcomp.launcher.command import compiled_wrapper
-
-        if compiled_wrapper() is None:
-            require_compiled("the node wrapper distrcomp-node")
-    return which

@@ -611,5 +611,5 @@ def _dry_run(spec, peers: str | None) -> int:
                       f"{hostfile} for the run:\n")
             out.write(spec.hostfile_text)
         out.write(f"# mpiexec command line ({spec.n} nodes):\n")
-        out.write(shlex.join(spec.argv(hostfile, local=spec.local)) + "\n")
+        out.write(shlex.join(spec.argv(hostfile)) + "\n")
     return 0

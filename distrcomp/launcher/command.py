@@ -12,11 +12,9 @@ del TYPE_CHECKING
 
 from .flavor import Flavor
 
-__all__ = ["WRAPPER_MODULE", "WRAPPER_PROGRAM", "compiled_wrapper", "mpiexec_argv", "node_argv",
-           "user_command"]
+__all__ = ["WRAPPER_MODULE", "mpiexec_argv", "node_argv", "user_command"]
 
 WRAPPER_MODULE = "distrcomp.launcher.node"
-WRAPPER_PROGRAM = "distrcomp-node"  # the same wrapper compiled (_node.c), built at install
 
 # The wrapper starts once per node before the command can start, so it runs without ``site``
 # (``-S``: in an editable install, site alone costs more than the rest of its start-up),
@@ -42,30 +40,9 @@ def user_command(words: Sequence[str], python: str = sys.executable) -> list[str
     return list(words)
 
 
-def compiled_wrapper() -> str | None:
-    """The path of the compiled node wrapper beside this module, or None: not built (no C
-    compiler at install), or ``DISTRCOMP_PURE_PYTHON`` is set.
-
-    It is the same program as :mod:`distrcomp.launcher.node`, without a Python start-up per
-    node; it talks to a launcher on its own machine only (a ``unix:`` address).
-    """
-    from .. import _pure_python
-
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), WRAPPER_PROGRAM)
-    if _pure_python() or not os.access(path, os.X_OK):
-        return None
-    return path
-
-
-def node_argv(command: Sequence[str], python: str = sys.executable, local: bool = False
-              ) -> list[str]:
-    """``command`` run under the per-node wrapper: when ``local`` (every node on this machine,
-    which the launcher reaches through a Unix socket) and it is built, the compiled one
-    (``distrcomp-node -- COMMAND``, see :func:`compiled_wrapper`); else
-    :mod:`distrcomp.launcher.node`, started by ``python -S -c BOOT -- COMMAND`` (see ``_BOOT``)."""
-    program = compiled_wrapper() if local else None
-    if program is not None:
-        return [program, "--", *command]
+def node_argv(command: Sequence[str], python: str = sys.executable) -> list[str]:
+    """``command`` run under the per-node wrapper :mod:`distrcomp.launcher.node`, started by
+    ``python -S -c BOOT -- COMMAND`` (see ``_BOOT``)."""
     here = os.path.abspath(__file__)  # .../distrcomp/launcher/command.py
     where = os.path.dirname(os.path.dirname(os.path.dirname(here)))
     marker = os.path.join("distrcomp", "launcher", "node.py")

@@ -200,11 +200,10 @@ class JobSpec:
         """Every node is on this machine (the launcher listens on loopback)."""
         return self.bind in _LOOPBACK
 
-    def argv(self, hostfile: str | None, local: bool = False) -> list[str]:
-        """The exact mpiexec command line, given the path the hostfile is written to;
-        ``local``: the launcher listens on a Unix socket (every node on this machine)."""
+    def argv(self, hostfile: str | None) -> list[str]:
+        """The exact mpiexec command line, given the path the hostfile is written to."""
         return mpiexec_argv(
-            self.flavor, self.n, node_argv(self.command, local=local), hostfile=hostfile,
+            self.flavor, self.n, node_argv(self.command), hostfile=hostfile,
             env_names=forwarded_names(self.env), mpi_args=[*self.site_args, *self.mpi_args],
         )
 
@@ -362,8 +361,7 @@ class Job:
         no_stdin = sys.stdin is None or sys.stdin.closed or sys.stdin.isatty()
         # Own session: a Ctrl-C in the terminal reaches the launcher only, which stops the
         # nodes in order instead of racing mpiexec's own signal handling.
-        self.proc = spawn(spec.argv(hostfile, local=address.startswith(channel.UNIX)), env,
-                          stdin_devnull=no_stdin)
+        self.proc = spawn(spec.argv(hostfile), env, stdin_devnull=no_stdin)
         for fd in (self.proc.stdout, self.proc.stderr):
             os.set_blocking(fd, False)
             self.mpiexec_buffers[fd] = LineBuffer()

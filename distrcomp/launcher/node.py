@@ -27,11 +27,7 @@ node at once -- the launcher stops them and knows which node failed first.
 Exit status: the command's (128 + N when killed by signal N). The relay exits once the launcher
 says goodbye, or at once if the launcher is gone (after stopping the command).
 
-This module is started once per node, so it imports only what the relay needs. The same
-program compiled, ``distrcomp-node`` (``_node.c``, built at install), is what ``distrcomp run``
-starts when every node is on the launcher's machine (no Python start-up per node); this one
-runs across machines, where no compiled wrapper was built, or with ``DISTRCOMP_PURE_PYTHON=1``.
-Keep the two in step: every launcher test runs with each.
+This module is started once per node, so it imports only what the relay needs.
 """
 
 from __future__ import annotations
@@ -40,12 +36,12 @@ import os
 import selectors
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 
 from . import channel, pipesize, procs
+from .spawn import Child, spawn_command
 
 __all__ = ["main"]
 
@@ -172,8 +168,9 @@ class _Relay:
         # command joins it. Otherwise (Open MPI) the command gets a process group of its own.
         self.shares_stub_group = os.getpgid(stub) == stub
         self.sock: socket.socket | None = None
-        self.child: subprocess.Popen | None = None
+        self.child: Child | None = None
         self.group = 0
+        self.started = 0  # the command's start time (procs.start_time)
         self.signals: list[int] = []
         self.launcher_gone = False
         self.stub_gone = False
@@ -204,7 +201,7 @@ class _Relay:
             _close(streams)
         if self.child is not None:
             returncode = self._supervise(wake_r)
-        self._send(channel.encode_json(channel.EXIT, {"returncode": returncode}))
+        self._send(channel.encode_exit(returncode))
         self._await_goodbye(wake_r)
         return _exit_status(returncode)
 
@@ -236,44 +233,44 @@ class _Relay:
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.signals.append(signum)
 
-    def _workdir(self) -> str | None:
-        """The staged working directory of this node's host (``--files``), None if none."""
+    def _enter_workdir(self) -> str | None:
+        """Change into the staged working directory of this node's host (``--files``), which the
+        command inherits (posix_spawn takes no directory). None if done or there is none; else
+        why not."""
         base = os.environ.get(channel.ENV_WORKDIR)
         if not base:
             return None
         from .staging import node_workdir  # only then: it imports much the wrapper does not need
 
-        return node_workdir(base, os.environ.get(channel.ENV_SLOTS, ""), self.node)
+        try:
+            cwd = node_workdir(base, os.environ.get(channel.ENV_SLOTS, ""), self.node)
+            os.chdir(cwd)
+        except ValueError as exc:
+            return str(exc)
+        except FileNotFoundError:
+            return f"its working directory {cwd} is missing on this host"
+        except OSError as exc:
+            return f"cannot enter its working directory {cwd}: {exc.strerror or exc}"
+        return None
 
     def _start(self, streams: Sequence[int]) -> int:
         env = dict(os.environ)  # ENV_SECRET and ENV_ADDRESS were removed in main()
         env[channel.ENV_NODE] = self.mark
-        try:
-            cwd = self._workdir()
-            if cwd is not None and not os.path.isdir(cwd):
-                raise ValueError(f"its working directory {cwd} is missing on this host")
-        except ValueError as exc:
-            message = f"distrcomp: node {self.node}: {exc}\n"
+        problem = self._enter_workdir()
+        if problem is not None:
+            message = f"distrcomp: node {self.node}: {problem}\n"
             self._send(channel.encode(channel.ERR, message.encode()))
             _close(self.inherited)
             return 127
-        group: dict[str, object] = {}
         pgid = self.stub if self.shares_stub_group else 0
-        if sys.version_info >= (3, 11):
-            group["process_group"] = pgid
-        else:
-            group["preexec_fn"] = lambda: os.setpgid(0, pgid)
         out, err = streams
         try:
-            # close_fds=False: the command needs MPI's inherited descriptors; the relay's own
-            # (its sockets and pipe ends) are non-inheritable, so they do not leak into it.
-            # Input goes to node 0 only (as MPI forwards it); the others read an empty stdin
-            # rather than a pipe mpiexec never closes.
-            self.child = subprocess.Popen(
-                self.command, stdin=None if self.node == 0 else subprocess.DEVNULL,
-                stdout=out, stderr=err, close_fds=False, env=env, cwd=cwd,
-                **group,
-            )
+            # The command gets MPI's inherited descriptors; the relay's own (its sockets and
+            # pipe ends) are non-inheritable, so they do not leak into it. Input goes to node 0
+            # only (as MPI forwards it); the others read an empty stdin rather than a pipe
+            # mpiexec never closes.
+            self.child = spawn_command(self.command, env, out, err, stdin_devnull=self.node != 0,
+                                       process_group=pgid)
         except OSError as exc:
             message = f"distrcomp: cannot run {self.command[0]!r}: {exc.strerror or exc}\n"
             self._send(channel.encode(channel.ERR, message.encode()))
@@ -281,6 +278,7 @@ class _Relay:
         finally:
             _close(self.inherited)
         self.group = pgid or self.child.pid
+        self.started = procs.start_time(self.child.pid) or 0
         return 0
 
     # -- the command's lifetime ------------------------------------------------------------
@@ -336,7 +334,7 @@ class _Relay:
         if child is not None and child.returncode is None:
             return True
         return procs.any_left(self.group, channel.ENV_NODE, self.mark,
-                              exclude=(self.stub, os.getpid()))
+                              exclude=(self.stub, os.getpid()), since=self.started)
 
     def _strays(self) -> list[int]:
         """Live processes outside the command's process group that carry its mark."""

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 del TYPE_CHECKING
 
 __all__ = ["any_left", "catches", "files_in_use", "group_members", "processes_with_env",
-           "send_signal"]
+           "send_signal", "start_time"]
 
 _PROC = "/proc"
 
@@ -147,21 +147,34 @@ def processes_with_env(name: str, value: str, exclude: tuple[int, ...] = ()) -> 
     return found
 
 
-def any_left(pgid: int, name: str, value: str, exclude: tuple[int, ...] = ()) -> bool:
+def start_time(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot (field 22 of /proc/PID/stat);
+    None if it is gone (or there is no /proc)."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
+def any_left(pgid: int, name: str, value: str, exclude: tuple[int, ...] = (), since: int = 0
+             ) -> bool:
     """Whether a live process other than those in ``exclude`` is in process group ``pgid`` or
     carries ``name=value`` in its environment (and is in this network namespace, as for
-    :func:`processes_with_env`): one pass over the process table."""
+    :func:`processes_with_env`): one pass over the process table.
+
+    ``since`` (a :func:`start_time`): processes started before it cannot carry ``name=value``
+    (it is the mark of a command that started then, and only what the command started has
+    it), so their environments are not read.
+    """
     needle = f"{name}={value}".encode()
     here = _netns("self")
     for pid in _pids():
         if pid in exclude:
             continue
         fields = _stat_fields(pid)
-        if not fields or len(fields) < 3 or fields[0] == "Z":
+        if not fields or len(fields) < 20 or fields[0] == "Z":
             continue
         if fields[2] == str(pgid):
             return True
-        if fields[2] == "0":  # a kernel thread: never an environment
+        if fields[2] == "0" or int(fields[19]) < since:  # a kernel thread has no environment
             continue
         try:
             if not _carries(pid, needle):

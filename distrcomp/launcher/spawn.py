@@ -1,11 +1,12 @@
-"""Starting mpiexec: a child in a session of its own, its stdout and stderr into pipes.
+"""Starting processes: mpiexec, by the launcher (:func:`spawn`), and the user's command, by
+each node's wrapper (:func:`spawn_command`).
 
-``os.posix_spawn`` instead of :mod:`subprocess`, whose import (with ``signal``, ``enum``,
-``threading``, ``selectors``, ``locale``) is ~5 ms of the launcher's start-up, which delays
-every node. The child starts as :class:`subprocess.Popen` would start it here: descriptors
-other than 0-2 closed (Python opens its own non-inheritable; any others the launcher inherited
-are made so first), SIGPIPE and SIGXFSZ back to their defaults (Python ignores them), other
-handlers reset by ``exec``.
+``os.posix_spawn`` instead of :mod:`subprocess`, whose import (with ``threading``, ``locale``
+and ``re``) is ~5 ms of CPU in the launcher and in every node's wrapper. A child starts as
+:class:`subprocess.Popen` would start it: SIGPIPE and SIGXFSZ back to their defaults (Python
+ignores them), other handlers reset by ``exec``, the same inheritable descriptors (Python opens
+its own non-inheritable); :class:`Child` reaps it and gives its ``returncode`` as ``Popen``
+does.
 """
 
 from __future__ import annotations
@@ -68,21 +69,28 @@ def _close_inherited() -> None:
                 pass
 
 
-def spawn(argv: list[str], env: dict[str, str], stdin_devnull: bool) -> Child:
-    """Start ``argv`` (``argv[0]`` a path, or a name looked up on ``PATH``) with environment
-    ``env`` in a new session, its stdout and stderr into new pipes, its stdin this process's
-    or ``/dev/null``; returns at once. Raises OSError if it cannot be started (no such
-    program, not executable, no pipes)."""
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    actions = [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+def _start(argv: list[str], env: dict[str, str], stdout: int, stderr: int, stdin_devnull: bool,
+           **attributes: object) -> int:
+    """posix_spawn ``argv`` (``argv[0]`` a path, or a name looked up on ``PATH``) with its
+    stdout and stderr on these descriptors; its pid. Raises OSError."""
+    actions = [(os.POSIX_SPAWN_DUP2, stdout, 1), (os.POSIX_SPAWN_DUP2, stderr, 2)]
     if stdin_devnull:
         actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
     start = os.posix_spawn if "/" in argv[0] else os.posix_spawnp
+    return start(argv[0], argv, env, file_actions=actions, setsigdef=(SIGPIPE, SIGXFSZ),
+                 **attributes)
+
+
+def spawn(argv: list[str], env: dict[str, str], stdin_devnull: bool) -> Child:
+    """Start ``argv`` (``argv[0]`` a path, or a name looked up on ``PATH``) with environment
+    ``env`` in a new session, its stdout and stderr into new pipes, its stdin this process's
+    or ``/dev/null``, no descriptor above 2; returns at once. Raises OSError if it cannot be
+    started (no such program, not executable, no pipes)."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
     try:
         _close_inherited()
-        pid = start(argv[0], argv, env, file_actions=actions, setsid=True,
-                    setsigdef=(SIGPIPE, SIGXFSZ))
+        pid = _start(argv, env, out_w, err_w, stdin_devnull, setsid=True)
     except BaseException:
         for fd in (out_r, err_r):
             os.close(fd)
@@ -91,4 +99,15 @@ def spawn(argv: list[str], env: dict[str, str], stdin_devnull: bool) -> Child:
         os.close(out_w)
         os.close(err_w)
     return Child(pid, out_r, err_r)
+
+
+def spawn_command(argv: list[str], env: dict[str, str], stdout: int, stderr: int,
+                  stdin_devnull: bool, process_group: int) -> Child:
+    """Start ``argv`` as :func:`spawn` does, but with its stdout and stderr on the descriptors
+    given (the caller keeps and closes its own), in process group ``process_group`` (0: a new
+    one that it leads), and with every descriptor this process has that is inheritable (a
+    node's command needs MPI's). Its :attr:`Child.stdout` and :attr:`Child.stderr` are -1.
+    Returns at once; raises OSError if it cannot be started."""
+    pid = _start(argv, env, stdout, stderr, stdin_devnull, setpgroup=process_group)
+    return Child(pid, -1, -1)
 

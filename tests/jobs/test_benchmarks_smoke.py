@@ -20,7 +20,8 @@ ROW_KEYS = [
     "bandwidth_16MiB_vs_Send", "bandwidth_16MiB_vs_send",
     "bandwidth_128MiB_vs_Send", "bandwidth_128MiB_vs_send",
     "dict_4x16MiB", "allreduce_n2", "allreduce_n4", "ring_64MiB_n4",
-    "launcher_ring", "launcher_relay", "launcher_relay_u", "peak_rss_recv_128MiB",
+    "launcher_ring", "launcher_ring_n32", "launcher_relay", "launcher_relay_u",
+    "peak_rss_recv_128MiB",
 ]
 
 

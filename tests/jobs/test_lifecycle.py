@@ -39,7 +39,8 @@ def test_the_node_wrapper_imports_only_what_it_needs():
     # start-up time on every node of every job.
     code = (
         "import sys, distrcomp.launcher.node\n"
-        "heavy = {'typing', 'numpy', 'mpi4py', 'distrcomp.world', 'distrcomp.launcher.staging'}\n"
+        "heavy = {'typing', 'numpy', 'mpi4py', 'distrcomp.world', 'distrcomp.launcher.staging',\n"
+        "         'subprocess', 'json'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     done = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -120,15 +121,14 @@ def test_a_missing_tmpdir_does_not_stop_a_run(tmp_path):
 
 def _uncompiled_copy(tmp_path) -> Path:
     """The package as installed where no C compiler was found: without the compiled build of
-    distrcomp.p2p (and without the node wrapper program distrcomp-node). Put its parent first
-    on PYTHONPATH."""
+    distrcomp.p2p. Put its parent first on PYTHONPATH."""
     import shutil
 
     import distrcomp
 
     copy = tmp_path / "site" / "distrcomp"
     shutil.copytree(Path(distrcomp.__file__).parent, copy,
-                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__", "distrcomp-node"))
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
     return copy
 
 
@@ -151,7 +151,7 @@ def test_without_the_compiled_build_the_source_runs_as_plain_python(tmp_path):
     assert done.stdout.count("ok") == 2, done.stdout  # mpiexec may join the two nodes' lines
 
 
-def test_without_the_compiled_wrapper_the_launcher_runs_the_python_one(tmp_path):
+def test_the_launcher_of_a_copy_without_compiled_parts_runs_the_python_wrapper(tmp_path):
     copy = _uncompiled_copy(tmp_path)
     prog = script(tmp_path, """
         import os, distrcomp as dc

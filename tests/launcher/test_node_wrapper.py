@@ -1,6 +1,6 @@
-"""The per-node wrapper, compiled (``distrcomp-node``) and Python (``distrcomp.launcher.node``):
-which one ``distrcomp run`` starts, and each one alone against the launcher's side of the
-channel (:mod:`distrcomp.launcher.channel`), over a real Unix socket, with real commands."""
+"""The per-node wrapper (:mod:`distrcomp.launcher.node`): that ``distrcomp run`` starts it, and
+the wrapper alone against the launcher's side of the channel (:mod:`distrcomp.launcher.channel`),
+over a real Unix socket, with real commands."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,26 +21,22 @@ from jobtools import launch, tagged_lines
 
 from distrcomp.launcher import channel
 from distrcomp.launcher.channel import ChannelError, FrameReader, ServerHandshake
-from distrcomp.launcher.command import compiled_wrapper
 
 TIMEOUT = 30
 
 
-def test_nodes_run_under_the_wrapper_chosen(tmp_path, node_wrapper):
-    # Each node prints the name of its parent process: the wrapper's relay.
+def test_nodes_run_under_the_wrapper(tmp_path):
+    # Each node prints its parent process: the wrapper's relay, a fork of `python -S -c BOOT`.
     prog = tmp_path / "parent.py"
-    prog.write_text("import os\nprint(open(f'/proc/{os.getppid()}/comm').read().strip())\n")
+    prog.write_text("import os\nprint(open(f'/proc/{os.getppid()}/cmdline').read().split('\\0')[:3])\n")
     done = launch(tmp_path, "run", "-n", "2", str(prog))
     assert done.returncode == 0, done
     parents = {text for _, _, text in tagged_lines(done.stdout)}
-    if node_wrapper == "compiled":
-        assert parents == {"distrcomp-node"}, done
-    else:
-        assert len(parents) == 1 and parents.pop().startswith("python"), done
+    assert parents == {str([sys.executable, "-S", "-c"])}, done
 
 
-def test_command_gets_default_signal_dispositions(tmp_path, node_wrapper):
-    # The wrappers ignore SIGPIPE and SIGXFSZ themselves; the command must not inherit that
+def test_command_gets_default_signal_dispositions(tmp_path):
+    # Python ignores SIGPIPE and SIGXFSZ in the wrapper; the command must not inherit that
     # (a program that is not Python would then miss the SIGPIPE that ends it in a pipeline).
     done = launch(tmp_path, "run", "-n", "2", "grep", "SigIgn", "/proc/self/status")
     assert done.returncode == 0, done
@@ -49,15 +46,10 @@ def test_command_gets_default_signal_dispositions(tmp_path, node_wrapper):
     assert not ignored >> (signal.SIGPIPE - 1) & 1 and not ignored >> (signal.SIGXFSZ - 1) & 1, hex(ignored)
 
 
-def _wrapper(node_wrapper: str) -> list[str]:
-    if node_wrapper == "compiled":
-        program = compiled_wrapper()
-        assert program is not None
-        return [program]
-    return [sys.executable, "-m", "distrcomp.launcher.node"]
+WRAPPER = [sys.executable, "-m", "distrcomp.launcher.node"]
 
 
-def _start(node_wrapper: str, tmp_path: Path, secret: str, command: list[str],
+def _start(tmp_path: Path, secret: str, command: list[str],
            under: Sequence[str] = ()) -> tuple[socket.socket, subprocess.Popen]:
     """A listener on a Unix socket, and the wrapper started (``under`` a tracer, if given) as
     node 2 of a job whose launcher listens there."""
@@ -67,7 +59,7 @@ def _start(node_wrapper: str, tmp_path: Path, secret: str, command: list[str],
     listener.settimeout(TIMEOUT)
     env = {**os.environ, channel.ENV_ADDRESS: channel.UNIX + str(tmp_path / "relay"),
            channel.ENV_SECRET: secret, "PMI_RANK": "2"}
-    proc = subprocess.Popen([*under, *_wrapper(node_wrapper), "--", *command], env=env,
+    proc = subprocess.Popen([*under, *WRAPPER, "--", *command], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     return listener, proc
 
@@ -119,10 +111,10 @@ def _serve(listener: socket.socket, proc: subprocess.Popen, secret: str
     return out, err, frames
 
 
-def test_wrapper_runs_the_command_on_the_channel(tmp_path, node_wrapper):
+def test_wrapper_runs_the_command_on_the_channel(tmp_path):
     secret = channel.new_secret()
     command = ["sh", "-c", 'echo "out ${DISTRCOMP_RELAY_SECRET:-unset}"; echo err >&2; exit 3']
-    listener, proc = _start(node_wrapper, tmp_path, secret, command)
+    listener, proc = _start(tmp_path, secret, command)
     try:
         out, err, frames = _serve(listener, proc, secret)
         assert out == b"out unset\n" and err == b"err\n"  # the secret never reaches the command
@@ -136,36 +128,53 @@ def test_wrapper_runs_the_command_on_the_channel(tmp_path, node_wrapper):
         listener.close()
 
 
-def test_an_empty_environment_does_not_hold_up_the_end(tmp_path, node_wrapper):
-    # When the command ends, the wrapper reads the environment of every process to find what
-    # the command left running. A process whose environment is empty for good (env -i) was
-    # read 21 times, 1 ms apart, as if caught in the middle of an exec: 20 ms more at the end
-    # of every node for each such process. Counted here as the wrapper's reads of it.
+def test_an_empty_environment_does_not_hold_up_the_end(tmp_path):
+    # When the command ends, the wrapper reads the environment of every process started since
+    # the command to find what the command left running. A process whose environment is empty
+    # for good (env -i) was read 21 times, 1 ms apart, as if caught in the middle of an exec:
+    # 20 ms more at the end of every node for each such process. Counted here as the wrapper's
+    # reads of one started while the command runs.
     strace = shutil.which("strace")
     if strace is None:
         pytest.skip("strace is not installed (.ci/run installs it)")
-    sleeper = subprocess.Popen([shutil.which("sleep"), "60"], env={}, start_new_session=True)
-    while Path(f"/proc/{sleeper.pid}/environ").read_bytes():  # until its exec is done
-        time.sleep(0.001)
+    started, go = tmp_path / "started", tmp_path / "go"
+    command = ["sh", "-c", f'touch "{started}"; until [ -e "{go}" ]; do sleep 0.01; done']
+    sleepers: list[subprocess.Popen] = []
+
+    def start_sleeper() -> None:
+        while not started.exists():
+            time.sleep(0.001)
+        sleeper = subprocess.Popen([shutil.which("sleep"), "60"], env={}, start_new_session=True)
+        sleepers.append(sleeper)
+        while Path(f"/proc/{sleeper.pid}/environ").read_bytes():  # until its exec is done
+            time.sleep(0.001)
+        go.touch()
+
+    helper = threading.Thread(target=start_sleeper, daemon=True)
+    helper.start()
     trace = tmp_path / "trace"
     secret = channel.new_secret()
-    listener, proc = _start(node_wrapper, tmp_path, secret, ["true"],
+    listener, proc = _start(tmp_path, secret, command,
                             under=[strace, "-f", "-qq", "-e", "trace=openat", "-o", str(trace)])
     try:
         _serve(listener, proc, secret)
         assert proc.wait(TIMEOUT) == 0
+        helper.join(TIMEOUT)
     finally:
+        go.touch()
         proc.kill()
         proc.wait()
         listener.close()
-        sleeper.kill()
-        sleeper.wait()
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
+    (sleeper,) = sleepers
     reads = trace.read_text().count(f'"/proc/{sleeper.pid}/environ"')
     assert 1 <= reads <= 4, f"the wrapper read the empty environment {reads} times"
 
 
-def test_wrapper_and_launcher_each_refuse_a_wrong_secret(tmp_path, node_wrapper):
-    listener, proc = _start(node_wrapper, tmp_path, channel.new_secret(), ["true"])
+def test_wrapper_and_launcher_each_refuse_a_wrong_secret(tmp_path):
+    listener, proc = _start(tmp_path, channel.new_secret(), ["true"])
     try:
         handshake = ServerHandshake(channel.new_secret())
         conn, hello = _accept(listener, handshake)
@@ -185,7 +194,7 @@ def test_wrapper_and_launcher_each_refuse_a_wrong_secret(tmp_path, node_wrapper)
 
 
 @pytest.mark.parametrize("missing", ["command", channel.ENV_ADDRESS, "rank"])
-def test_wrapper_usage_errors(tmp_path, node_wrapper, missing):
+def test_wrapper_usage_errors(tmp_path, missing):
     env = {**os.environ, channel.ENV_ADDRESS: "unix:/nonexistent", channel.ENV_SECRET: "00",
            "PMI_RANK": "0"}
     for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
@@ -194,7 +203,7 @@ def test_wrapper_usage_errors(tmp_path, node_wrapper, missing):
     if missing == channel.ENV_ADDRESS:
         del env[channel.ENV_ADDRESS]
     command = [] if missing == "command" else ["--", "true"]
-    done = subprocess.run([*_wrapper(node_wrapper), *command], check=False, env=env, capture_output=True,
+    done = subprocess.run([*WRAPPER, *command], check=False, env=env, capture_output=True,
                           text=True, timeout=TIMEOUT)
     assert done.returncode == 2, done
     expected = {
@@ -205,10 +214,10 @@ def test_wrapper_usage_errors(tmp_path, node_wrapper, missing):
     assert done.stderr.startswith(expected), done.stderr
 
 
-def test_unreachable_launcher_is_named(tmp_path, node_wrapper):
+def test_unreachable_launcher_is_named(tmp_path):
     env = {**os.environ, channel.ENV_ADDRESS: f"unix:{tmp_path}/none", channel.ENV_SECRET: "00",
            "PMI_RANK": "1"}
-    done = subprocess.run([*_wrapper(node_wrapper), "--", "true"], check=False, env=env, capture_output=True,
+    done = subprocess.run([*WRAPPER, "--", "true"], check=False, env=env, capture_output=True,
                           text=True, timeout=TIMEOUT)
     assert done.returncode == 1, done
     assert done.stderr == (f"distrcomp node 1: cannot connect to the launcher at unix:{tmp_path}"

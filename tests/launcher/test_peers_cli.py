@@ -7,7 +7,7 @@ import shlex
 import sys
 
 import pytest
-from jobtools import launch
+from jobtools import ROOT, installed_command, launch
 
 from distrcomp.launcher.command import node_argv
 
@@ -63,6 +63,42 @@ def test_ipv6_cannot_be_written_for_mpich(tmp_path):
     assert ok.stdout == "localhost slots=1\n::1 slots=2\n"
 
 
+EXAMPLE = ROOT / "hostfile.example"
+EXAMPLE_HOSTFILES = {
+    "mpich": "localhost:2\n192.0.2.10:1\nnode1.example.org:1\n192.0.2.11:4\nnode2.example.org:2\n",
+    "openmpi": "localhost slots=2\n192.0.2.10 slots=1\nnode1.example.org slots=1\n"
+               "192.0.2.11 slots=4\nnode2.example.org slots=2\n",
+}
+
+
+@pytest.mark.parametrize("flavor", ["mpich", "openmpi", "installed"])
+def test_hostfile_example_for_each_mpi(tmp_path, flavor):
+    # the commented peers file at the top of the repository, as the installed command shows it
+    from distrcomp.launcher.flavor import detect
+
+    options = [] if flavor == "installed" else ["--format", flavor]
+    done = launch(tmp_path, "hostfile", str(EXAMPLE), *options, command=installed_command())
+    assert done.returncode == 0 and done.stderr == "", done
+    assert done.stdout == EXAMPLE_HOSTFILES[detect().name if flavor == "installed" else flavor]
+
+
+def test_hostfile_example_ipv6_lines_work_with_open_mpi_only(tmp_path):
+    # the example's IPv6 lines are commented out (MPICH refuses them): uncommented, they parse
+    lines = EXAMPLE.read_text().splitlines()
+    ipv6 = [number for number, line in enumerate(lines) if line.startswith(("#2001:db8:", "#[2001:db8:"))]
+    assert len(ipv6) == 3
+    for number in ipv6:
+        lines[number] = lines[number][1:]
+    (tmp_path / "peers.txt").write_text("\n".join(lines) + "\n")
+    done = launch(tmp_path, "hostfile", "peers.txt", "--format", "openmpi")
+    assert done.returncode == 0, done
+    assert done.stdout == EXAMPLE_HOSTFILES["openmpi"] + (
+        "2001:db8::10 slots=2\n2001:db8::11 slots=2\n2001:db8::12 slots=1\n")
+    refused = launch(tmp_path, "hostfile", "peers.txt", "--format", "mpich")
+    assert refused.returncode == 2 and refused.stdout == "", refused
+    assert refused.stderr.startswith(f"distrcomp: peers.txt:{ipv6[0] + 1}: MPICH hostfiles cannot hold")
+
+
 PEERS = "# cluster\n10.0.0.2\n10.0.0.3 slots=4\nnode7.cluster:2  # MPICH style\n"
 
 
@@ -87,8 +123,8 @@ def test_hostfile_and_dry_run_for_both_mpis(tmp_path, flavor, hostfile):
     assert "\n".join(lines[1:4]) + "\n" == hostfile
     assert lines[4] == "# mpiexec command line (7 nodes):"
     argv = shlex.split(lines[5])
-    # the launcher listens on loopback (as told): a Unix socket, so the local wrapper
-    node = node_argv([sys.executable, "prog.py", "arg 1"], local=True)
+    # the nodes' command under the node wrapper
+    node = node_argv([sys.executable, "prog.py", "arg 1"])
     assert argv[-len(node):] == node
     # output to a pipe and no PYTHONUNBUFFERED of the test's own: the nodes buffer, none is sent
     names = "DISTRCOMP_RELAY,DISTRCOMP_RELAY_SECRET,DISTRCOMP_JOB,OMP_NUM_THREADS,PATH"

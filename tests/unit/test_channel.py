@@ -68,7 +68,7 @@ def test_right_secret_authenticates_both_ways():
     result: dict = {}
     listener, thread, address = _serve_once(secret, result)
     sock = channel.connect(address, secret, node=5)
-    sock.sendall(channel.encode(channel.OUT, b"hello\n") + channel.encode_json(channel.EXIT, {"returncode": 0}))
+    sock.sendall(channel.encode(channel.OUT, b"hello\n") + channel.encode_exit(0))
     thread.join(10)
     sock.close()
     listener.close()
@@ -170,10 +170,21 @@ def test_exit_returncode_refuses_a_payload_without_one(payload, error):
         channel.exit_returncode(payload)
 
 
-def test_exit_returncode_of_the_wrappers_form_needs_no_json():
-    # the launcher reads it while other nodes may still run: no 2 ms import of json then
+@pytest.mark.parametrize("code", [0, 1, 137, 255, -9, -15])
+def test_exit_frame_is_json_read_back_as_written(code):
+    import json
+
+    ((kind, payload),) = FrameReader().feed(channel.encode_exit(code))
+    assert kind == channel.EXIT and json.loads(payload) == {"returncode": code}
+    assert channel.exit_returncode(payload) == code
+
+
+def test_exit_frame_is_written_and_read_without_json():
+    # the wrapper writes it as its command ends and the launcher reads it while other nodes
+    # may still run: no 2 ms import of json in either
     code = ("import sys; from distrcomp.launcher import channel; "
-            "assert channel.exit_returncode(b'{\"returncode\": -15}') == -15; "
+            "((_, payload),) = channel.FrameReader().feed(channel.encode_exit(-15)); "
+            "assert channel.exit_returncode(payload) == -15; "
             "print('json' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

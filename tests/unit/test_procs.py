@@ -43,6 +43,21 @@ def test_any_left_sees_a_marked_process_in_a_session_of_its_own():
     assert not procs.any_left(-1, "DISTRCOMP_TEST_MARK", mark)
 
 
+def test_any_left_reads_no_process_older_than_since():
+    mark = uuid.uuid4().hex
+    child = _start(start_new_session=True, env={**os.environ, "DISTRCOMP_TEST_MARK": mark})
+    try:
+        started = procs.start_time(child.pid)
+        assert started is not None and started >= procs.start_time(os.getpid())
+        assert procs.any_left(-1, "DISTRCOMP_TEST_MARK", mark, since=started)
+        # started before `since`: it cannot be what a command started then left running
+        assert not procs.any_left(-1, "DISTRCOMP_TEST_MARK", mark, since=started + 1)
+    finally:
+        child.kill()
+        child.wait()
+    assert procs.start_time(child.pid) is None
+
+
 def test_a_marked_process_is_seen_while_it_execs(tmp_path):
     # During an exec a process shows an empty environment for a moment; a scan then must not
     # miss it (before: one scan in ten missed a process that keeps exec'ing itself).
