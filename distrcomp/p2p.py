@@ -1,3 +1,4 @@
+# cython: boundscheck=False, wraparound=False, initializedcheck=False
 """The point-to-point engine behind ``send``, ``recv`` and ``probe``.
 
 Design, in one paragraph: every message is a frame plus payloads (see :mod:`distrcomp.wire`),
@@ -42,6 +43,7 @@ raw mpi4py: tests/cluster/programs/p2p_pattern.py); matched probes do not.
 
 from __future__ import annotations
 
+import array as pyarray
 import numbers
 import operator
 import os
@@ -68,9 +70,12 @@ if cython.compiled:
         PyBuffer_Release,
         PyObject_GetBuffer,
     )
+    from cython.cimports.cpython.bytearray import PyByteArray_AS_STRING
     from cython.cimports.cpython.bytes import PyBytes_AS_STRING, PyBytes_FromStringAndSize
     from cython.cimports.cpython.exc import PyErr_CheckSignals
+    from cython.cimports.cpython.long import PyLong_AsLongAndOverflow
     from cython.cimports.libc.limits import INT_MAX
+    from cython.cimports.libc.string import memcpy
     from cython.cimports.mpi4py import MPI as cMPI
     from cython.cimports.mpi4py.libmpi import (
         MPI_ANY_SOURCE,
@@ -162,28 +167,56 @@ def _check(ierr: cython.int) -> cython.int:
     return 0
 
 
-def _array_of(described: tuple) -> np.ndarray:
-    """A new array of what an array head says, ``(dtype, shape, order, nbytes, typenum)``
-    (see :meth:`Engine._decode_entry`); large ones on reused memory (:mod:`distrcomp.buffers`)."""
+_OUT = cython.declare(cython.long, -(1 << 62))  # below every node id, tag and wildcard
+_ANY_SOURCE = cython.declare(cython.long, ANY_SOURCE)
+_ANY_TAG = cython.declare(cython.long, ANY_TAG)
+
+
+@cython.cfunc
+@cython.inline
+def _quick_int(value: object) -> cython.long:
+    """``value`` if it is an ``int`` of fewer than 63 bits, else ``_OUT``: the quick test of an
+    argument, before the full checks (which also accept integer-like values)."""
     if cython.compiled:
-        typenum: cython.int = described[4]
-        if typenum >= 0:  # a builtin dtype, C order, small: numpy's C API, no Python call
-            shape: tuple = described[1]
-            nd: cython.int = len(shape)
-            dims: cnp.npy_intp[32]
+        overflow: cython.int = 0
+        if type(value) is int:
+            number: cython.long = PyLong_AsLongAndOverflow(value, cython.address(overflow))
+            if not overflow:
+                return number
+        return _OUT
+    return value if type(value) is int and -_OUT > value > _OUT else _OUT
+
+
+@cython.cclass
+class _Head:
+    """What an array head received from a node says, for the ``REPEAT`` messages after it."""
+
+    dtype: object
+    shape: tuple
+    fortran: cython.bint
+    nbytes: cython.Py_ssize_t
+    typenum: cython.int  # numpy's type number when new_array may use PyArray_SimpleNew, else -1
+    dims: cnp.npy_intp[32]  # the shape, for PyArray_SimpleNew (the compiled build)
+
+    def __init__(self, dtype: np.dtype, shape: tuple, order: str, nbytes: int) -> None:
+        self.dtype = dtype
+        self.shape = shape
+        self.fortran = order == "F"
+        self.nbytes = nbytes
+        # Small C-order arrays of a builtin dtype; large ones reuse memory (distrcomp.buffers).
+        simple = dtype.isbuiltin == 1 and not self.fortran and nbytes < buffers.MIN_BYTES
+        self.typenum = dtype.num if simple and len(shape) <= 32 else -1
+        if cython.compiled:
             i: cython.int
-            for i in range(nd):
-                dims[i] = shape[i]
-            return cnp.PyArray_SimpleNew(nd, cython.address(dims[0]), typenum)
-    return _new_block_array(described[1], described[0], described[2] == "F")
+            for i in range(len(shape)):
+                self.dims[i] = shape[i]
 
-
-def _typenum(dtype: np.dtype, shape: tuple, order: str, nbytes: int) -> int:
-    """numpy's type number of a dtype whose arrays :func:`_array_of` may make with
-    ``PyArray_SimpleNew``, or -1 for the others (and for large arrays, which reuse memory)."""
-    if dtype.isbuiltin == 1 and order == "C" and nbytes < buffers.MIN_BYTES and len(shape) <= 32:
-        return dtype.num
-    return -1
+    @cython.cfunc
+    def new_array(self) -> object:
+        """A new array of this head's dtype, shape and order, its memory nobody else's."""
+        if cython.compiled and self.typenum >= 0:  # numpy's C API, no Python call
+            return cnp.PyArray_SimpleNew(len(self.shape), cython.address(self.dims[0]), self.typenum)
+        return _new_block_array(self.shape, self.dtype, self.fortran)
 
 
 @cython.cclass
@@ -201,7 +234,7 @@ class Engine:
     _pending = cython.declare(list, visibility="readonly")  # (request, buffer kept alive, dest, nth)
     _interrupted: list  # see _abandon
     _purge_at: cython.Py_ssize_t
-    _sent = cython.declare(list, visibility="readonly")  # messages sent to each node (exit handshake)
+    _sent = cython.declare(cython.longlong[:], visibility="readonly")  # messages sent to each node
     # Per node: the dtype, shape and order (Fortran or not) of the last array head sent to it,
     # or None (_repeats);
     _dtypes_to = cython.declare(list, visibility="readonly")
@@ -213,6 +246,7 @@ class Engine:
     _fill_src: cython.int  # (node, MPI tag) of the payloads decode is reading now
     _fill_mtag: cython.int
     _fill_payload: object  # self._fill, bound once: every frame passes it to decode
+    _scratch: bytearray  # the compiled build copies a small array's data here to send it
     # What the last probe found: source, MPI tag, size in bytes, and the matched message.
     _src: cython.int
     _mtag: cython.int
@@ -232,7 +266,7 @@ class Engine:
         self._pending = []
         self._interrupted = []
         self._purge_at = 64
-        self._sent = [0] * self.n_node
+        self._sent = pyarray.array("q", [0]) * self.n_node  # read by the exit handshake
         self._dtypes_to = [None] * self.n_node
         self._shapes_to = [None] * self.n_node
         self._fortran_to = [False] * self.n_node
@@ -241,6 +275,7 @@ class Engine:
         self._fill_src, self._fill_mtag = 0, PAYLOAD
         self._fill_payload = self._fill
         self._message = None
+        self._scratch = bytearray(0)
         if cython.compiled:
             self._handle = cython.cast(cMPI.Comm, comm).ob_mpi
 
@@ -280,6 +315,7 @@ class Engine:
 
     # -------------------------------------------------------------------- send
     @cython.annotation_typing(False)  # the checks below raise the documented errors
+    @cython.locals(d=cython.int, t=cython.long)
     def send(self, dest: int, obj: Any, tag: int = 0) -> None:
         """Send ``obj`` to node ``dest``.
 
@@ -303,19 +339,21 @@ class Engine:
         message is still delivered, so an array being sent must then not be changed until it is.
         """
         # The full checks (which also accept any integer-like value) only when the quick ones fail.
-        if type(dest) is not int or not 0 <= dest < self.n_node:
+        d = _quick_int(dest)
+        t = _quick_int(tag)
+        if not 0 <= d < self.n_node:
             self.check_node("send: dest", dest)
-            dest = _index(dest)
-        if type(tag) is not int or not 0 <= tag <= self.max_tag:
+            d = _index(dest)
+        if not 0 <= t <= self.max_tag:
             self.check_tag("send", tag)
-            tag = _index(tag)
-        if type(obj) is _ndarray and self._repeats(dest, obj):
-            self._send_repeat(dest, tag, obj)
+            t = _index(tag)
+        if type(obj) is _ndarray and self._repeats(d, obj):
+            self._send_repeat(d, t, obj)
             return
         frame, payloads, owned = encode(obj)
-        self._post(dest, tag, frame, payloads, owned)
+        self._post(d, t, frame, payloads, owned)
         if is_array_frame(frame):
-            self._note_head(dest, obj)
+            self._note_head(d, obj)
 
     @cython.cfunc
     def _repeats(self, dest: cython.int, array: Any) -> cython.bint:
@@ -370,9 +408,15 @@ class Engine:
         if cython.compiled:
             a: cnp.ndarray = array
             n: cython.Py_ssize_t = cnp.PyArray_NBYTES(a)
-            if n <= FRAME_MAX:
-                self._isend_kept(PyBytes_FromStringAndSize(cython.cast(cython.p_char, cnp.PyArray_DATA(a)), n),
-                                 dest, mtag)
+            if n <= FRAME_MAX:  # copied into the scratch buffer, sent from there
+                scratch: bytearray = self._scratch
+                if len(scratch) < n:
+                    scratch = self._scratch = bytearray(n)
+                memcpy(PyByteArray_AS_STRING(scratch), cnp.PyArray_DATA(a), n)
+                request = self._isend_raw(PyByteArray_AS_STRING(scratch), n, dest, mtag)
+                if request is not None:  # MPI still reads it: it stays with the request
+                    self._keep(request, scratch, dest)
+                    self._scratch = bytearray(0)
                 return 0
         elif array.nbytes <= FRAME_MAX:
             self._isend_kept(array.tobytes("A"), dest, mtag)  # in memory order, C or Fortran
@@ -489,7 +533,7 @@ class Engine:
                     return
             while not request.Test():
                 if self._probe(False):
-                    self._queue.append(self._take())
+                    self._queue.append(self._take_entry())
                 else:
                     _yield_core()
                     if cython.compiled:  # compiled code runs no signal handler by itself
@@ -540,12 +584,17 @@ class Engine:
             self._count = n
             return True
         status = self._status
-        if block:
-            message = self.comm.mprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
-        else:
-            message = self.comm.improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
-            if message is None:
+        improbe = self.comm.improbe
+        message = improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+        if message is None:
+            if not block:
                 return False
+            for _ in range(_PROBE_SPINS - 1):  # as above
+                message = improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+                if message is not None:
+                    break
+            else:
+                message = self.comm.mprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
         self._message = message
         self._src = status.Get_source()
         self._mtag = status.Get_tag()
@@ -556,7 +605,7 @@ class Engine:
     def _mrecv(self, buffer: Any) -> cython.int:
         """Receive the probed message into the writable ``buffer`` (of its size or more)."""
         if cython.compiled:
-            if type(buffer) is _ndarray:  # made by _array_of: contiguous, its own memory
+            if type(buffer) is _ndarray:  # made by _Head.new_array: contiguous, its own memory
                 return self._mrecv_raw(cnp.PyArray_DATA(buffer), cnp.PyArray_NBYTES(buffer))
             buf: Py_buffer
             PyObject_GetBuffer(buffer, cython.address(buf), PyBUF_SIMPLE | PyBUF_WRITABLE)
@@ -586,61 +635,65 @@ class Engine:
         return bytes(data)
 
     @cython.cfunc
-    def _take(self) -> tuple:
+    def _take(self) -> object:
         """Receive the message :meth:`_probe` found and decode it, receiving its payloads: the
-        queue entry ``(src, tag, obj)``. An undecodable message is kept as such (the ``recv``
-        that asks for it raises); an MPI error propagates."""
+        object (``_src`` and ``_mtag`` say whose and which). An undecodable message is returned
+        as an ``_Undecodable`` (the ``recv`` that asks for it raises); an MPI error propagates."""
         src: cython.int = self._src
-        mtag: cython.int = self._mtag
-        kind: cython.int = mtag & _KIND_MASK
+        tag: cython.long = self._mtag >> _KIND_BITS
+        kind: cython.int = self._mtag & _KIND_MASK
         self._n_received += 1
         if kind == REPEAT:
-            return self._take_repeat(src, mtag >> _KIND_BITS)
+            return self._take_repeat(src, tag)
         if kind == BARE:
             data = self._mrecv_bytes()
             try:
-                return src, mtag >> _KIND_BITS, _loads(data)
+                return _loads(data)
             except Exception as exc:  # noqa: BLE001 - kept; the recv that asks for this message raises it
-                return _undecodable_entry(src, mtag >> _KIND_BITS, exc)
+                return _undecodable(src, tag, exc)
         frame = bytearray(self._count)
         self._mrecv(frame)
-        return self._decode_entry(frame, src, mtag)
+        return self._decode(frame, src, tag)
 
     @cython.cfunc
-    def _take_repeat(self, src: cython.int, tag: cython.long) -> tuple:
-        """The queue entry of the probed ``REPEAT`` message from ``src``: the array the last
-        array head from ``src`` describes, received into it. When that head could not be
-        decoded, or none came (which distrcomp never sends), the data is still received and
-        the message kept as undecodable."""
-        described = self._heads_from[src]
-        if type(described) is not tuple or described[3] != self._count:
+    def _take_entry(self) -> tuple:
+        """:meth:`_take`, as the queue entry ``(src, tag, obj)``."""
+        obj = self._take()
+        return self._src, self._mtag >> _KIND_BITS, obj
+
+    @cython.cfunc
+    def _take_repeat(self, src: cython.int, tag: cython.long) -> object:
+        """The probed ``REPEAT`` message from ``src``: the array the last array head from
+        ``src`` describes, received into it. When that head could not be decoded, or none came
+        (which distrcomp never sends), the data is still received and the message is
+        undecodable."""
+        head = self._heads_from[src]
+        if type(head) is not _Head or cython.cast(_Head, head).nbytes != self._count:
             self._mrecv(bytearray(self._count))
-            if described is None or type(described) is tuple:
-                described = ValueError(f"an array without an array head before it ({self._count} bytes)")
-            return _undecodable_entry(src, tag, described)
-        array = _array_of(described)
+            if head is None or type(head) is _Head:
+                head = ValueError(f"an array without an array head before it ({self._count} bytes)")
+            return _undecodable(src, tag, head)
+        array = cython.cast(_Head, head).new_array()
         self._mrecv(array)
-        return src, tag, array
+        return array
 
     @cython.cfunc
-    def _decode_entry(self, frame: bytearray, src: cython.int, mtag: cython.int) -> tuple:
-        """The queue entry ``(src, tag, obj)`` of a ``FRAMED`` frame received from ``src`` with
-        MPI tag ``mtag``, its payloads received; an undecodable message is kept as such.
-        An array head is kept as the head of ``REPEAT`` messages from ``src`` (even if it
-        cannot be decoded: then neither can they, and they are kept as such too)."""
+    def _decode(self, frame: bytearray, src: cython.int, tag: cython.long) -> object:
+        """The object of a ``FRAMED`` frame received from ``src`` with ``tag``, its payloads
+        received, or an ``_Undecodable``. An array head is kept as the head of ``REPEAT``
+        messages from ``src`` (even if it cannot be decoded: then neither can they)."""
         if is_array_frame(frame):
             try:
                 dtype, shape, order, nbytes, _ = describe(frame)
-                self._heads_from[src] = (dtype, shape, order, nbytes, _typenum(dtype, shape, order, nbytes))
+                self._heads_from[src] = _Head(dtype, shape, order, nbytes)
             except Exception as exc:  # noqa: BLE001 - decode raises it again below
                 self._heads_from[src] = exc
         self._fill_src = src
-        self._fill_mtag = mtag | PAYLOAD
+        self._fill_mtag = tag << _KIND_BITS | PAYLOAD
         try:
-            obj = decode(frame, self._fill_payload, True)
+            return decode(frame, self._fill_payload, True)
         except Exception as exc:  # noqa: BLE001 - kept; the recv that asks for this message raises it
-            return _undecodable_entry(src, mtag >> _KIND_BITS, exc)
-        return src, mtag >> _KIND_BITS, obj
+            return _undecodable(src, tag, exc)
 
     def _fill(self, buffer: Any) -> None:
         """Receive the next payload of the frame being decoded into ``buffer``."""
@@ -658,6 +711,7 @@ class Engine:
         return None
 
     @cython.annotation_typing(False)  # the checks below raise the documented errors
+    @cython.locals(s=cython.int, t=cython.long)
     def recv(self, src: int, tag: int = ANY_TAG, timeout: float | None = None) -> Any:
         """Return the next message from node ``src`` (``ANY_SOURCE``: from any node) with ``tag``.
 
@@ -673,24 +727,27 @@ class Engine:
         ``tag`` or a negative (or NaN) ``timeout``; TypeError for a ``timeout`` that is not a number;
         MessageDecodeError if the message arrived but cannot be unpickled here.
         """
-        if type(src) is not int or not ANY_SOURCE <= src < self.n_node:
+        s = _quick_int(src)
+        t = _quick_int(tag)
+        if not _ANY_SOURCE <= s < self.n_node:
             self.check_node("recv: src", src, allow_any=True)
-            src = _index(src)
-        if type(tag) is not int or not ANY_TAG <= tag <= self.max_tag:
+            s = _index(src)
+        if not _ANY_TAG <= t <= self.max_tag:
             self.check_tag("recv", tag, allow_any=True)
-            tag = _index(tag)
+            t = _index(tag)
         if timeout is not None:
             self.check_timeout("recv", timeout)
-        s = cython.declare(cython.int, src)
-        t = cython.declare(cython.long, tag)
         entry = self._match(s, t, True) if self._queue else None
         if entry is None:
             if timeout is None:  # block in MPI for the next frame, and most often it is the one
                 self._probe(True)
-                entry = self._take()
-                if not ((s < 0 or self._src == s) and (t < 0 or entry[1] == t)):
-                    self._queue.append(entry)
-                    entry = self._await(s, t, None, True, "recv")
+                obj = self._take()
+                if (s < 0 or self._src == s) and (t < 0 or self._mtag >> _KIND_BITS == t):
+                    if type(obj) is _Undecodable:
+                        raise obj.error
+                    return obj
+                self._queue.append((self._src, self._mtag >> _KIND_BITS, obj))
+                entry = self._await(s, t, None, True, "recv")
             else:
                 entry = self._await(s, t, timeout, True, "recv")
         obj = entry[2]
@@ -723,7 +780,7 @@ class Engine:
         if timeout is None:  # block in MPI until the next frame
             while True:
                 self._probe(True)
-                entry = self._take()
+                entry = self._take_entry()
                 if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
                     if not remove:
                         queue.append(entry)
@@ -742,7 +799,7 @@ class Engine:
                 time.sleep(min(delay, remaining))
                 delay = min(2 * delay, 1e-3)
                 continue
-            entry = self._take()
+            entry = self._take_entry()
             if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
                 if not remove:
                     queue.append(entry)
@@ -774,7 +831,7 @@ class Engine:
         self.wait(self.comm.Ireduce_scatter_block(sent, expected, MPI.SUM), sent, expected)
         while self._n_received < expected[0]:
             self._probe(True)
-            self._queue.append(self._take())
+            self._queue.append(self._take_entry())
         MPI.Request.Waitall([entry[0] for entry in self._pending])
         self._pending = []
         self._report_unreceived()
@@ -787,7 +844,7 @@ class Engine:
                 self._pending = []
                 return
             if self._probe(False):
-                self._queue.append(self._take())
+                self._queue.append(self._take_entry())
                 continue
             if time.monotonic() >= deadline:
                 break
@@ -810,9 +867,9 @@ class Engine:
             self._queue.clear()
 
 
-def _undecodable_entry(src: int, tag: int, exc: BaseException) -> tuple:
-    """The queue entry of a message that arrived but could not be decoded (``exc``)."""
-    return src, tag, _Undecodable(MessageDecodeError(src, tag, f"{type(exc).__name__}: {exc}"))
+def _undecodable(src: int, tag: int, exc: BaseException) -> _Undecodable:
+    """What stands for a message that arrived but could not be decoded (``exc``)."""
+    return _Undecodable(MessageDecodeError(src, tag, f"{type(exc).__name__}: {exc}"))
 
 
 def new_engine(comm: Any) -> Engine:
