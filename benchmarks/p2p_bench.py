@@ -93,7 +93,7 @@ def dict_of_arrays_case(comm: Any, peer: int, reps: int, iters: int) -> dict[str
 
 
 def main() -> None:
-    args = node_args(__doc__)
+    args = node_args(__doc__, latency_only=True)
 
     comm = MPI.COMM_WORLD.Dup()
     if comm.Get_size() != 2:
@@ -105,10 +105,11 @@ def main() -> None:
     reps = 2 if args.quick else 61
     samples = latency_cases(comm, peer, reps, 50 if args.quick else 500)
     big_reps = 2 if args.quick else 41
-    for name, nbytes in BANDWIDTH_SIZES.items():
+    for name, nbytes in () if args.latency_only else BANDWIDTH_SIZES.items():
         iters = 1 if args.quick else max(1, 32 * MIB // nbytes)
         samples[f"bandwidth_{name}"] = bandwidth_case(comm, peer, nbytes, big_reps, iters)
-    samples["dict_4x16MiB"] = dict_of_arrays_case(comm, peer, big_reps, 1 if args.quick else 2)
+    if not args.latency_only:
+        samples["dict_4x16MiB"] = dict_of_arrays_case(comm, peer, big_reps, 1 if args.quick else 2)
     if comm.Get_rank() == 0:
         with open(args.out, "w") as out:
             json.dump({"samples": samples, "nbytes": BANDWIDTH_SIZES | {"4x16MiB": 64 * MIB}}, out)

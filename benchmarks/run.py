@@ -45,8 +45,10 @@ def mpiexec(n: int) -> list[str]:
     return [*mpiexec_command(), "-n", str(n)]
 
 
-def mpi_job(n: int, script: str, args: list[str], timeout: float) -> dict[str, Any]:
-    """Run ``script --out FILE *args`` on ``n`` ranks; return the JSON it wrote.
+def mpi_job(n: int, script: str, args: list[str], timeout: float,
+            env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``script --out FILE *args`` on ``n`` ranks (``env`` added to the environment);
+    return the JSON it wrote.
 
     Raises RuntimeError with the job's output if it fails or does not end within ``timeout``
     seconds (then every process of the job is killed).
@@ -56,7 +58,7 @@ def mpi_job(n: int, script: str, args: list[str], timeout: float) -> dict[str, A
         argv = [*mpiexec(n), sys.executable, str(HERE / script), "--out", str(out), *args]
         process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,
+            start_new_session=True, env={**os.environ, **(env or {})},
         )
         try:
             text, _ = process.communicate(timeout=timeout)
@@ -90,8 +92,7 @@ def machine() -> dict[str, Any]:
 
 def engine() -> str:
     """The engine the nodes run, as a process that starts MPI by itself (not here) finds it."""
-    code = ("from distrcomp import p2p\n"
-            "print('compiled, own MPI calls' if p2p.mpi_calls() else 'compiled' if p2p.compiled() else 'python')")
+    code = "from distrcomp import p2p\nprint('compiled' if p2p.compiled() else 'python')"
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                           timeout=120)
     return done.stdout.strip()
@@ -126,6 +127,12 @@ def run_all(quick: bool, log: Any) -> tuple[list[dict[str, Any]], dict[str, Any]
         got = attempt(name, lambda n=n, script=script: mpi_job(n, script, flags, timeout))
         if got:
             samples.update(got["samples"])
+    # The same source run as plain Python (no compiler at install): its latency rows, each ratio
+    # against the baseline measured in its own job.
+    pure = attempt("p2p_pure", lambda: mpi_job(2, "p2p_bench.py", [*flags, "--latency-only"], timeout,
+                                               {"DISTRCOMP_PURE_PYTHON": "1"}))
+    if pure:
+        samples.update({f"{case}_pure": got for case, got in pure["samples"].items()})
 
     launcher_missing = launcher_bench.unavailable()
     # A whole job is short (~0.45 s) and the machine's load comes in bursts of about that

@@ -41,9 +41,12 @@ def median(samples: list[float]) -> float:
     return statistics.median(samples) if samples else float("nan")
 
 
-def node_args(doc: str) -> argparse.Namespace:
-    """The command line every benchmark program run under mpiexec takes: --out, --quick."""
+def node_args(doc: str, latency_only: bool = False) -> argparse.Namespace:
+    """The command line every benchmark program run under mpiexec takes: --out, --quick (and
+    --latency-only, where the program offers it)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--out", required=True, help="JSON file rank 0 writes")
     parser.add_argument("--quick", action="store_true", help="few repetitions (smoke run)")
+    if latency_only:
+        parser.add_argument("--latency-only", action="store_true", help="only the latency cases")
     return parser.parse_args()

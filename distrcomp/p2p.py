@@ -315,7 +315,7 @@ class Engine:
 
     # -------------------------------------------------------------------- send
     @cython.annotation_typing(False)  # the checks below raise the documented errors
-    @cython.locals(d=cython.int, t=cython.long)
+    @cython.locals(d=cython.long, t=cython.long)
     def send(self, dest: int, obj: Any, tag: int = 0) -> None:
         """Send ``obj`` to node ``dest``.
 
@@ -711,7 +711,7 @@ class Engine:
         return None
 
     @cython.annotation_typing(False)  # the checks below raise the documented errors
-    @cython.locals(s=cython.int, t=cython.long)
+    @cython.locals(s=cython.long, t=cython.long)
     def recv(self, src: int, tag: int = ANY_TAG, timeout: float | None = None) -> Any:
         """Return the next message from node ``src`` (``ANY_SOURCE``: from any node) with ``tag``.
 
