@@ -53,13 +53,14 @@ def compiled_twin(name: str, source: str, MPI: Any) -> ModuleType | None:
     else:
         return None
     spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
     previous = sys.modules.get(name)
-    sys.modules[name] = module
     try:
+        module = importlib.util.module_from_spec(spec)  # loads the binary
+        sys.modules[name] = module
         spec.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 - its ABI guard's ImportError, or a broken binary: said, not hidden
-        sys.modules[name] = previous
+        if previous is not None:
+            sys.modules[name] = previous
         warnings.warn(f"distrcomp: {os.path.basename(path)} does not load ({exc}); running "
                       f"{os.path.basename(source)} as plain Python instead", RuntimeWarning, stacklevel=2)
         return None

@@ -151,6 +151,32 @@ def test_without_the_compiled_build_the_source_runs_as_plain_python(tmp_path):
     assert done.stdout.count("ok") == 2, done.stdout  # mpiexec may join the two nodes' lines
 
 
+@pytest.mark.parametrize("abi", ["mpich", "openmpi"])
+def test_a_compiled_build_that_does_not_load_is_said_and_the_source_runs(tmp_path, abi):
+    # A binary under the loaded MPI's ABI name that cannot be loaded (here: not a binary at all;
+    # in life: built against another MPI of that ABI, whose guard refuses it) is named in a
+    # warning, and the same source runs as plain Python. The other ABI's name is never loaded.
+    import sysconfig
+
+    copy = _uncompiled_copy(tmp_path)
+    (copy / f"p2p.{abi}{sysconfig.get_config_var('EXT_SUFFIX')}").write_bytes(b"not a binary\n")
+    code = ("import mpi4py\nmpi4py.rc.initialize = False\n"
+            "from mpi4py import MPI\nfrom distrcomp import p2p\nfrom distrcomp._build import mpi_abi\n"
+            "print(mpi_abi(MPI), p2p.compiled(), p2p.__file__.endswith('p2p.py'))\n")
+    env = {**os.environ, "PYTHONPATH": str(copy.parent)}
+    env.pop("DISTRCOMP_PURE_PYTHON", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env=env, check=False, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    loaded, compiled, source = done.stdout.split()
+    assert (compiled, source) == ("False", "True")
+    if loaded == abi:
+        assert f"p2p.{abi}" in done.stderr and "does not load" in done.stderr, done.stderr
+        assert "running p2p.py as plain Python instead" in done.stderr
+    else:
+        assert "does not load" not in done.stderr, done.stderr
+
+
 def test_the_launcher_of_a_copy_without_compiled_parts_runs_the_python_wrapper(tmp_path):
     copy = _uncompiled_copy(tmp_path)
     prog = script(tmp_path, """
