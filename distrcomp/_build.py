@@ -61,6 +61,8 @@ def compiled_twin(name: str, source: str, MPI: Any) -> ModuleType | None:
     except Exception as exc:  # noqa: BLE001 - its ABI guard's ImportError, or a broken binary: said, not hidden
         if previous is not None:
             sys.modules[name] = previous
+        else:
+            sys.modules.pop(name, None)
         warnings.warn(f"distrcomp: {os.path.basename(path)} does not load ({exc}); running "
                       f"{os.path.basename(source)} as plain Python instead", RuntimeWarning, stacklevel=2)
         return None
