@@ -53,7 +53,10 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-import cython
+try:
+    import cython
+except ImportError:  # Cython is not installed: this runs as plain Python
+    from . import _shadow as cython
 import numpy as np
 from mpi4py import MPI
 
