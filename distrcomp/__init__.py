@@ -65,8 +65,12 @@ def _get() -> World:
         _engine = _world.engine
         # From now on distrcomp.send and recv are the engine's methods themselves: no Python
         # frame in between on every message's path (a name bound by `from distrcomp import
-        # send` before this still works, through the function below).
-        globals().update(send=_engine.send, recv=_engine.recv)
+        # send` before this still works, through the function below). A program that put its
+        # own function in their place keeps it.
+        names = globals()
+        for name, first in (("send", _first_send), ("recv", _first_recv)):
+            if names[name] is first:
+                names[name] = getattr(_engine, name)
     return _world
 
 
@@ -108,6 +112,9 @@ def recv(src: int, tag: int = ANY_TAG, timeout: float | None = None) -> Any:
     The first call initialises MPI; from then on ``distrcomp.recv`` is that method itself.
     """
     return (_engine or _get().engine).recv(src, tag, timeout)
+
+
+_first_send, _first_recv = send, recv
 
 
 def recv_any(tag: int = ANY_TAG, timeout: float | None = None) -> tuple[int, Any]:
