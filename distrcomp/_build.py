@@ -29,8 +29,8 @@ def pure_python_asked() -> bool:
 def mpi_abi(MPI: Any) -> str | None:
     """"mpich" or "openmpi": the ABI of the MPI library mpi4py has loaded; None for others."""
     parts = os.path.basename(MPI.__file__).split(".")  # mpi4py's wheels: MPI.<abi>.<ext>
-    if len(parts) > 2 and parts[1] in ("mpich", "openmpi"):
-        return parts[1]
+    if len(parts) > 2 and not parts[1].startswith("cpython"):
+        return parts[1] if parts[1] in ("mpich", "openmpi") else None  # e.g. "mpiabi": none built
     vendor = MPI.get_vendor()[0]  # an mpi4py built for one MPI
     return {"MPICH": "mpich", "Intel MPI": "mpich", "MVAPICH": "mpich", "Open MPI": "openmpi"}.get(vendor)
 
@@ -38,8 +38,9 @@ def mpi_abi(MPI: Any) -> str | None:
 def compiled_twin(name: str, source: str, MPI: Any) -> ModuleType | None:
     """The compiled build of the module ``name`` whose source file is ``source``, loaded, for
     the ABI of the MPI that mpi4py loaded; None when there is none, when
-    ``DISTRCOMP_PURE_PYTHON=1``, or when it does not load (then with a RuntimeWarning that
-    says why: a build for another MPI of the same ABI name, or a broken one)."""
+    ``DISTRCOMP_PURE_PYTHON=1``, or, with a RuntimeWarning that says why, when the source is
+    newer than the build (edited since, in a checkout) or the build does not load (made for
+    another MPI of the same ABI name, or broken)."""
     if pure_python_asked():
         return None
     abi = mpi_abi(MPI)
@@ -51,6 +52,11 @@ def compiled_twin(name: str, source: str, MPI: Any) -> ModuleType | None:
         if os.path.exists(path):
             break
     else:
+        return None
+    if os.path.getmtime(source) > os.path.getmtime(path):
+        warnings.warn(f"distrcomp: {os.path.basename(source)} changed after {os.path.basename(path)} "
+                      "was built from it (install distrcomp again to rebuild it); running "
+                      f"{os.path.basename(source)} as plain Python instead", RuntimeWarning, stacklevel=2)
         return None
     spec = importlib.util.spec_from_file_location(name, path)
     previous = sys.modules.get(name)

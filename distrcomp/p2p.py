@@ -15,9 +15,10 @@ waiting for, and decodes each (its payloads received at once) into an arrival-or
 that ``recv`` consults first. So a node blocked in distrcomp always accepts incoming messages,
 and a ring where every node sends a large array before receiving cannot deadlock.
 
-``send`` keeps value semantics without copying large arrays: a frame (and a small array's
-data) is a fresh ``bytes``, and when payloads are views of the caller's memory, ``send``
-returns only once MPI has completed them. When nothing refers to the caller's memory, ``send``
+``send`` keeps value semantics without copying large arrays: a frame is a fresh ``bytes``, a
+small array's data alone is copied (into a fresh ``bytes``, or in the compiled build into a
+buffer reused while MPI completes each send at once), and when payloads are views of the
+caller's memory, ``send`` returns only once MPI has completed them. When nothing refers to the caller's memory, ``send``
 returns at once and MPI completes the sends in the background.
 
 One source, two builds. This file runs as plain Python, and where a C compiler and the MPI's
@@ -77,7 +78,6 @@ if cython.compiled:
     from cython.cimports.cpython.bytes import PyBytes_AS_STRING, PyBytes_FromStringAndSize
     from cython.cimports.cpython.exc import PyErr_CheckSignals
     from cython.cimports.cpython.long import PyLong_AsLongAndOverflow
-    from cython.cimports.libc.limits import INT_MAX
     from cython.cimports.libc.string import memcpy
     from cython.cimports.mpi4py import MPI as cMPI
     from cython.cimports.mpi4py.libmpi import (
@@ -206,10 +206,11 @@ class _Head:
         self.shape = shape
         self.fortran = order == "F"
         self.nbytes = nbytes
-        # Small C-order arrays of a builtin dtype; large ones reuse memory (distrcomp.buffers).
-        simple = dtype.isbuiltin == 1 and not self.fortran and nbytes < buffers.MIN_BYTES
+        # Small C-order arrays whose dtype is the one numpy makes of its type number alone (not
+        # '>f8', 'M8[s]', 'U5', ...); large ones reuse memory (distrcomp.buffers).
+        simple = np.dtype(dtype.char) is dtype and not self.fortran and nbytes < buffers.MIN_BYTES
         self.typenum = dtype.num if simple and len(shape) <= 32 else -1
-        if cython.compiled:
+        if cython.compiled and self.typenum >= 0:
             i: cython.int
             for i in range(len(shape)):
                 self.dims[i] = shape[i]
@@ -328,8 +329,9 @@ class Engine:
         numpy arrays travel as raw buffers (dtype, shape and C/Fortran order kept; a
         non-contiguous array is copied once): a small one (up to 16 KiB with its head) is copied
         and ``send`` returns at once; a large one is handed to MPI in place, uncopied, and ``send``
-        returns when MPI has taken it. An array with the dtype and shape of the last array sent to
-        ``dest`` goes as one MPI message of its data alone (else a small head goes before it).
+        returns when MPI has taken it. An array with the dtype (the same object), shape and memory
+        order of the last array sent to ``dest``, contiguous and under 2 GiB, goes as one MPI
+        message of its data alone (else a small head goes before it).
         Other objects are pickled with the standard library's pickle (protocol 5, arrays inside
         them out-of-band, never copied into the pickle stream). Order is kept per (sender,
         receiver, tag), arrays and other objects mixed. ``dest`` may be this node itself.
@@ -354,9 +356,12 @@ class Engine:
             self._send_repeat(d, t, obj)
             return
         frame, payloads, owned = encode(obj)
-        self._post(d, t, frame, payloads, owned)
-        if is_array_frame(frame):
+        if is_array_frame(frame):  # forgotten until sent: an interrupted send must not leave it
+            self._dtypes_to[d] = None
+            self._post(d, t, frame, payloads, owned)
             self._note_head(d, obj)
+        else:
+            self._post(d, t, frame, payloads, owned)
 
     @cython.cfunc
     def _repeats(self, dest: cython.int, array: Any) -> cython.bint:
@@ -403,9 +408,8 @@ class Engine:
 
     @cython.cfunc
     def _send_repeat(self, dest: cython.int, tag: cython.long, array: Any) -> cython.int:
-        """Send ``array``'s data alone, in its memory order, as ``REPEAT``: copied into a
-        ``bytes`` when it is small (``send`` returns at once), else from the array's memory,
-        waited for."""
+        """Send ``array``'s data alone, in its memory order, as ``REPEAT``: copied when it is
+        small (``send`` returns at once), else from the array's memory, waited for."""
         mtag: cython.int = tag << _KIND_BITS | REPEAT
         self._sent[dest] += 1
         if cython.compiled:
@@ -450,17 +454,9 @@ class Engine:
     def _isend(self, buffer: Any, dest: cython.int, mtag: cython.int) -> object:
         """Start sending the bytes of ``buffer``; None if MPI completed the send at once, else
         its request."""
-        if cython.compiled:
-            if type(buffer) is bytes:  # a frame, or a small array's data: no buffer to ask for
-                return self._isend_raw(PyBytes_AS_STRING(buffer), len(buffer), dest, mtag)
-            buf: Py_buffer
-            PyObject_GetBuffer(buffer, cython.address(buf), PyBUF_SIMPLE)
-            try:
-                if buf.len <= INT_MAX:
-                    return self._isend_raw(buf.buf, buf.len, dest, mtag)
-            finally:
-                PyBuffer_Release(cython.address(buf))
-        request = self.comm.Isend(buffer, dest, mtag)  # more than 2 GiB: mpi4py's large counts
+        if cython.compiled and type(buffer) is bytes:  # every frame: no buffer to ask for
+            return self._isend_raw(PyBytes_AS_STRING(buffer), len(buffer), dest, mtag)
+        request = self.comm.Isend(buffer, dest, mtag)
         return None if request.Test() else request
 
     if cython.compiled:
@@ -676,7 +672,11 @@ class Engine:
             if head is None or type(head) is _Head:
                 head = ValueError(f"an array without an array head before it ({self._count} bytes)")
             return _undecodable(src, tag, head)
-        array = cython.cast(_Head, head).new_array()
+        try:
+            array = cython.cast(_Head, head).new_array()
+        except Exception as exc:  # noqa: BLE001 - the data is still received; the recv that asks raises
+            self._mrecv(bytearray(self._count))
+            return _undecodable(src, tag, exc)
         self._mrecv(array)
         return array
 

@@ -429,3 +429,26 @@ def test_mpi4py_s_configured_pickle_plays_no_part_in_either_build(dc):
         MPI.pickle.__init__()
     assert dc.recv(left) == {"plain": 1}
     assert dc.recv(left) == [1, "two", 3.0]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("count", [7, 20_000], ids=["inline", "payload"])
+def test_an_array_sent_again_arrives_with_exactly_its_dtype(dc, count):
+    # The same array sent twice: the second goes as its data alone (REPEAT) and the receiver
+    # makes the array from the head it kept. That must give the dtype itself, not the default
+    # one of its type number (byte order, datetime unit, string length, void size).
+    right, left = ring(dc)
+    kinds = [">i4", "<i4", "M8[s]", "m8[ms]", "U5", "S3", "V8", ">c16", "f2"]
+    arrays = []
+    for index, kind in enumerate(kinds):
+        dtype = np.dtype(kind)
+        data = np.random.default_rng(index).bytes(count * dtype.itemsize)
+        arrays.append(np.frombuffer(data, dtype).copy())
+    for array in arrays:
+        dc.send(right, array)
+        dc.send(right, array)
+    for array in arrays:
+        for _ in range(2):
+            got = dc.recv(left)
+            assert got.dtype == array.dtype and got.dtype.str == array.dtype.str, array.dtype
+            assert got.shape == array.shape and got.tobytes() == array.tobytes(), array.dtype
