@@ -623,15 +623,15 @@ class Engine:
                                     cython.address(self._msg), MPI_STATUS_IGNORE))
 
     @cython.cfunc
-    def _mrecv_bytes(self) -> bytes:
-        """Receive the probed message as a new ``bytes`` object."""
+    def _mrecv_bytes(self) -> object:
+        """Receive the probed message into a new buffer of its size (for ``pickle.loads``)."""
         if cython.compiled:
             data: bytes = PyBytes_FromStringAndSize(cython.NULL, self._count)
             self._mrecv_raw(PyBytes_AS_STRING(data), self._count)
             return data
-        data = bytearray(self._count)
-        self._message.Recv([data, MPI.BYTE])
-        return bytes(data)
+        buffer = bytearray(self._count)
+        self._message.Recv([buffer, MPI.BYTE])
+        return buffer
 
     @cython.cfunc
     def _take(self) -> object:
