@@ -114,29 +114,32 @@ def _argvs(mpiexec: Sequence[str], n: int, program: Path, *args: str, unbuffered
     }
 
 
-def ring_samples(mpiexec: Sequence[str], n: int, reps: int, timeout: float
+def ring_samples(mpiexec: Sequence[str], n: int, reps: int, timeout: float, warmup: int = 1
                  ) -> dict[str, list[float]]:
     """Whole-job wall seconds of an ``n``-node ring on this machine: ``distrcomp run`` and bare
-    mpiexec, interleaved (both oversubscribe the cores where ``n`` exceeds them)."""
+    mpiexec, interleaved (both oversubscribe the cores where ``n`` exceeds them), after
+    ``warmup`` unrecorded jobs of each."""
     with tempfile.TemporaryDirectory() as tmp:
         argvs = _argvs(mpiexec, n, PROGRAMS / "ring.py")
         return interleaved(
-            {name: _wall(argv, Path(tmp) / name, timeout) for name, argv in argvs.items()}, reps
+            {name: _wall(argv, Path(tmp) / name, timeout) for name, argv in argvs.items()}, reps,
+            warmup,
         )
 
 
 def relay_samples(
-    mpiexec: Sequence[str], lines: int, reps: int, timeout: float, unbuffered: bool = False
+    mpiexec: Sequence[str], lines: int, reps: int, timeout: float, unbuffered: bool = False,
+    warmup: int = 1,
 ) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """Wall seconds of 4 nodes printing ``lines`` lines each, and the damaged lines of the
-    last run of each launcher (see :func:`count_damaged`); ``unbuffered``: every line is its
-    own write, under both launchers."""
+    """Wall seconds of 4 nodes printing ``lines`` lines each (after ``warmup`` unrecorded jobs
+    of each launcher), and the damaged lines of the last run of each launcher (see
+    :func:`count_damaged`); ``unbuffered``: every line is its own write, under both launchers."""
     with tempfile.TemporaryDirectory() as tmp:
         argvs = _argvs(mpiexec, 4, PROGRAMS / "chatter.py", str(lines), unbuffered=unbuffered)
         outs = {name: Path(tmp) / name for name in argvs}
         samples = interleaved(
             {name: _wall(argv, outs[name], timeout, unbuffered) for name, argv in argvs.items()},
-            reps,
+            reps, warmup,
         )
         damaged = {
             name: count_damaged(outs[name].read_text(errors="replace"), 4, lines, name == "dc")

@@ -141,29 +141,33 @@ def run_all(quick: bool, log: Any) -> tuple[list[dict[str, Any]], dict[str, Any]
     # 1.02-1.19 around 1.11-1.12 for all 90 pairs pooled; with 31, one run's ratio still had a
     # standard error of 0.03-0.06 (bootstrap over its pairs; on 2026-11-30 the same job took
     # 390-710 ms within one run): 61 pairs (about a minute), for ~0.02-0.05.
-    reps = 2 if quick else 61
+    # --quick only shows that every row runs: one job of each launcher, no warm-up.
+    warmup = 0 if quick else 1
+    reps = 1 if quick else 61
     # 32 nodes on this machine: a job takes seconds (32 Python start-ups on a few cores); its
     # samples scatter less relative to the job (interquartile range 2-10% of the median, the
     # 4-node ring's 9-12%, in one run of 2026-12-05), and 21 pairs take about three minutes.
-    reps_n32 = 2 if quick else 21
-    lines = 20_000 if quick else 200_000
+    reps_n32 = 1 if quick else 21
+    lines = 5_000 if quick else 200_000
     damaged: dict[str, dict[str, int]] = {}  # relay row key -> damaged lines per launcher
     if launcher_missing is None:
         base = mpiexec_command()
         for key, n, count in (("launcher_ring", 4, reps), ("launcher_ring_n32", 32, reps_n32)):
             ring = attempt(key, lambda n=n, count=count: launcher_bench.ring_samples(
-                base, n, count, timeout))
+                base, n, count, timeout, warmup))
             if ring:
                 samples[f"launcher_ring_n{n}"] = ring
         relay = attempt(
             "launcher_relay",
-            lambda: launcher_bench.relay_samples(base, lines, 2 if quick else 5, timeout),
+            lambda: launcher_bench.relay_samples(base, lines, 1 if quick else 5, timeout,
+                                                 warmup=warmup),
         )
         if relay:
             samples["launcher_relay_n4"], damaged["launcher_relay"] = relay
         relay_u = attempt(
             "launcher_relay_unbuffered",
-            lambda: launcher_bench.relay_samples(base, lines, 2 if quick else 5, timeout, True),
+            lambda: launcher_bench.relay_samples(base, lines, 1 if quick else 5, timeout, True,
+                                                 warmup),
         )
         if relay_u:
             samples["launcher_relay_u_n4"], damaged["launcher_relay_u"] = relay_u
