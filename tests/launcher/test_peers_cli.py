@@ -36,8 +36,16 @@ BAD_PEERS = [
     (b"1:2:3\n", 1, "'1:2:3' is not an IPv6 address"),
     (b"user@host\n", 1, "user names are not supported"),
     (b"ok\n\xff\xfejunk\n", 2, "not UTF-8 text (byte 0xff)"),
-    (b"ok\nho\x00st\n", 2, "unexpected control character '\\x00'"),
+    (b"ok\nho\x00st\n", 2, "binary data (a NUL byte)"),
+    (b"ok\nho\x01st\n", 2, "unexpected control character '\\x01'"),
     ("h\u00f6st\n".encode(), 1, "unexpected non-ASCII character"),
+    # issue 24, item 10: each refused with its line, not later by ssh or the MPI
+    (b"a\nlocal#host\n", 2, "'#' right after 'local'"),
+    (b"a\n0.0.0.0\n", 2, "'0.0.0.0' is not a host's address (unspecified)"),
+    (b"[::]:2\n", 1, "'::' is not a host's address (unspecified)"),
+    (b"a\n\nssh://localhost\n", 3, "'ssh://localhost' is not a host"),
+    (b"a\nb\n" + b"\0" * 100, 3, "binary data (a NUL byte)"),
+    (b"a\n" + b"# comment\n" * 200_000, 104_859, "the file is larger than 1048576 bytes"),
 ]
 
 
@@ -97,6 +105,17 @@ def test_hostfile_example_ipv6_lines_work_with_open_mpi_only(tmp_path):
     refused = launch(tmp_path, "hostfile", "peers.txt", "--format", "mpich")
     assert refused.returncode == 2 and refused.stdout == "", refused
     assert refused.stderr.startswith(f"distrcomp: peers.txt:{ipv6[0] + 1}: MPICH hostfiles cannot hold")
+
+
+def test_an_endless_peers_file_is_refused_at_once(tmp_path):
+    # issue 24, item 10: /dev/zero was read until memory ran out (a MemoryError traceback)
+    witness = tmp_path / "ran"
+    done = launch(tmp_path, "run", "--peers", "/dev/zero", "--", "touch", str(witness),
+                  timeout=60)
+    assert done.returncode == 2, done
+    assert done.stderr == "distrcomp: /dev/zero:1: binary data (a NUL byte): a peers file is " \
+        "text, one host per line\n", done
+    assert not witness.exists(), "something was launched"
 
 
 PEERS = "# cluster\n10.0.0.2\n10.0.0.3 slots=4\nnode7.cluster:2  # MPICH style\n"
