@@ -77,7 +77,9 @@ class Flavor:
             return []
         if self.name == OPENMPI:
             return [arg for name in names for arg in ("-x", name)]
-        return ["-genvlist", ",".join(names)]
+        # -envlist, not -genvlist: hydra refuses a spawn (MPI_Comm_spawn) under a job that set
+        # a global propagation ("duplicate setting: genv-prop")
+        return ["-envlist", ",".join(names)]
 
     def ssh_args(self, program: str) -> list[str]:
         """Arguments that make mpiexec start its remote side with ``program`` (an executable

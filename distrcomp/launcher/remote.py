@@ -208,7 +208,7 @@ class Remote:
             assert self.launcher is not None
             spec.site_args += self.flavor.address_args(self.launcher.address,
                                                        self._open_mpi_network())
-            # Remote nodes get only the forwarded names (MPICH -genvlist, Open MPI -x): PATH
+            # Remote nodes get only the forwarded names (MPICH -envlist, Open MPI -x): PATH
             # too, so that a bare `python` is the launcher's, not the remote login shell's.
             spec.env.setdefault("PATH", None)
             spec.unreached_hint = (

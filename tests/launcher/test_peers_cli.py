@@ -150,7 +150,7 @@ def test_hostfile_and_dry_run_for_both_mpis(tmp_path, flavor, hostfile):
     ssh = argv[argv.index("-launcher-exec" if flavor == "mpich" else "plm_ssh_agent") + 1]
     assert ssh.endswith("/ssh")
     if flavor == "mpich":
-        assert argv[1:-len(node)] == ["-f", path, "-n", "7", "-genvlist", names,
+        assert argv[1:-len(node)] == ["-f", path, "-n", "7", "-envlist", names,
                                       "-launcher", "ssh", "-launcher-exec", ssh,
                                       "-localhost", "127.0.0.1", "--verbose"]
     else:
