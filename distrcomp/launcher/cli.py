@@ -61,7 +61,7 @@ examples:
   distrcomp run -n 4 --group prog.py           each node's output as one block
   distrcomp run -n 4 --output-dir logs prog.py also logs/node-<id>.out and .err
   distrcomp run -n 2 -x OMP_NUM_THREADS=2 --mpi-args "-bind-to core" prog.py
-  distrcomp run --peers peers.txt --dry-run prog.py   show hostfile and mpiexec line
+  distrcomp run --peers peers.txt --dry-run prog.py   print it as a bare mpiexec script
 
 peers.txt:
   # comment                    blank lines and comments are ignored
@@ -128,7 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--mpi", choices=_MPI_NAMES,
                      help="assume this MPI instead of detecting it (for --dry-run elsewhere)")
     run.add_argument("--dry-run", action="store_true",
-                     help="print the hostfile and the exact mpiexec command line, run nothing")
+                     help="run nothing; print a shell script that runs the same nodes under bare "
+                          "mpiexec (hostfile and ssh program written by it into a new temporary "
+                          "directory; without distrcomp's node wrapper and relay)")
     run.add_argument("--legacy-master", metavar="MASTER_PY",
                      help="run the old DistrComp master.py's `commands` in order on every node, "
                           "each with its `timelimit`, output grouped per node; master.py is "
@@ -528,9 +530,12 @@ def _launch(args: argparse.Namespace, specs: list, names: list[str], labels: lis
         for spec in specs:
             site.apply(spec)
         if args.dry_run:
+            ssh_program = site.ssh_program
             site.discard()
+            from .dryrun import script
+
             for spec in specs:
-                _dry_run(spec, _spec_peers(args))
+                sys.stdout.write(script(spec, _spec_peers(args), ssh_program, args.ssh_config))
             return 0
         with site.prepared():
             since = time.monotonic()
@@ -594,22 +599,3 @@ def _run_legacy_master(args: argparse.Namespace) -> int:
     ]
     specs = [spec for spec, _ in built]
     return _launch(args, specs, built[0][1], labels=master.commands, extra_files=master.files)
-
-
-def _dry_run(spec, peers: str | None) -> int:
-    import shlex
-    import tempfile
-
-    out = sys.stdout
-    with tempfile.TemporaryDirectory(prefix="distrcomp-") as scratch:
-        hostfile = None
-        if spec.hostfile_text is None:
-            out.write("# no hostfile: every node runs on this machine\n")
-        else:
-            hostfile = os.path.join(scratch, "hostfile")
-            out.write(f"# hostfile from {peers} ({spec.flavor.name} syntax), written to "
-                      f"{hostfile} for the run:\n")
-            out.write(spec.hostfile_text)
-        out.write(f"# mpiexec command line ({spec.n} nodes):\n")
-        out.write(shlex.join(spec.argv(hostfile)) + "\n")
-    return 0

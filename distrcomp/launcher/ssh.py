@@ -17,7 +17,7 @@ from collections import namedtuple
 from collections.abc import Sequence
 
 __all__ = ["CONNECT_TIMEOUT", "OPTIONS", "HostProblem", "check_hosts", "last_error_line",
-           "run_parallel", "ssh_argv", "write_wrapper"]
+           "run_parallel", "ssh_argv", "wrapper_text", "write_wrapper"]
 
 CONNECT_TIMEOUT = 5  # seconds; ssh's own ConnectTimeout
 OPTIONS = (
@@ -49,15 +49,20 @@ def write_wrapper(path: str, config: str | None = None) -> str:
     MPICH's hydra takes the ssh to use as one program without arguments, and Open MPI's
     ``plm_ssh_agent`` accepts a program too: both start their remote side through this.
     """
+    with open(path, "w") as script:
+        script.write(wrapper_text(config))
+    os.chmod(path, 0o700)
+    return path
+
+
+def wrapper_text(config: str | None = None) -> str:
+    """The shell script :func:`write_wrapper` writes (``--dry-run`` prints it)."""
     words = ["exec", "ssh"]
     if config is not None:
         words += ["-F", config]
     words += OPTIONS
-    with open(path, "w") as script:
-        script.write("#!/bin/sh\n# written by distrcomp run for one job\n")
-        script.write(" ".join(shlex.quote(word) for word in words) + ' "$@"\n')
-    os.chmod(path, 0o700)
-    return path
+    return ("#!/bin/sh\n# written by distrcomp run for one job\n"
+            + " ".join(shlex.quote(word) for word in words) + ' "$@"\n')
 
 
 def last_error_line(stderr: str) -> str:
