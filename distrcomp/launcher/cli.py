@@ -126,7 +126,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="forward environment variable VAR to every node (setting it to "
                           "VALUE first); repeatable")
     run.add_argument("--mpi", choices=_MPI_NAMES,
-                     help="assume this MPI instead of detecting it (for --dry-run elsewhere)")
+                     help="the MPI to use: exit 2 if the one found is another (with --dry-run: "
+                          "assume it, to print a script for another machine)")
+    run.add_argument("--allow-run-as-root", action="store_true",
+                     help="Open MPI: give its consent to run as root (its own "
+                          "--allow-run-as-root); without it, or OMPI_ALLOW_RUN_AS_ROOT=1 and "
+                          "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1, a job as root exits 2 at once")
     run.add_argument("--dry-run", action="store_true",
                      help="run nothing; print a shell script that runs the same nodes under bare "
                           "mpiexec (hostfile and ssh program written by it into a new temporary "
@@ -250,6 +255,7 @@ def _mpi_name(text: str) -> str:
 _RUN_FLAGS = {
     "--group": "group", "--no-tag": "no_tag", "-u": "unbuffered", "--unbuffered": "unbuffered",
     "--dry-run": "dry_run", "--no-check": "no_check", "--keep-files": "keep_files",
+    "--allow-run-as-root": "allow_run_as_root",
 }
 _RUN_VALUES = {
     "-n": ("n", _positive_int), "--peers": ("peers", str), "--timeout": ("timeout", _positive_float),
@@ -356,13 +362,15 @@ def console() -> None:
     os._exit(code)
 
 
-def _flavor(name: str | None):
-    from .flavor import MPIError, detect, forced
+def _flavor(name: str | None, dry_run: bool = False):
+    """The MPI to launch with: the one installed, which must be ``name`` if given; with
+    ``dry_run``, ``name`` as given (a script for another machine)."""
+    from .flavor import MPIError, check_installed, detect, forced
 
-    if name:
+    if name and dry_run:
         return forced(name)
     try:
-        return detect()
+        return check_installed(name) if name else detect()
     except MPIError as exc:
         raise _UsageError(str(exc)) from None
 
@@ -486,10 +494,11 @@ def _split_mpi_args(text: str) -> list[str]:
 
 def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, grouped: bool):
     """``(JobSpec, host of each node)`` for one launch of ``command``."""
+    from .flavor import ROOT_OPTION, root_refusal
     from .job import JobSpec
 
     peers = _spec_peers(args)
-    flavor = _flavor(args.mpi)
+    flavor = _flavor(args.mpi, args.dry_run)
     hostfile_text = None
     if peers is not None:
         from .peers import node_hosts
@@ -506,6 +515,11 @@ def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, gro
         mpi_args = _split_mpi_args(args.mpi_args)
     except ValueError as exc:
         raise _UsageError(f"--mpi-args: {exc}") from None
+    if args.allow_run_as_root and flavor.name == "openmpi" and ROOT_OPTION not in mpi_args:
+        mpi_args.insert(0, ROOT_OPTION)
+    refusal = root_refusal(flavor, mpi_args)
+    if refusal is not None and not args.dry_run:
+        raise _UsageError(f"run: {refusal}")
     env = {**env, **_buffering(args.unbuffered)}
     spec = JobSpec(
         command=command, hosts=names, flavor=flavor, hostfile_text=hostfile_text,
