@@ -483,6 +483,18 @@ def _buffering(unbuffered: bool) -> dict[str, str | None]:
     return {}
 
 
+def _refuse_unheld_loopback(hosts, peers: str) -> None:
+    """A loopback address no interface holds (127.0.0.2) would be started over ssh by the MPI
+    although the launcher takes it for this machine: refused with its line, before launch."""
+    from .address import loopback_unheld
+
+    for host in hosts:
+        if loopback_unheld(host.name):
+            raise _UsageError(f"{peers}:{host.line}: {host.name} is a loopback address of this "
+                              "machine that no interface holds, which MPI would reach over ssh; "
+                              "write localhost for this machine")
+
+
 def _split_mpi_args(text: str) -> list[str]:
     """``--mpi-args`` as words, as the shell splits them (``shlex``, imported only for some)."""
     if not text.strip():
@@ -504,6 +516,7 @@ def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, gro
         from .peers import node_hosts
 
         hosts = _read_peers(peers)
+        _refuse_unheld_loopback(hosts, peers)
         try:
             names = node_hosts(hosts, args.n)
         except ValueError as exc:

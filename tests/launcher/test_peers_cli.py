@@ -43,6 +43,8 @@ BAD_PEERS = [
     (b"a\n0.0.0.0\n", 2, "'0.0.0.0' is not a host's address (unspecified)"),
     (b"[::]:2\n", 1, "'::' is not a host's address (unspecified)"),
     (b"a\n\nssh://localhost\n", 3, "'ssh://localhost' is not a host"),
+    # issue 24, item 12: this machine to the launcher, a remote host to the MPI (exit 255)
+    (b"localhost\n127.0.0.2 slots=2\n", 2, "127.0.0.2 is a loopback address of this machine"),
     (b"a\nb\n" + b"\0" * 100, 3, "binary data (a NUL byte)"),
     (b"a\n" + b"# comment\n" * 200_000, 104_859, "the file is larger than 1048576 bytes"),
 ]
