@@ -160,7 +160,8 @@ class JobSpec:
     ``hostfile_text`` None means every node on this machine (no hostfile); ``env`` maps names
     of variables to forward to their value (None: the launcher's own value). ``site_args``
     (ssh program, launcher address, working directory), ``bind``, ``secret`` (the key already
-    delivered to remote hosts) and ``unreached_hint`` (said when some node never connected
+    delivered to remote hosts), ``on_connected`` (what to do once every node has connected,
+    e.g. remove that key; it must not block) and ``unreached_hint`` (said when some node never connected
     back, e.g. which address the nodes were given) are set by :meth:`.remote.Remote.apply`.
 
     A plain class rather than a dataclass: ``dataclasses`` (with ``inspect``) costs 2 ms of
@@ -185,6 +186,7 @@ class JobSpec:
         self.output_dir = output_dir
         self.bind = "127.0.0.1"
         self.secret: str | None = None  # None: the job makes its own
+        self.on_connected = None  # called once every node has connected
         self.site_args: list[str] = []
         self.unreached_hint: str | None = None
 
@@ -632,6 +634,9 @@ class Job:
     def _close_listener_if_complete(self) -> None:
         if len(self.by_node) == self.spec.n and self.n_streams == 2 * self.spec.n:
             self._close_listener()  # nobody else has any business connecting
+            if self.spec.on_connected is not None:
+                self.spec.on_connected()
+                self.spec.on_connected = None
 
     def _reject(self, conn: _Conn, reason: str) -> None:
         self.output.note("err", f"distrcomp: rejected a connection from {conn.peer}: {reason}")

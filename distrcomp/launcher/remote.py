@@ -112,6 +112,7 @@ class Remote:
         self.files: list = []
         self.stage: Stage | None = None
         self.key: JobKey | None = None
+        self._specs: list = []  # those apply() set up
         self.scratch: str | None = None
 
     @property
@@ -224,6 +225,11 @@ class Remote:
                 self.key = JobKey(self.hosts, self.local, self.ssh_config)
             spec.secret = self.key.secret
             spec.env[ENV_SECRET_FILE] = self.key.path
+            # Once the last job's nodes have all connected, the key has done its work.
+            for earlier in self._specs:
+                earlier.on_connected = None
+            spec.on_connected = self.key.start_removal
+            self._specs.append(spec)
             spec.unreached_hint = (
                 f"distrcomp: the nodes were told to connect back to {self.launcher.address} "
                 f"({self.address_reason}); if the hosts cannot reach it, choose another with "
@@ -272,15 +278,8 @@ class Remote:
                 from . import ssh
 
                 ssh.write_wrapper(os.path.join(self.scratch, "ssh"), self.ssh_config)
-            if self.check and self.remote_hosts:
+            if self.remote_hosts:
                 self._preflight()
-            if self.key is not None:
-                from .jobkey import JobKeyError
-
-                try:
-                    self.key.deliver()
-                except JobKeyError as exc:
-                    raise RemoteError(str(exc)) from None
             if self.stage is not None:
                 from .staging import StagingError
 
@@ -298,14 +297,32 @@ class Remote:
         self._clean_up()
 
     def _preflight(self) -> None:
+        """One ssh per remote host, in parallel: the check (unless ``--no-check``), then the
+        job's key written from ssh's standard input; the key is written here first if nodes
+        run here."""
         from . import ssh
+        from .jobkey import JobKeyError
 
-        problems = ssh.check_hosts(self.remote_hosts, sys.executable, self.ssh_config)
+        key = self.key
+        assert key is not None  # apply() made it: there are remote hosts
+        if any(self.local):
+            try:
+                key.write_here()
+            except (JobKeyError, OSError) as exc:
+                raise RemoteError(f"cannot write the job's key {key.path}: {exc}") from None
+        remote = self.remote_hosts
+        problems = ssh.check_hosts(remote, sys.executable if self.check else None,
+                                   self.ssh_config, then=key.command, data=key.data)
+        failed = {problem.host for problem in problems}
+        key.written = {host for host in remote if host not in failed}
         if problems:
-            lines = [f"  {problem.host}: {problem.reason}" for problem in problems]
-            raise RemoteError(
-                f"pre-flight: {len(problems)} of {len(self.remote_hosts)} remote hosts failed "
-                "the ssh check (nothing launched; --no-check skips it):\n" + "\n".join(lines))
+            lines = "".join(f"\n  {problem.host}: {problem.reason}" for problem in problems)
+            if self.check:
+                raise RemoteError(f"pre-flight: {len(problems)} of {len(remote)} remote hosts "
+                                  "failed the ssh check (nothing launched; --no-check skips "
+                                  f"it):{lines}")
+            raise RemoteError(f"could not deliver the job's key over ssh to {len(problems)} of "
+                              f"{len(remote)} remote hosts (nothing launched):{lines}")
 
     def _clean_up(self) -> None:
         if self.key is not None:

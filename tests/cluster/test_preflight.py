@@ -45,7 +45,7 @@ def test_no_check_skips_the_pre_flight_but_the_key_still_goes_over_ssh(cluster, 
     assert run.returncode == 2, run
     assert "pre-flight" not in run.stderr
     assert run.stderr.startswith("distrcomp: run: could not deliver the job's key over ssh to 1 "
-                                 "host(s) (nothing launched):\n"), run
+                                 "of 2 remote hosts (nothing launched):\n"), run
     assert f"  {bad}: ssh: connect to host {bad} port 22" in run.stderr, run
 
 

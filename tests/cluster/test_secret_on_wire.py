@@ -1,14 +1,18 @@
 """The relay's secret never crosses the network outside ssh (issue 24, item 1): every frame on
 the test bridge during a job across hosts is captured (``capture.py``, in the switch
-namespace), TCP streams are put together per connection, and the secret each node was given is
-searched for everywhere but in ssh's connections (port 22, encrypted)."""
+namespace), TCP streams are put together per connection, and the job's secret is searched for
+everywhere but in ssh's connections (port 22, encrypted). The secret is what the nodes' wrappers
+got in their environment, or what the job's key files held while they existed (the launcher
+removes them once every node has connected)."""
 
 from __future__ import annotations
 
+import glob
 import ipaddress
 import struct
 import subprocess
 import sys
+import threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -51,6 +55,33 @@ def _tcp(frame: bytes):
             frame[start + offset:])
 
 
+class KeyFiles(threading.Thread):
+    """Collects the contents of every job key file (/tmp/distrcomp-key-*/key) that exists
+    while it runs, every 5 ms, until :meth:`stop`."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.found: set[bytes] = set()
+        self.paths: set[str] = set()
+        self.done = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.done.wait(0.005):
+            for path in glob.glob("/tmp/distrcomp-key-*/key"):
+                try:
+                    with open(path, "rb") as handle:
+                        self.found.add(handle.readline().strip())
+                    self.paths.add(path)
+                except OSError:
+                    continue
+
+    def stop(self) -> set[bytes]:
+        self.done.set()
+        self.join()
+        return {secret for secret in self.found if secret}
+
+
 def outside_ssh(capture: bytes) -> tuple[dict, int]:
     """The bytes on the wire outside ssh: TCP payloads joined per (port, connection, direction),
     and every other frame whole (keyed by its index); and how many ssh frames there were."""
@@ -76,6 +107,7 @@ def test_the_secret_crosses_the_network_only_inside_ssh(cluster, distrcomp, addr
     sniffer = subprocess.Popen(
         ["ip", "netns", "exec", cluster.switch_ns, sys.executable, str(HERE / "capture.py"),
          str(capture)], stdout=subprocess.PIPE, text=True)
+    keys = KeyFiles()
     try:
         assert sniffer.stdout.readline().strip() == "ready"
         peers = addresses[:2] + ([cluster.launcher_address] if on_launcher else [])
@@ -84,10 +116,12 @@ def test_the_secret_crosses_the_network_only_inside_ssh(cluster, distrcomp, addr
     finally:
         sniffer.terminate()
         sniffer.wait(timeout=30)
+        from_files = keys.stop()
     assert run.returncode == 0, run
-    secrets = {path.read_bytes() for path in tmp_path.glob("secret-*")}
-    assert len(secrets) == 1 and len(next(iter(secrets))) == 64, secrets
-    secret = secrets.pop()
+    secrets = {path.read_bytes() for path in tmp_path.glob("secret-*")} | from_files
+    assert secrets and all(len(secret) == 64 for secret in secrets), secrets
+    left = [path for path in keys.paths if Path(path).parent.exists()]
+    assert not left, f"the job's key was left behind: {left}"
     streams, ssh_frames = outside_ssh(capture.read_bytes())
     # the capture saw the job: ssh, and the relay's connections with each node's output
     assert ssh_frames > 0
@@ -95,6 +129,7 @@ def test_the_secret_crosses_the_network_only_inside_ssh(cluster, distrcomp, addr
         if not (on_launcher and node == len(peers) - 1):  # that one's output stays on this host
             assert any(f"relayed-marker-{node}".encode() in data for data in streams.values()), \
                 f"node {node}'s output was not seen on the bridge"
-    for form in (secret, bytes.fromhex(secret.decode())):
-        leaked = [key for key, data in streams.items() if form in data]
-        assert not leaked, f"the secret crossed the bridge outside ssh: {leaked}"
+    for secret in secrets:
+        for form in (secret, bytes.fromhex(secret.decode())):
+            leaked = [key for key, data in streams.items() if form in data]
+            assert not leaked, f"the secret crossed the bridge outside ssh: {leaked}"

@@ -209,7 +209,7 @@ def test_the_job_key_is_written_private_and_removed(tmp_path):
     from distrcomp.launcher.jobkey import JobKey
 
     key = JobKey(["localhost"], [True], base=str(tmp_path))
-    key.deliver()
+    key.write_here()
     path = tmp_path / key.path
     assert path.read_text() == key.secret + "\n"
     assert path.stat().st_mode & 0o777 == 0o600
