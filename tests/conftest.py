@@ -21,9 +21,12 @@ os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
 os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
 
 
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool:
-    # tests/mpi holds pytest-mpi tests: collected only inside mpiexec (--with-mpi).
-    return bool(collection_path == TESTS / "mpi" and not config.getoption("--with-mpi", default=False))
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    # tests/mpi holds pytest-mpi tests: collected only inside mpiexec (--with-mpi). None, not
+    # False, for everything else: False would end the hook there and so disable --ignore.
+    if collection_path == TESTS / "mpi" and not config.getoption("--with-mpi", default=False):
+        return True
+    return None
 
 
 def mpiexec_argv(n: int) -> list[str]:

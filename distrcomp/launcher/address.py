@@ -17,8 +17,8 @@ import socket
 import struct
 from typing import NamedTuple
 
-__all__ = ["AddressError", "LauncherAddress", "is_local", "local_addresses", "resolve",
-           "route_source", "validate"]
+__all__ = ["AddressError", "LauncherAddress", "is_local", "local_addresses", "loopback_unheld",
+           "resolve", "route_source", "validate"]
 
 _SIOCGIFADDR = 0x8915
 _SIOCGIFNETMASK = 0x891B
@@ -125,6 +125,17 @@ def is_local(host: str) -> bool:
     except ValueError:
         return False
     return address.is_loopback or str(address) in local_addresses()
+
+
+def loopback_unheld(host: str) -> bool:
+    """True if ``host`` is a loopback address that no interface holds (``127.0.0.2``): this
+    machine to the kernel, but another host to the MPIs, which take a host as local only by
+    its name or an address of an interface, and would start it over ssh."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_loopback and str(address) not in local_addresses()
 
 
 def validate(address: str) -> LauncherAddress:

@@ -11,8 +11,11 @@ writing a line into a pipe costs a third of writing it into a socket. Across mac
 stream is a TCP connection of its own. The launcher listens only for the duration of the job,
 on the address the nodes need, and stops listening once every node is connected.
 
-Authentication is mutual, by a per-job secret that travels in the environment
-(``DISTRCOMP_RELAY_SECRET``, never on a command line) and never over the wire::
+Authentication is mutual, by a per-job secret that never crosses the network outside ssh and
+never appears on a command line: on one machine it travels in the environment
+(``DISTRCOMP_RELAY_SECRET``); in a job with remote hosts the launcher writes it into a private
+file on each host over ssh and the nodes get the file's path (``DISTRCOMP_RELAY_SECRET_FILE``;
+see :mod:`.jobkey`), because the MPI forwards the environment over plain TCP::
 
     launcher → node   MAGIC, launcher nonce (32 bytes)
     node → launcher   node id (u32), stream (u8), node nonce (32),
@@ -46,6 +49,7 @@ __all__ = [
     "ENV_JOB",
     "ENV_NODE",
     "ENV_SECRET",
+    "ENV_SECRET_FILE",
     "ENV_SLOTS",
     "ENV_WORKDIR",
     "ERR",
@@ -68,10 +72,13 @@ __all__ = [
     "parse_address",
     "preload",
     "recv_fds",
+    "take_secret",
 ]
 
 ENV_ADDRESS = "DISTRCOMP_RELAY"  # host:port of the launcher's listener
 ENV_SECRET = "DISTRCOMP_RELAY_SECRET"  # hex; removed from the environment of the user's command
+# a job across hosts: the path of the file holding the secret instead (.jobkey); also removed
+ENV_SECRET_FILE = "DISTRCOMP_RELAY_SECRET_FILE"
 ENV_JOB = "DISTRCOMP_JOB"  # unique job id; every process of the job carries it
 # "<job id>.<node id>", set by the node wrapper for its command: every process the command
 # starts carries it, also one that leaves its process group (setsid, a daemon), so that the
@@ -138,6 +145,21 @@ def recv_fds(sock: _socket.socket, size: int, max_fds: int) -> tuple[bytes, list
 def new_secret() -> str:
     """A fresh per-job secret, as hex text for the environment."""
     return os.urandom(32).hex()
+
+
+def take_secret(environ: dict[str, str]) -> str:
+    """Remove the job's secret from ``environ`` (``os.environ``: the node wrapper's) and return
+    it: :data:`ENV_SECRET` itself, else the first line of the file :data:`ENV_SECRET_FILE`
+    names. Both variables are removed whichever is used. Raises KeyError naming
+    :data:`ENV_SECRET` if neither is set, OSError if the file cannot be read."""
+    secret = environ.pop(ENV_SECRET, None)
+    path = environ.pop(ENV_SECRET_FILE, None)
+    if secret is not None:
+        return secret
+    if path is None:
+        raise KeyError(ENV_SECRET)
+    with open(path) as handle:
+        return handle.readline().strip()
 
 
 def _proof(

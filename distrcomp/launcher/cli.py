@@ -61,7 +61,7 @@ examples:
   distrcomp run -n 4 --group prog.py           each node's output as one block
   distrcomp run -n 4 --output-dir logs prog.py also logs/node-<id>.out and .err
   distrcomp run -n 2 -x OMP_NUM_THREADS=2 --mpi-args "-bind-to core" prog.py
-  distrcomp run --peers peers.txt --dry-run prog.py   show hostfile and mpiexec line
+  distrcomp run --peers peers.txt --dry-run prog.py   print it as a bare mpiexec script
 
 peers.txt:
   # comment                    blank lines and comments are ignored
@@ -126,9 +126,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="forward environment variable VAR to every node (setting it to "
                           "VALUE first); repeatable")
     run.add_argument("--mpi", choices=_MPI_NAMES,
-                     help="assume this MPI instead of detecting it (for --dry-run elsewhere)")
+                     help="the MPI to use: exit 2 if the one found is another (with --dry-run: "
+                          "assume it, to print a script for another machine)")
+    run.add_argument("--allow-run-as-root", action="store_true",
+                     help="Open MPI: give its consent to run as root (its own "
+                          "--allow-run-as-root); without it, or OMPI_ALLOW_RUN_AS_ROOT=1 and "
+                          "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1, a job as root exits 2 at once")
     run.add_argument("--dry-run", action="store_true",
-                     help="print the hostfile and the exact mpiexec command line, run nothing")
+                     help="run nothing; print a shell script that runs the same nodes under bare "
+                          "mpiexec (hostfile and ssh program written by it into a new temporary "
+                          "directory; without distrcomp's node wrapper and relay)")
     run.add_argument("--legacy-master", metavar="MASTER_PY",
                      help="run the old DistrComp master.py's `commands` in order on every node, "
                           "each with its `timelimit`, output grouped per node; master.py is "
@@ -248,6 +255,7 @@ def _mpi_name(text: str) -> str:
 _RUN_FLAGS = {
     "--group": "group", "--no-tag": "no_tag", "-u": "unbuffered", "--unbuffered": "unbuffered",
     "--dry-run": "dry_run", "--no-check": "no_check", "--keep-files": "keep_files",
+    "--allow-run-as-root": "allow_run_as_root",
 }
 _RUN_VALUES = {
     "-n": ("n", _positive_int), "--peers": ("peers", str), "--timeout": ("timeout", _positive_float),
@@ -354,13 +362,15 @@ def console() -> None:
     os._exit(code)
 
 
-def _flavor(name: str | None):
-    from .flavor import MPIError, detect, forced
+def _flavor(name: str | None, dry_run: bool = False):
+    """The MPI to launch with: the one installed, which must be ``name`` if given; with
+    ``dry_run``, ``name`` as given (a script for another machine)."""
+    from .flavor import MPIError, check_installed, detect, forced
 
-    if name:
+    if name and dry_run:
         return forced(name)
     try:
-        return detect()
+        return check_installed(name) if name else detect()
     except MPIError as exc:
         raise _UsageError(str(exc)) from None
 
@@ -473,6 +483,18 @@ def _buffering(unbuffered: bool) -> dict[str, str | None]:
     return {}
 
 
+def _refuse_unheld_loopback(hosts, peers: str) -> None:
+    """A loopback address no interface holds (127.0.0.2) would be started over ssh by the MPI
+    although the launcher takes it for this machine: refused with its line, before launch."""
+    from .address import loopback_unheld
+
+    for host in hosts:
+        if loopback_unheld(host.name):
+            raise _UsageError(f"{peers}:{host.line}: {host.name} is a loopback address of this "
+                              "machine that no interface holds, which MPI would reach over ssh; "
+                              "write localhost for this machine")
+
+
 def _split_mpi_args(text: str) -> list[str]:
     """``--mpi-args`` as words, as the shell splits them (``shlex``, imported only for some)."""
     if not text.strip():
@@ -484,15 +506,17 @@ def _split_mpi_args(text: str) -> list[str]:
 
 def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, grouped: bool):
     """``(JobSpec, host of each node)`` for one launch of ``command``."""
+    from .flavor import ROOT_OPTION, root_refusal
     from .job import JobSpec
 
     peers = _spec_peers(args)
-    flavor = _flavor(args.mpi)
+    flavor = _flavor(args.mpi, args.dry_run)
     hostfile_text = None
     if peers is not None:
         from .peers import node_hosts
 
         hosts = _read_peers(peers)
+        _refuse_unheld_loopback(hosts, peers)
         try:
             names = node_hosts(hosts, args.n)
         except ValueError as exc:
@@ -504,6 +528,11 @@ def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, gro
         mpi_args = _split_mpi_args(args.mpi_args)
     except ValueError as exc:
         raise _UsageError(f"--mpi-args: {exc}") from None
+    if args.allow_run_as_root and flavor.name == "openmpi" and ROOT_OPTION not in mpi_args:
+        mpi_args.insert(0, ROOT_OPTION)
+    refusal = root_refusal(flavor, mpi_args)
+    if refusal is not None and not args.dry_run:
+        raise _UsageError(f"run: {refusal}")
     env = {**env, **_buffering(args.unbuffered)}
     spec = JobSpec(
         command=command, hosts=names, flavor=flavor, hostfile_text=hostfile_text,
@@ -528,9 +557,12 @@ def _launch(args: argparse.Namespace, specs: list, names: list[str], labels: lis
         for spec in specs:
             site.apply(spec)
         if args.dry_run:
+            ssh_program = site.ssh_program
             site.discard()
+            from .dryrun import script
+
             for spec in specs:
-                _dry_run(spec, _spec_peers(args))
+                sys.stdout.write(script(spec, _spec_peers(args), ssh_program, args.ssh_config))
             return 0
         with site.prepared():
             since = time.monotonic()
@@ -594,22 +626,3 @@ def _run_legacy_master(args: argparse.Namespace) -> int:
     ]
     specs = [spec for spec, _ in built]
     return _launch(args, specs, built[0][1], labels=master.commands, extra_files=master.files)
-
-
-def _dry_run(spec, peers: str | None) -> int:
-    import shlex
-    import tempfile
-
-    out = sys.stdout
-    with tempfile.TemporaryDirectory(prefix="distrcomp-") as scratch:
-        hostfile = None
-        if spec.hostfile_text is None:
-            out.write("# no hostfile: every node runs on this machine\n")
-        else:
-            hostfile = os.path.join(scratch, "hostfile")
-            out.write(f"# hostfile from {peers} ({spec.flavor.name} syntax), written to "
-                      f"{hostfile} for the run:\n")
-            out.write(spec.hostfile_text)
-        out.write(f"# mpiexec command line ({spec.n} nodes):\n")
-        out.write(shlex.join(spec.argv(hostfile)) + "\n")
-    return 0

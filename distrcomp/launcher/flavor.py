@@ -19,12 +19,15 @@ if TYPE_CHECKING:
 del TYPE_CHECKING
 
 __all__ = [
-    "FLAVORS", "MPICH", "OPENMPI", "Flavor", "MPIError", "detect", "family_by_files",
-    "find_mpiexec", "forced", "version_line",
+    "FLAVORS", "MPICH", "OPENMPI", "ROOT_OPTION", "Flavor", "MPIError", "detect",
+    "family_by_files", "find_mpiexec", "forced", "root_refusal", "version_line",
 ]
 
 MPICH, OPENMPI = "mpich", "openmpi"
 FLAVORS = (MPICH, OPENMPI)
+_NAMES = {MPICH: "MPICH", OPENMPI: "Open MPI"}
+ROOT_OPTION = "--allow-run-as-root"  # Open MPI's own consent to run as root
+_ROOT_CONSENT = ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")  # its other form
 
 
 class MPIError(RuntimeError):
@@ -77,7 +80,9 @@ class Flavor:
             return []
         if self.name == OPENMPI:
             return [arg for name in names for arg in ("-x", name)]
-        return ["-genvlist", ",".join(names)]
+        # -envlist, not -genvlist: hydra refuses a spawn (MPI_Comm_spawn) under a job that set
+        # a global propagation ("duplicate setting: genv-prop")
+        return ["-envlist", ",".join(names)]
 
     def ssh_args(self, program: str) -> list[str]:
         """Arguments that make mpiexec start its remote side with ``program`` (an executable
@@ -204,6 +209,32 @@ def detect() -> Flavor:
     mpiexec that its files tell but that cannot run fails when the job starts it)."""
     mpiexec = find_mpiexec()
     return Flavor(family_by_files(mpiexec) or _family_by_version(mpiexec), mpiexec)
+
+
+def root_refusal(flavor: Flavor, mpi_args: Sequence[str], environ: dict[str, str] | None = None,
+                 euid: int | None = None) -> str | None:
+    """The one line saying why ``flavor``'s mpiexec would refuse to start, as Open MPI does
+    for root without its consent (:data:`ROOT_OPTION` in ``mpi_args``, or both of
+    ``OMPI_ALLOW_RUN_AS_ROOT=1`` and ``OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1`` in ``environ``,
+    default ``os.environ``); None when it will start. ``euid`` defaults to this process's."""
+    if flavor.name != OPENMPI or (os.geteuid() if euid is None else euid) != 0:
+        return None
+    environ = os.environ if environ is None else environ
+    if ROOT_OPTION in mpi_args or all(environ.get(name) == "1" for name in _ROOT_CONSENT):
+        return None
+    return ("Open MPI refuses to run as root: run as another user, or pass "
+            f"{ROOT_OPTION} to give Open MPI your consent")
+
+
+def check_installed(name: str) -> Flavor:
+    """The installed MPI (:func:`detect`), which must be of the family ``name``. Raises
+    MPIError naming the MPI found when it is another (or none is found)."""
+    flavor = detect()
+    if flavor.name != name:
+        raise MPIError(f"--mpi {name}: the MPI found is {_NAMES[flavor.name]} "
+                       f"({flavor.mpiexec}), not {_NAMES.get(name, name)}; install "
+                       f"{_NAMES.get(name, name)} or set DISTRCOMP_MPIEXEC to its mpiexec")
+    return flavor
 
 
 def forced(name: str) -> Flavor:

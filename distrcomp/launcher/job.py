@@ -159,9 +159,10 @@ class JobSpec:
 
     ``hostfile_text`` None means every node on this machine (no hostfile); ``env`` maps names
     of variables to forward to their value (None: the launcher's own value). ``site_args``
-    (ssh program, launcher address, working directory), ``bind`` and ``unreached_hint`` (said
-    when some node never connected back, e.g. which address the nodes were given) are set by
-    :meth:`.remote.Remote.apply`.
+    (ssh program, launcher address, working directory), ``bind``, ``secret`` (the key already
+    delivered to remote hosts), ``on_connected`` (what to do once every node has connected,
+    e.g. remove that key; it must not block) and ``unreached_hint`` (said when some node never connected
+    back, e.g. which address the nodes were given) are set by :meth:`.remote.Remote.apply`.
 
     A plain class rather than a dataclass: ``dataclasses`` (with ``inspect``) costs 2 ms of
     the launcher's start-up, which delays every node.
@@ -184,6 +185,8 @@ class JobSpec:
         self.grouped = grouped
         self.output_dir = output_dir
         self.bind = "127.0.0.1"
+        self.secret: str | None = None  # None: the job makes its own
+        self.on_connected = None  # called once every node has connected
         self.site_args: list[str] = []
         self.unreached_hint: str | None = None
 
@@ -209,8 +212,10 @@ class JobSpec:
 
 
 def forwarded_names(env: dict[str, str | None]) -> list[str]:
-    """Variables forwarded to every node: the relay's, then those of ``env``."""
-    fixed = [channel.ENV_ADDRESS, channel.ENV_SECRET, channel.ENV_JOB]
+    """Variables forwarded to every node: the relay's, then those of ``env``. The secret's own
+    variable only when ``env`` names no file holding it (a job with remote hosts, .jobkey)."""
+    secret = channel.ENV_SECRET_FILE if channel.ENV_SECRET_FILE in env else channel.ENV_SECRET
+    fixed = [channel.ENV_ADDRESS, secret, channel.ENV_JOB]
     return fixed + [name for name in env if name not in fixed]
 
 
@@ -274,7 +279,7 @@ class Job:
         )
         self.results = [NodeResult(i, host) for i, host in enumerate(spec.hosts)]
         self.job_id = os.urandom(12).hex()
-        self.secret = channel.new_secret()
+        self.secret = spec.secret or channel.new_secret()
         self.selector = _Poller()
         self.conns: dict[_socket.socket, _Conn] = {}
         self.by_node: dict[int, _Conn] = {}
@@ -355,7 +360,10 @@ class Job:
         env = dict(os.environ)
         env.update({name: value for name, value in spec.env.items() if value is not None})
         env[channel.ENV_ADDRESS] = address
-        env[channel.ENV_SECRET] = self.secret
+        if channel.ENV_SECRET_FILE in spec.env:  # across hosts: never in the MPI's hands
+            env.pop(channel.ENV_SECRET, None)
+        else:
+            env[channel.ENV_SECRET] = self.secret
         env[channel.ENV_JOB] = self.job_id
         # mpiexec in its own session must not read the terminal (it would be stopped)
         no_stdin = sys.stdin is None or sys.stdin.closed or sys.stdin.isatty()
@@ -626,6 +634,9 @@ class Job:
     def _close_listener_if_complete(self) -> None:
         if len(self.by_node) == self.spec.n and self.n_streams == 2 * self.spec.n:
             self._close_listener()  # nobody else has any business connecting
+            if self.spec.on_connected is not None:
+                self.spec.on_connected()
+                self.spec.on_connected = None
 
     def _reject(self, conn: _Conn, reason: str) -> None:
         self.output.note("err", f"distrcomp: rejected a connection from {conn.peer}: {reason}")

@@ -61,9 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         address = os.environ.pop(channel.ENV_ADDRESS)
-        secret = os.environ.pop(channel.ENV_SECRET)
+        secret = channel.take_secret(os.environ)
     except KeyError as exc:
         sys.stderr.write(f"distrcomp node: {exc.args[0]} is not set; start nodes with distrcomp run\n")
+        return 2
+    except OSError as exc:
+        sys.stderr.write(f"distrcomp node: cannot read the job's key {exc.filename}: "
+                         f"{exc.strerror or exc}\n")
         return 2
     node = _rank()
     if node is None:
@@ -254,7 +258,7 @@ class _Relay:
         return None
 
     def _start(self, streams: Sequence[int]) -> int:
-        env = dict(os.environ)  # ENV_SECRET and ENV_ADDRESS were removed in main()
+        env = dict(os.environ)  # the secret's variables and ENV_ADDRESS were removed in main()
         env[channel.ENV_NODE] = self.mark
         problem = self._enter_workdir()
         if problem is not None:

@@ -20,9 +20,11 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["MAX_SLOTS", "Host", "PeersFileError", "node_hosts", "parse_peers", "read_peers"]
+__all__ = ["MAX_BYTES", "MAX_SLOTS", "Host", "PeersFileError", "node_hosts", "parse_peers",
+           "read_peers"]
 
 MAX_SLOTS = 4096  # far above any real machine; stops `slots=10**12` from planning absurd jobs
+MAX_BYTES = 1 << 20  # a peers file of 4096 hosts with comments is far below; /dev/zero is not
 
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _DIGITS = re.compile(r"[0-9]+\Z")
@@ -57,12 +59,23 @@ class Host(NamedTuple):
 def read_peers(path: str | Path) -> list[Host]:
     """Read and parse the peers file at ``path`` (see the module docstring for the format).
 
-    Raises PeersFileError for an unreadable file (line 0) or any malformed line.
+    Reads at most :data:`MAX_BYTES` + 1 bytes, so that a huge or endless file (``/dev/zero``)
+    is refused at once. Raises PeersFileError for an unreadable file (line 0), binary data or
+    a file larger than :data:`MAX_BYTES` (the line where that shows), or any malformed line.
     """
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
     except OSError as exc:
         raise PeersFileError(str(path), 0, f"cannot read: {exc.strerror or exc}") from None
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise PeersFileError(str(path), data.count(b"\n", 0, nul) + 1,
+                             "binary data (a NUL byte): a peers file is text, one host per line")
+    if len(data) > MAX_BYTES:
+        raise PeersFileError(str(path), data.count(b"\n", 0, MAX_BYTES) + 1,
+                             f"the file is larger than {MAX_BYTES} bytes: a peers file lists "
+                             "hosts, one per line")
     return parse_peers(data, str(path))
 
 
@@ -125,7 +138,11 @@ def _parse_line(line: str, number: int, path: str) -> Host | None:
     def fail(reason: str) -> PeersFileError:
         return PeersFileError(path, number, reason)
 
-    content = line.split("#", 1)[0]
+    content, hash_sign, _ = line.partition("#")
+    if hash_sign and content and not content[-1].isspace():
+        word = content.split()[-1] if content.split() else content
+        raise fail(f"'#' right after {word!r}: a comment starts with '#' after a space, and "
+                   "'#' cannot be part of a host name")
     for char in content:
         if (ord(char) < 32 and char != "\t") or ord(char) == 127:
             raise fail(f"unexpected control character {char!r}")
@@ -156,6 +173,7 @@ def _split_host_spec(spec: str, fail) -> tuple:
             raise fail(f"missing ']' in {spec!r}")
         if not _is_ipv6(inside):
             raise fail(f"{inside!r} in brackets is not an IPv6 address")
+        _check_unicast(ipaddress.IPv6Address(inside), fail)
         if not rest:
             return inside, None
         if not rest.startswith(":"):
@@ -163,6 +181,9 @@ def _split_host_spec(spec: str, fail) -> tuple:
         return inside, _slot_count(rest[1:], fail)
     if "@" in spec:
         raise fail(f"user names are not supported in {spec!r}; set the user in ~/.ssh/config")
+    if "/" in spec:
+        raise fail(f"{spec!r} is not a host: write the host name or address alone (no URL, "
+                   "path or network prefix)")
     if spec.count(":") == 1:
         name, _, count = spec.partition(":")
         _check_name(name, fail)
@@ -170,6 +191,7 @@ def _split_host_spec(spec: str, fail) -> tuple:
     if ":" in spec:
         if not _is_ipv6(spec):
             raise fail(f"{spec!r} is not an IPv6 address (with a slot count write [address]:N)")
+        _check_unicast(ipaddress.IPv6Address(spec), fail)
         return spec, None
     _check_name(spec, fail)
     return spec, None
@@ -181,9 +203,10 @@ def _check_name(name: str, fail) -> None:
         raise fail("empty host name")
     if _DOTTED_NUMBERS.match(name):
         try:
-            ipaddress.IPv4Address(name)
+            address = ipaddress.IPv4Address(name)
         except ValueError:
             raise fail(f"{name!r} is not a valid IPv4 address") from None
+        _check_unicast(address, fail)
         return
     if len(name.rstrip(".")) > 253:
         raise fail(f"host name is longer than 253 characters ({len(name)})")
@@ -193,6 +216,17 @@ def _check_name(name: str, fail) -> None:
                 f"bad host name {name!r}: each dot-separated part must be 1-63 letters, digits "
                 "or '-', not starting or ending with '-'"
             )
+
+
+def _check_unicast(address: ipaddress.IPv4Address | ipaddress.IPv6Address, fail) -> None:
+    """Refuse an address no single machine answers on (``0.0.0.0``, ``::``, multicast,
+    broadcast): ssh and the MPI would fail later, without the line."""
+    if address.is_unspecified or address.is_multicast or address == _BROADCAST:
+        kind = "unspecified" if address.is_unspecified else "multicast or broadcast"
+        raise fail(f"{str(address)!r} is not a host's address ({kind})")
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 def _slot_count(text: str, fail) -> int:

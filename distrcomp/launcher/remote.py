@@ -4,8 +4,10 @@ its options, the launcher address, the ssh wrapper for the MPI, the pre-flight, 
 Order of events (:class:`Remote`): :meth:`Remote.plan` checks what can be checked without
 touching the network (files exist, the address is this machine's) and :meth:`Remote.apply`
 writes the result into the job's spec; then, inside :meth:`Remote.prepared`, the pre-flight
-(every remote host answers ssh, in parallel), the shipping, the job, and always the removal of
-the shipped files. Any failure before the job raises :class:`RemoteError` (exit 2, nothing
+(every remote host answers ssh, in parallel), the job's key (how a node proves it belongs to
+the job: written on each remote host over ssh, never given to the MPI, see :mod:`.jobkey`), the
+shipping, the job, and always the removal of the key and the shipped files. Any failure before
+the job raises :class:`RemoteError` (exit 2, nothing
 launched).
 """
 
@@ -15,7 +17,7 @@ import _signal  # signal's C part: signal.py imports enum (see .job)
 import os
 import sys
 
-from .channel import ENV_SLOTS, ENV_WORKDIR
+from .channel import ENV_SECRET_FILE, ENV_SLOTS, ENV_WORKDIR
 from .flavor import Flavor
 
 TYPE_CHECKING = False
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from .address import LauncherAddress
+    from .jobkey import JobKey
     from .staging import Stage
 del TYPE_CHECKING
 # address, ssh and staging are imported where needed: a job on this machine alone, the most
@@ -58,7 +61,9 @@ def add_options(run: argparse.ArgumentParser) -> None:
                             "source address of the route to the first remote host)")
     group.add_argument("--no-check", action="store_true",
                        help="skip the pre-flight (every remote host must answer ssh within "
-                            f"{ssh.CONNECT_TIMEOUT} s, else exit 2 naming each bad host)")
+                            f"{ssh.CONNECT_TIMEOUT} s, else exit 2 naming each bad host); the "
+                            "job's key still goes to each remote host over ssh first, which "
+                            "fails the same way")
     group.add_argument("--files", metavar="A,B,DIR/", default="",
                        help="ship these files (directories recursively) to every host into a "
                             "fresh per-job directory under /tmp, run the nodes there, remove it "
@@ -106,6 +111,8 @@ class Remote:
         self.address_reason = ""
         self.files: list = []
         self.stage: Stage | None = None
+        self.key: JobKey | None = None
+        self._specs: list = []  # those apply() set up
         self.scratch: str | None = None
 
     @property
@@ -208,9 +215,21 @@ class Remote:
             assert self.launcher is not None
             spec.site_args += self.flavor.address_args(self.launcher.address,
                                                        self._open_mpi_network())
-            # Remote nodes get only the forwarded names (MPICH -genvlist, Open MPI -x): PATH
+            # Remote nodes get only the forwarded names (MPICH -envlist, Open MPI -x): PATH
             # too, so that a bare `python` is the launcher's, not the remote login shell's.
             spec.env.setdefault("PATH", None)
+            # The secret goes over ssh, never in the environment the MPI forwards (.jobkey).
+            if self.key is None:
+                from .jobkey import JobKey
+
+                self.key = JobKey(self.hosts, self.local, self.ssh_config)
+            spec.secret = self.key.secret
+            spec.env[ENV_SECRET_FILE] = self.key.path
+            # Once the last job's nodes have all connected, the key has done its work.
+            for earlier in self._specs:
+                earlier.on_connected = None
+            spec.on_connected = self.key.start_removal
+            self._specs.append(spec)
             spec.unreached_hint = (
                 f"distrcomp: the nodes were told to connect back to {self.launcher.address} "
                 f"({self.address_reason}); if the hosts cannot reach it, choose another with "
@@ -228,6 +247,11 @@ class Remote:
             spec.env[ENV_WORKDIR] = self.stage.root
             spec.env[ENV_SLOTS] = ",".join(str(count) for count in self.slots)
 
+    @property
+    def ssh_program(self) -> str | None:
+        """The path the ssh wrapper for the MPI is written to, if the job has remote hosts."""
+        return None if self.scratch is None else os.path.join(self.scratch, "ssh")
+
     def discard(self) -> None:
         """Remove the local scratch directory (after a dry run)."""
         if self.scratch is not None:
@@ -237,8 +261,9 @@ class Remote:
             self.scratch = None
 
     def prepared(self) -> Remote:
-        """``with site.prepared(): JOB``: pre-flight and shipping, then the body (the job); the
-        shipped files and the ssh wrapper are removed afterwards whatever happens
+        """``with site.prepared(): JOB``: pre-flight, the job's key and shipping, then the body
+        (the job); the key, the shipped files and the ssh wrapper are removed afterwards
+        whatever happens
         (``--keep-files`` keeps the files). Raises RemoteError, nothing launched, if a host
         fails the pre-flight or the shipping. (A class's ``__enter__``/``__exit__`` rather than
         ``contextlib``: its import is ~2 ms of the launcher's start-up, with ``collections``.)"""
@@ -253,7 +278,7 @@ class Remote:
                 from . import ssh
 
                 ssh.write_wrapper(os.path.join(self.scratch, "ssh"), self.ssh_config)
-            if self.check and self.remote_hosts:
+            if self.remote_hosts:
                 self._preflight()
             if self.stage is not None:
                 from .staging import StagingError
@@ -272,16 +297,37 @@ class Remote:
         self._clean_up()
 
     def _preflight(self) -> None:
+        """One ssh per remote host, in parallel: the check (unless ``--no-check``), then the
+        job's key written from ssh's standard input; the key is written here first if nodes
+        run here."""
         from . import ssh
+        from .jobkey import JobKeyError
 
-        problems = ssh.check_hosts(self.remote_hosts, sys.executable, self.ssh_config)
+        key = self.key
+        assert key is not None  # apply() made it: there are remote hosts
+        if any(self.local):
+            try:
+                key.write_here()
+            except (JobKeyError, OSError) as exc:
+                raise RemoteError(f"cannot write the job's key {key.path}: {exc}") from None
+        remote = self.remote_hosts
+        problems = ssh.check_hosts(remote, sys.executable if self.check else None,
+                                   self.ssh_config, then=key.command, data=key.data)
+        failed = {problem.host for problem in problems}
+        key.written = {host for host in remote if host not in failed}
         if problems:
-            lines = [f"  {problem.host}: {problem.reason}" for problem in problems]
-            raise RemoteError(
-                f"pre-flight: {len(problems)} of {len(self.remote_hosts)} remote hosts failed "
-                "the ssh check (nothing launched; --no-check skips it):\n" + "\n".join(lines))
+            lines = "".join(f"\n  {problem.host}: {problem.reason}" for problem in problems)
+            if self.check:
+                raise RemoteError(f"pre-flight: {len(problems)} of {len(remote)} remote hosts "
+                                  "failed the ssh check (nothing launched; --no-check skips "
+                                  f"it):{lines}")
+            raise RemoteError(f"could not deliver the job's key over ssh to {len(problems)} of "
+                              f"{len(remote)} remote hosts (nothing launched):{lines}")
 
     def _clean_up(self) -> None:
+        if self.key is not None:
+            for line in self.key.remove():
+                sys.stderr.write(line + "\n")
         if self.stage is not None:
             if self.keep_files and self.stage.created:
                 messages = self.stage.describe()

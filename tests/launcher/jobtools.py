@@ -5,8 +5,9 @@ for the ``from conftest import ...`` in tests/test_mpi_suite.py.
 
 Every launch carries a unique marker in its environment; after the launcher has exited, the
 ``launch``/``start`` helpers fail the test if any process with that marker is still alive, or
-if a shared-memory segment of MPI made during the launch is left in /dev/shm (the launcher
-must leave nothing of the job behind, whatever happened).
+if a shared-memory segment of MPI that the job's processes had open or mapped is left in
+/dev/shm (the launcher must leave nothing of the job behind, whatever happened). Only the
+job's own are looked at: other MPI jobs run on the same machine, and may leave theirs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -59,6 +61,69 @@ def mpi_segments() -> set[str]:
         return set()
 
 
+def segments_of(pids: Sequence[int]) -> set[str]:
+    """Names of the MPI segments in /dev/shm that ``pids`` have open or mapped."""
+    paths = []
+    for pid in pids:
+        try:
+            paths += [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            with open(f"/proc/{pid}/maps") as handle:
+                paths += [line.split(None, 5)[-1].strip() for line in handle if "/dev/shm/" in line]
+        except OSError:
+            continue
+    names = {path.split(" ")[0].removeprefix("/dev/shm/") for path in paths
+             if path.startswith("/dev/shm/")}
+    return {name for name in names if name.startswith(SEGMENTS)}
+
+
+class SegmentWatch(threading.Thread):
+    """The MPI segments that the processes under ``root`` (a launcher: mpiexec and the nodes)
+    have had open or mapped, looked at every :attr:`PERIOD` seconds until :meth:`stop`.
+
+    A process is under ``root`` if its parent was when it was first seen; each process of the
+    machine is read once (its ``stat``), the job's at every look."""
+
+    PERIOD = 0.05
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True)
+        self.ours = {root}
+        self.others: set[int] = set()
+        self.seen: set[str] = set()
+        self._finished = threading.Event()
+        self._lock = threading.Lock()
+        self.start()
+
+    def _classify(self) -> None:
+        for pid in sorted(int(name) for name in os.listdir("/proc") if name.isdigit()):
+            if pid in self.ours or pid in self.others:
+                continue
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as handle:
+                    stat = handle.read()
+            except OSError:
+                continue
+            parent = int(stat[stat.rfind(b")") + 2:].split()[1])
+            (self.ours if parent in self.ours else self.others).add(pid)
+
+    def look(self) -> set[str]:
+        """Look now; return every segment seen so far."""
+        with self._lock:
+            self._classify()
+            self.seen |= segments_of(sorted(self.ours))
+            return set(self.seen)
+
+    def run(self) -> None:
+        while not self._finished.wait(self.PERIOD):
+            self.look()
+
+    def stop(self) -> set[str]:
+        """Stop looking; every segment seen."""
+        self._finished.set()
+        self.join()
+        return self.seen
+
+
 def in_use(segment: str) -> bool:
     """Whether a process has /dev/shm/``segment`` open or mapped (another job's, running)."""
     path = f"/dev/shm/{segment}"
@@ -96,8 +161,6 @@ class Launch:
                  stdin: bytes | None = None, command: Sequence[str] = (),
                  pass_fds: Sequence[int] = ()) -> None:
         self.mark = uuid.uuid4().hex
-        # tests run one at a time: a new segment nothing uses when the job is over was its
-        self.segments = mpi_segments()
         # the launcher decides the nodes' buffering unless the test says otherwise
         inherited = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
         full_env = {**inherited, **(env or {}), MARK: self.mark}
@@ -107,6 +170,7 @@ class Launch:
             stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=pass_fds,
         )
+        self.segments = SegmentWatch(self.proc.pid)
         self.input = stdin
         self.stdout = ""
         self.stderr = ""
@@ -119,13 +183,14 @@ class Launch:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, err = self.proc.communicate()
+            self.segments.stop()
             pytest.fail(f"distrcomp did not finish within {timeout} s:\n{err.decode()[-3000:]}")
         self.elapsed = time.monotonic() - self.started
         self.stdout = out.decode("utf-8", "replace")
         self.stderr = err.decode("utf-8", "replace")
         self.returncode = self.proc.returncode
         assert_no_leftovers(self.mark)
-        left = sorted(name for name in mpi_segments() - self.segments if not in_use(name))
+        left = sorted(name for name in self.segments.stop() & mpi_segments() if not in_use(name))
         if left:
             pytest.fail(f"the job's MPI left shared memory behind in /dev/shm: {', '.join(left)}")
         return self

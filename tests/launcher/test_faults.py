@@ -110,13 +110,12 @@ def test_signal_to_the_launcher_stops_every_node(tmp_path, signum):
 def test_shared_memory_of_a_stopped_job_is_removed_and_another_jobs_is_kept(tmp_path):
     # Every launch checks that its MPI's segments are gone afterwards (jobtools); this one also
     # checks that the launcher of a job that timed out leaves those of a job still running.
-    before = mpi_segments()
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     running = start(tmp_path / "a", "run", "-n", "2", program("blocked.py"), str(tmp_path / "a"))
     try:
         wait_for_files([tmp_path / "a" / f"ready-{node}" for node in range(2)])
-        kept = mpi_segments() - before
+        kept = running.segments.look()
         if not kept:
             pytest.skip("this MPI keeps no shared memory in /dev/shm")
         done = launch(tmp_path / "b", "run", "-n", "2", "--timeout", "2", program("blocked.py"),

@@ -4,12 +4,11 @@ and ``--dry-run`` show what would be launched, in either MPI's syntax."""
 from __future__ import annotations
 
 import shlex
+import subprocess
 import sys
 
 import pytest
 from jobtools import ROOT, installed_command, launch
-
-from distrcomp.launcher.command import node_argv
 
 BAD_PEERS = [
     # (file content, line, reason)
@@ -36,8 +35,18 @@ BAD_PEERS = [
     (b"1:2:3\n", 1, "'1:2:3' is not an IPv6 address"),
     (b"user@host\n", 1, "user names are not supported"),
     (b"ok\n\xff\xfejunk\n", 2, "not UTF-8 text (byte 0xff)"),
-    (b"ok\nho\x00st\n", 2, "unexpected control character '\\x00'"),
+    (b"ok\nho\x00st\n", 2, "binary data (a NUL byte)"),
+    (b"ok\nho\x01st\n", 2, "unexpected control character '\\x01'"),
     ("h\u00f6st\n".encode(), 1, "unexpected non-ASCII character"),
+    # issue 24, item 10: each refused with its line, not later by ssh or the MPI
+    (b"a\nlocal#host\n", 2, "'#' right after 'local'"),
+    (b"a\n0.0.0.0\n", 2, "'0.0.0.0' is not a host's address (unspecified)"),
+    (b"[::]:2\n", 1, "'::' is not a host's address (unspecified)"),
+    (b"a\n\nssh://localhost\n", 3, "'ssh://localhost' is not a host"),
+    # issue 24, item 12: this machine to the launcher, a remote host to the MPI (exit 255)
+    (b"localhost\n127.0.0.2 slots=2\n", 2, "127.0.0.2 is a loopback address of this machine"),
+    (b"a\nb\n" + b"\0" * 100, 3, "binary data (a NUL byte)"),
+    (b"a\n" + b"# comment\n" * 200_000, 104_859, "the file is larger than 1048576 bytes"),
 ]
 
 
@@ -99,6 +108,17 @@ def test_hostfile_example_ipv6_lines_work_with_open_mpi_only(tmp_path):
     assert refused.stderr.startswith(f"distrcomp: peers.txt:{ipv6[0] + 1}: MPICH hostfiles cannot hold")
 
 
+def test_an_endless_peers_file_is_refused_at_once(tmp_path):
+    # issue 24, item 10: /dev/zero was read until memory ran out (a MemoryError traceback)
+    witness = tmp_path / "ran"
+    done = launch(tmp_path, "run", "--peers", "/dev/zero", "--", "touch", str(witness),
+                  timeout=60)
+    assert done.returncode == 2, done
+    assert done.stderr == "distrcomp: /dev/zero:1: binary data (a NUL byte): a peers file is " \
+        "text, one host per line\n", done
+    assert not witness.exists(), "something was launched"
+
+
 PEERS = "# cluster\n10.0.0.2\n10.0.0.3 slots=4\nnode7.cluster:2  # MPICH style\n"
 
 
@@ -118,35 +138,53 @@ def test_hostfile_and_dry_run_for_both_mpis(tmp_path, flavor, hostfile):
                  "--launcher-address", "127.0.0.1", "--mpi-args", "--verbose", "prog.py", "arg 1")
     assert dry.returncode == 0, dry
     lines = dry.stdout.splitlines()
-    assert lines[0].startswith(f"# hostfile from peers.txt ({flavor} syntax), written to ")
-    path = lines[0].rsplit(" written to ", 1)[1].split(" for the run:")[0]
-    assert "\n".join(lines[1:4]) + "\n" == hostfile
-    assert lines[4] == "# mpiexec command line (7 nodes):"
-    argv = shlex.split(lines[5])
-    # the nodes' command under the node wrapper
-    node = node_argv([sys.executable, "prog.py", "arg 1"])
-    assert argv[-len(node):] == node
-    # output to a pipe and no PYTHONUNBUFFERED of the test's own: the nodes buffer, none is sent
-    names = "DISTRCOMP_RELAY,DISTRCOMP_RELAY_SECRET,DISTRCOMP_JOB,OMP_NUM_THREADS,PATH"
-    ssh = argv[argv.index("-launcher-exec" if flavor == "mpich" else "plm_ssh_agent") + 1]
-    assert ssh.endswith("/ssh")
+    start = lines.index(f"# hostfile from peers.txt ({flavor} syntax):")
+    assert lines[start + 1] == """cat > "$dir"/hostfile <<'EOF'"""
+    assert "\n".join(lines[start + 2:start + 5]) + "\n" == hostfile
+    assert lines[start + 5] == "EOF"
+    assert "export OMP_NUM_THREADS=2" in lines
+    assert lines[-2] == "# mpiexec command line (7 nodes):"
+    argv = shlex.split(lines[-1])
+    # the command as given, without the node wrapper, which needs the launcher running
+    assert argv[-3:] == [sys.executable, "prog.py", "arg 1"]
+    # output to a pipe and no PYTHONUNBUFFERED of the test's own: the nodes buffer, none is sent;
+    # nothing of the relay is forwarded
+    names = "OMP_NUM_THREADS,PATH"
+    assert argv[argv.index("-launcher-exec" if flavor == "mpich" else "plm_ssh_agent") + 1] \
+        == "$dir/ssh"
     if flavor == "mpich":
-        assert argv[1:-len(node)] == ["-f", path, "-n", "7", "-genvlist", names,
-                                      "-launcher", "ssh", "-launcher-exec", ssh,
-                                      "-localhost", "127.0.0.1", "--verbose"]
+        assert argv[1:-3] == ["-f", "$dir/hostfile", "-n", "7", "-envlist", names,
+                              "-launcher", "ssh", "-launcher-exec", "$dir/ssh",
+                              "-localhost", "127.0.0.1", "--verbose"]
     else:
         env = [arg for name in names.split(",") for arg in ("-x", name)]
-        assert argv[1:-len(node)] == ["--oversubscribe", "--hostfile", path, "--map-by", "slot",
-                                      "-n", "7", *env, "--mca", "plm_ssh_agent", ssh,
-                                      "--verbose"]
+        assert argv[1:-3] == ["--oversubscribe", "--hostfile", "$dir/hostfile", "--map-by",
+                              "slot", "-n", "7", *env, "--mca", "plm_ssh_agent", "$dir/ssh",
+                              "--verbose"]
     assert "never run" not in dry.stdout + dry.stderr
+
+
+def test_a_dry_run_prints_a_script_that_runs_as_printed(tmp_path):
+    # issue 24, item 16: the hostfile path printed was in a directory removed on exit
+    (tmp_path / "peers.txt").write_text("localhost slots=2\n")
+    (tmp_path / "prog.py").write_text(
+        "import os, sys\n"
+        "print('rank', os.environ.get('PMI_RANK') or os.environ['OMPI_COMM_WORLD_RANK'], "
+        "sys.argv[1:], os.environ['GREETING'])\n")
+    dry = launch(tmp_path, "run", "--dry-run", "-x", "GREETING=hi there", "prog.py", "a b")
+    assert dry.returncode == 0, dry
+    ran = subprocess.run(["sh", "-c", dry.stdout], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert ran.returncode == 0, (dry.stdout, ran.stderr)
+    assert sorted(ran.stdout.splitlines()) == [
+        "rank 0 ['a b'] hi there", "rank 1 ['a b'] hi there"], (dry.stdout, ran.stderr)
 
 
 def test_dry_run_without_peers_runs_locally(tmp_path):
     dry = launch(tmp_path, "run", "-n", "3", "--mpi", "openmpi", "--dry-run", "--", "hostname")
     assert dry.returncode == 0, dry
     lines = dry.stdout.splitlines()
-    assert lines[0] == "# no hostfile: every node runs on this machine"
-    argv = shlex.split(lines[2])
+    assert "# no hostfile: every node runs on this machine" in lines
+    argv = shlex.split(lines[-1])
     assert argv[1:4] == ["--oversubscribe", "-n", "3"]  # more nodes than cores is fine locally
-    assert argv[-2:] == ["--", "hostname"]
+    assert argv[-1] == "hostname"

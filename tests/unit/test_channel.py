@@ -188,3 +188,31 @@ def test_exit_frame_is_written_and_read_without_json():
             "print('json' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_take_secret_reads_the_key_file_and_removes_both_variables(tmp_path):
+    # across hosts the nodes get the path of the key file the launcher wrote over ssh (.jobkey)
+    key = tmp_path / "key"
+    key.write_text("ab" * 32 + "\n")
+    environ = {channel.ENV_SECRET_FILE: str(key), "OTHER": "1"}
+    assert channel.take_secret(environ) == "ab" * 32
+    assert environ == {"OTHER": "1"}
+    environ = {channel.ENV_SECRET: "cd" * 32, channel.ENV_SECRET_FILE: str(key)}
+    assert channel.take_secret(environ) == "cd" * 32 and environ == {}
+    with pytest.raises(KeyError, match=channel.ENV_SECRET):
+        channel.take_secret({})
+    with pytest.raises(OSError):
+        channel.take_secret({channel.ENV_SECRET_FILE: str(tmp_path / "missing")})
+
+
+def test_the_job_key_is_written_private_and_removed(tmp_path):
+    from distrcomp.launcher.jobkey import JobKey
+
+    key = JobKey(["localhost"], [True], base=str(tmp_path))
+    key.write_here()
+    path = tmp_path / key.path
+    assert path.read_text() == key.secret + "\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert key.remove() == []
+    assert list(tmp_path.iterdir()) == []

@@ -90,7 +90,7 @@ def test_user_command_runs_py_files_with_this_python():
 
 
 @pytest.mark.parametrize(("flavor", "expected"), [
-    (MPICH, ["/x/mpiexec", "-f", "/t/h", "-n", "4", "-genvlist", "A,B", "-v", "P"]),
+    (MPICH, ["/x/mpiexec", "-f", "/t/h", "-n", "4", "-envlist", "A,B", "-v", "P"]),
     (OPENMPI, ["/y/mpirun", "--oversubscribe", "--hostfile", "/t/h", "--map-by", "slot", "-n", "4",
                "-x", "A", "-x", "B", "-v", "P"]),
 ])
