@@ -38,6 +38,19 @@ def test_nonzero_exit_ends_the_job(tmp_path):
     assert done.elapsed < FAULT_BOUND
 
 
+def test_sys_exit_while_the_others_wait_in_barrier_ends_the_job_with_its_status(tmp_path):
+    # it hung forever, then reported every node as killed by SIGTERM once killed from outside
+    code = ("import sys, distrcomp as dc\n"
+            "if dc.node_id == 1:\n    sys.exit(3)\n"
+            "dc.barrier()\n")
+    done = launch(tmp_path, "run", "-n", "3", "--", sys.executable, "-c", code,
+                  timeout=FAULT_BOUND * 2)
+    assert done.returncode == 3, done
+    assert "distrcomp: node 1 (localhost) failed: called MPI_Abort with error code 3" \
+        in done.stderr, done
+    assert done.elapsed < FAULT_BOUND
+
+
 def test_exception_calls_abort_and_names_the_node(tmp_path):
     done = launch(tmp_path, "run", "-n", "3", program("raises.py"), timeout=FAULT_BOUND * 2)
     assert done.returncode == 1, done  # MPI_Abort's error code
