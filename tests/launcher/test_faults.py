@@ -172,6 +172,39 @@ def test_a_child_in_a_session_of_its_own_does_not_survive_or_hold_up_the_job(tmp
     assert done.elapsed < FAULT_BOUND, done
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) ``sleep``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return cmdline.startswith(b"sleep\0") and not stat[stat.rfind(b")") + 2:].startswith(b"Z")
+
+
+def test_a_daemon_that_detaches_and_clears_its_environment_does_not_outlive_the_job(tmp_path):
+    # setsid, double fork, no environment, no inherited descriptor: neither the process group
+    # nor the environment's mark finds it; it used to outlive the job. The node wrapper is its
+    # subreaper, so it is adopted there and stopped with the command.
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    done = launch(tmp_path, "run", "-n", "2", program("daemon.py"), str(pids),
+                  timeout=FAULT_BOUND * 2)
+    daemons = [int(path.read_text()) for path in pids.glob("daemon-*[0-9]")]
+    try:
+        assert done.returncode == 0, done
+        assert done.stdout.count("daemon started") == 2, done
+        assert len(daemons) == 2, daemons
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in daemons) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in daemons if _alive(pid)], "a daemon outlived the job"
+    finally:
+        for pid in daemons:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_relay_channel_is_closed_to_others_and_secret_stays_off_command_lines(tmp_path):
     job = start(tmp_path, "run", "-n", "2", program("blocked.py"), str(tmp_path))
     wait_for_files([tmp_path / f"ready-{node}" for node in range(2)])
