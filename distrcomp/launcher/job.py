@@ -25,7 +25,7 @@ import select
 import sys
 import time
 
-from . import channel, procs, shm
+from . import channel, procs, scratch, shm
 from .command import mpiexec_argv, node_argv
 from .flavor import Flavor
 from .relay import LineBuffer, Output, Sink
@@ -84,41 +84,6 @@ def _hold_heap() -> None:
 
 def _ignore(_signum: int, _frame: object) -> None:
     """A handler that does nothing: the signal only wakes the loop."""
-
-
-def _make_scratch_directory() -> str:
-    """A new private directory (mode 0700) under ``$TMPDIR`` (else /tmp) for the job's Unix
-    socket and hostfile (:func:`_remove_scratch_directory` removes it). Where ``$TMPDIR``
-    cannot hold it, ``tempfile`` chooses, as ``tempfile.TemporaryDirectory`` does. Raises
-    OSError if no directory can be made.
-
-    ``tempfile`` only then: with ``shutil`` and ``random`` it is 2.9 ms of the launcher's
-    start-up, which delays every node.
-    """
-    base = os.environ.get("TMPDIR") or "/tmp"
-    while True:
-        path = os.path.join(base, f"distrcomp-{os.urandom(6).hex()}")
-        try:
-            os.mkdir(path, 0o700)
-            break
-        except FileExistsError:
-            continue
-        except OSError:  # missing, not a directory, not writable: tempfile's search instead
-            import tempfile
-
-            path = tempfile.mkdtemp(prefix="distrcomp-")
-            break
-    return path
-
-
-def _remove_scratch_directory(path: str) -> None:
-    """Remove the directory :func:`_make_scratch_directory` made, and what it holds."""
-    for name in os.listdir(path):  # files only: the socket and the hostfile
-        try:
-            os.unlink(os.path.join(path, name))
-        except FileNotFoundError:
-            pass
-    os.rmdir(path)
 
 
 class _Poller:
@@ -317,13 +282,13 @@ class Job:
         # A handler, so that mpiexec's exit wakes the loop through the wake-up socket at once.
         _signal.signal(_signal.SIGCHLD, _ignore)
         try:
-            scratch = _make_scratch_directory()
+            directory = scratch.make()
             try:
-                self._launch(scratch)
+                self._launch(directory.path)
                 self.selector.register(wake_r, "wake")
                 self._loop(wake_r)
             finally:
-                _remove_scratch_directory(scratch)
+                directory.remove()
         finally:
             self._tear_down()
             _signal.set_wakeup_fd(old_wakeup)

@@ -87,6 +87,29 @@ def test_sigkill_of_one_node(tmp_path):
     assert summary_rows(done.stderr)[1] == "killed by SIGKILL"
 
 
+@pytest.mark.parametrize("when", ["running", "starting"])
+def test_sigkill_of_the_launcher_leaves_no_scratch_directory(tmp_path, when):
+    # the launcher's $TMPDIR/distrcomp-<hex> (its Unix socket, the hostfile) stayed behind
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    job = start(tmp_path, "run", "-n", "2", program("blocked.py"), str(tmp_path),
+                env={"TMPDIR": str(tmp)})
+    if when == "running":
+        wait_for_files([tmp_path / f"ready-{node}" for node in range(2)])
+    else:
+        deadline = time.monotonic() + 60
+        while not list(tmp.glob("distrcomp-*")) and time.monotonic() < deadline:
+            time.sleep(0.001)
+    job.proc.kill()
+    job.proc.communicate(timeout=FAULT_BOUND)
+    deadline = time.monotonic() + FAULT_BOUND
+    while (processes_with_mark(job.mark) or list(tmp.glob("distrcomp-*"))) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not processes_with_mark(job.mark), "the nodes outlived their launcher"
+    assert not list(tmp.glob("distrcomp-*")), "the scratch directory outlived the job"
+
+
 def test_timeout_prints_stacks_and_exits_124(tmp_path):
     done = launch(tmp_path, "run", "-n", "2", "--timeout", "3", program("blocked.py"), str(tmp_path),
                   timeout=FAULT_BOUND * 2)
