@@ -847,6 +847,10 @@ class Job:
             lines.append("distrcomp: mpiexec's last words:")
             lines.extend(f"  | {text}" for text in self.mpiexec_held)
         if code and self.spec.unreached_hint and any(not r.started for r in self.results):
+            if self.rejected:  # nodes did reach the listener, or something else did
+                lines.append(f"distrcomp: the listener was reached, and rejected {self.rejected} "
+                             "connections (see above); if the nodes said the launcher closed "
+                             "their connection, they were among them")
             lines.append(self.spec.unreached_hint)
         lines += summary(self.results, elapsed, cause, headline, total=self.last or code != 0)
         err = Sink(self.stderr_fd)
