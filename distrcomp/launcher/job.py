@@ -57,8 +57,8 @@ _READ = 1 << 18
 _GATHER = 0.002  # seconds the loop pauses after a round of small reads (see _loop)
 _STOP_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 _STREAM_NAMES = {channel.OUT: "out", channel.ERR: "err"}
-_LOOPBACK = ("127.0.0.1", "::1")
-_EMFILE, _ENFILE = 24, 23  # errno's, without importing errno (the launcher's start-up)  # a job bound there has every node on this machine
+_LOOPBACK = ("127.0.0.1", "::1")  # a job bound there has every node on this machine
+_EMFILE, _ENFILE = 24, 23  # errno's values, without importing errno (the launcher's start-up)
 
 
 _HOLD_HEAP_AFTER = 1 << 16  # bytes relayed after which the launcher keeps its freed memory
