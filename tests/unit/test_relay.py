@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import select
 import tty
 
 import pytest
@@ -89,6 +90,14 @@ def test_escape_controls_leaves_tab_newline_and_text():
         b"\\r[x]\\x1b[2K\\x00\\x7f\\u009b1m\n"
 
 
+def _read_all(controller: int) -> bytes:
+    """What is waiting on a terminal's controlling side (everything was written already)."""
+    shown = b""
+    while select.select([controller], [], [], 0.5)[0]:
+        shown += os.read(controller, 1 << 16)
+    return shown
+
+
 @pytest.mark.parametrize("grouped", [False, True])
 def test_on_a_terminal_a_node_cannot_forge_a_tag(grouped):
     controller, terminal = pty.openpty()
@@ -100,7 +109,7 @@ def test_on_a_terminal_a_node_cannot_forge_a_tag(grouped):
         output.finished(0)
         output.finished(1)
         output.close()
-        shown = os.read(controller, 1 << 16)
+        shown = _read_all(controller)
     finally:
         os.close(terminal)
         os.close(controller)
@@ -117,7 +126,7 @@ def test_raw_output_on_a_terminal_keeps_bytes():
         output = Output(["h0"], Sink(terminal), Sink(terminal), tagged=False)
         output.lines(0, "out", b"\rprogress\x1b[2K\n")
         output.close()
-        assert os.read(controller, 1 << 16) == b"\rprogress\x1b[2K\n"
+        assert _read_all(controller) == b"\rprogress\x1b[2K\n"
     finally:
         os.close(terminal)
         os.close(controller)
