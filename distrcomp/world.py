@@ -10,8 +10,10 @@ At initialisation distrcomp also
 * duplicates ``COMM_WORLD`` into a private communicator, so that its messages and a user's
   direct mpi4py calls (even ``recv(source=ANY_SOURCE)``) never see each other;
 * installs a ``sys.excepthook`` that, when ``n_node > 1``, prints the traceback and then calls
-  ``MPI_Abort`` so that the other nodes do not wait forever for a node that died. Set the
-  environment variable ``DISTRCOMP_ABORT_ON_ERROR=0`` to opt out;
+  ``MPI_Abort`` so that the other nodes do not wait forever for a node that died. A program
+  that ends by ``sys.exit(N)``, ``exit(N)`` or ``quit(N)`` with N not 0 (or a message) aborts
+  the same way, with N as the error code (as mpi4py's ``python -m mpi4py`` does). Set the
+  environment variable ``DISTRCOMP_ABORT_ON_ERROR=0`` to opt out of both;
 * registers :mod:`faulthandler` on ``SIGUSR1`` (the launcher's ``--timeout`` sends it), which
   prints the stack of every thread to stderr;
 * registers an exit handler that delivers what is still in flight (see ``p2p.Engine.close``).
@@ -69,6 +71,7 @@ def _init() -> World:
     private.Set_name("distrcomp")
     world = World(MPI, comm, private, comm.Get_rank(), comm.Get_size(), new_engine(private))
     _install_excepthook(world)
+    _watch_exits()
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     atexit.register(_at_exit, world)
@@ -84,17 +87,87 @@ def _install_excepthook(world: World) -> None:
 
     def excepthook(etype: type, value: BaseException, tb: Any) -> None:
         previous(etype, value, tb)
-        if world.n_node > 1 and _abort_on_error():
-            sys.stderr.write(
-                f"distrcomp: node {world.node_id} of {world.n_node} raised {etype.__name__}; "
-                "aborting every node (DISTRCOMP_ABORT_ON_ERROR=0 turns this off)\n"
-            )
-            sys.stderr.flush()
-            sys.stdout.flush()
-            _let_output_drain()
-            world.comm.Abort(1)
+        _abort_job(world, f"raised {etype.__name__}", 1)
 
     sys.excepthook = excepthook
+
+
+def _abort_job(world: World, what: str, code: int) -> None:
+    """With more than one node (and unless DISTRCOMP_ABORT_ON_ERROR=0): say why on stderr, let
+    the output drain, ``MPI_Abort`` every node with ``code``. Else return."""
+    if world.n_node > 1 and _abort_on_error():
+        sys.stderr.write(
+            f"distrcomp: node {world.node_id} of {world.n_node} {what}; aborting every node "
+            f"with code {code} (DISTRCOMP_ABORT_ON_ERROR=0 turns this off)\n"
+        )
+        sys.stderr.flush()
+        sys.stdout.flush()
+        _let_output_drain()
+        world.comm.Abort(code)
+
+
+# (the SystemExit raised by the last sys.exit / exit / quit, the outermost frame of its thread,
+# that frame's last instruction then)
+_exits: list[tuple[SystemExit, Any, int]] = []
+
+
+def _watch_exits() -> None:
+    """Make ``sys.exit``, ``exit`` and ``quit`` remember the SystemExit they raise, which the
+    exit handler needs: Python tells it nothing of how the program ended. (A bare
+    ``raise SystemExit(N)`` is not seen.)"""
+    import builtins
+
+    def exit(status: object = None) -> None:
+        """Exit the interpreter by raising SystemExit(status) (distrcomp's ``sys.exit``: it
+        also remembers it, see distrcomp.world)."""
+        error = SystemExit(status)
+        _remember(error)
+        raise error
+
+    sys.exit = exit
+    for name in ("exit", "quit"):
+        quitter = getattr(builtins, name, None)
+        if quitter is not None:
+            setattr(builtins, name, _Quitter(quitter))
+
+
+def _remember(error: SystemExit) -> None:
+    outermost = sys._getframe()
+    while outermost.f_back is not None:
+        outermost = outermost.f_back
+    _exits[:] = [(error, outermost, outermost.f_lasti)]
+
+
+class _Quitter:
+    """``site``'s ``exit`` / ``quit`` that remembers the SystemExit it raises."""
+
+    def __init__(self, quitter: Any) -> None:
+        self._quitter = quitter
+
+    def __repr__(self) -> str:
+        return repr(self._quitter)
+
+    def __call__(self, code: object = None) -> None:
+        try:
+            self._quitter(code)
+        except SystemExit as error:
+            _remember(error)
+            raise
+
+
+def _failed_exit() -> int:
+    """The exit status (not 0) of the ``sys.exit`` / ``exit`` / ``quit`` that ended the program,
+    or 0 if it ended otherwise. A SystemExit that was caught does not count: the outermost
+    frame of the thread that raised it went on from where it was then (a SystemExit that ends
+    the program stops every frame on its way, that one last)."""
+    if not _exits:
+        return 0
+    error, outermost, lasti = _exits[0]
+    if outermost.f_lasti != lasti or error.code is None:
+        return 0
+    if isinstance(error.code, int):
+        return error.code & 0xFF
+    return 1  # a message, which Python prints before exiting with status 1
 
 
 def _let_output_drain(limit: float = 1.0) -> None:
@@ -122,4 +195,8 @@ def _let_output_drain(limit: float = 1.0) -> None:
 def _at_exit(world: World) -> None:
     if world.MPI.Is_finalized():
         return
+    status = _failed_exit()
+    if status:
+        # The others may wait in a collective or a recv for this node: they never would end.
+        _abort_job(world, f"exited with status {status}", status)
     world.engine.close()

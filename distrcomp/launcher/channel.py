@@ -62,6 +62,7 @@ __all__ = [
     "ChannelError",
     "FrameReader",
     "ServerHandshake",
+    "Waiting",
     "connect",
     "encode",
     "encode_exit",
@@ -281,6 +282,56 @@ class ServerHandshake:
             raise ChannelError(f"unknown stream {stream}")
         self.reply = _proof(self._secret, b"launcher", self._nonce, node_nonce, node, stream)
         return node, stream
+
+
+class Waiting:
+    """The launcher's connections still in their handshake, oldest first; keys and times only.
+
+    Each may take ``timeout`` seconds to prove itself (:meth:`expired`). At most ``limit`` wait
+    at once: one more pushes the oldest out (:meth:`add`), never the newcomer. So connections
+    that never prove anything (idle, garbage, slow: a flood) cannot lock a real node out:
+    a node proves itself within one round trip of connecting, and would be pushed out only if
+    ``limit`` other connections arrived in that time.
+    """
+
+    def __init__(self, limit: int, timeout: float) -> None:
+        self.limit = limit
+        self.timeout = timeout
+        self._deadlines: dict[object, float] = {}  # in order of arrival, so of deadline
+
+    def __len__(self) -> int:
+        return len(self._deadlines)
+
+    def add(self, key: object, now: float) -> list[object]:
+        """``key`` arrived at ``now``; return the keys pushed out to make room (oldest first)."""
+        self._deadlines[key] = now + self.timeout
+        pushed = []
+        while len(self._deadlines) > self.limit:
+            pushed.append(self.pop_oldest())
+        return pushed
+
+    def discard(self, key: object) -> None:
+        """``key`` is done with its handshake (or closed); nothing if it was not waiting."""
+        self._deadlines.pop(key, None)
+
+    def pop_oldest(self) -> object:
+        """Remove and return the key that has waited longest. Raises KeyError if none waits."""
+        oldest = next(iter(self._deadlines), None)
+        if oldest is None:
+            raise KeyError("no connection is waiting")
+        del self._deadlines[oldest]
+        return oldest
+
+    def expired(self, now: float) -> list[object]:
+        """Remove and return, oldest first, the keys whose time ran out before ``now``."""
+        late = []
+        for key, deadline in self._deadlines.items():
+            if deadline >= now:
+                break
+            late.append(key)
+        for key in late:
+            del self._deadlines[key]
+        return late
 
 
 def connect(

@@ -110,8 +110,8 @@ def _parser() -> argparse.ArgumentParser:
                           "exit 124")
     layout = run.add_mutually_exclusive_group()
     layout.add_argument("--group", action="store_true",
-                        help="print each node's whole output as one block when it finishes, "
-                             "in node order")
+                        help="print each node's whole output (stdout and stderr lines as they "
+                             "came) as one block on stdout when it finishes, in node order")
     layout.add_argument("--no-tag", action="store_true",
                         help="no [node ...] prefix: the nodes' bytes as written (lines still "
                              "whole)")

@@ -25,7 +25,7 @@ import select
 import sys
 import time
 
-from . import channel, procs, shm
+from . import channel, procs, scratch, shm
 from .command import mpiexec_argv, node_argv
 from .flavor import Flavor
 from .relay import LineBuffer, Output, Sink
@@ -43,8 +43,10 @@ from .spawn import Child, spawn
 __all__ = ["Job", "JobSpec", "forwarded_names"]
 
 CONNECT_TIMEOUT = 60.0  # every node must have connected by then
-HANDSHAKE_TIMEOUT = 10.0  # an unauthenticated connection is dropped after this
-MAX_UNAUTHENTICATED = 64
+HANDSHAKE_TIMEOUT = 5.0  # an unauthenticated connection is dropped after this
+# connections in their handshake at once; one more pushes the oldest out (see channel.Waiting)
+MAX_UNAUTHENTICATED = 1024
+SHOWN_REJECTIONS = 3  # rejected connections named as they happen; the rest only counted
 DUMP_WAIT = 1.5  # after SIGUSR1 at the time limit, time given to faulthandler before stopping
 STOP_WAIT = channel.STOP_GRACE + 3.0  # after telling nodes to stop, before mpiexec gets SIGTERM
 KILL_WAIT = 3.0  # after mpiexec got SIGTERM, before SIGKILL
@@ -56,6 +58,7 @@ _GATHER = 0.002  # seconds the loop pauses after a round of small reads (see _lo
 _STOP_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 _STREAM_NAMES = {channel.OUT: "out", channel.ERR: "err"}
 _LOOPBACK = ("127.0.0.1", "::1")  # a job bound there has every node on this machine
+_EMFILE, _ENFILE = 24, 23  # errno's values, without importing errno (the launcher's start-up)
 
 
 _HOLD_HEAP_AFTER = 1 << 16  # bytes relayed after which the launcher keeps its freed memory
@@ -84,41 +87,6 @@ def _hold_heap() -> None:
 
 def _ignore(_signum: int, _frame: object) -> None:
     """A handler that does nothing: the signal only wakes the loop."""
-
-
-def _make_scratch_directory() -> str:
-    """A new private directory (mode 0700) under ``$TMPDIR`` (else /tmp) for the job's Unix
-    socket and hostfile (:func:`_remove_scratch_directory` removes it). Where ``$TMPDIR``
-    cannot hold it, ``tempfile`` chooses, as ``tempfile.TemporaryDirectory`` does. Raises
-    OSError if no directory can be made.
-
-    ``tempfile`` only then: with ``shutil`` and ``random`` it is 2.9 ms of the launcher's
-    start-up, which delays every node.
-    """
-    base = os.environ.get("TMPDIR") or "/tmp"
-    while True:
-        path = os.path.join(base, f"distrcomp-{os.urandom(6).hex()}")
-        try:
-            os.mkdir(path, 0o700)
-            break
-        except FileExistsError:
-            continue
-        except OSError:  # missing, not a directory, not writable: tempfile's search instead
-            import tempfile
-
-            path = tempfile.mkdtemp(prefix="distrcomp-")
-            break
-    return path
-
-
-def _remove_scratch_directory(path: str) -> None:
-    """Remove the directory :func:`_make_scratch_directory` made, and what it holds."""
-    for name in os.listdir(path):  # files only: the socket and the hostfile
-        try:
-            os.unlink(os.path.join(path, name))
-        except FileNotFoundError:
-            pass
-    os.rmdir(path)
 
 
 class _Poller:
@@ -223,11 +191,10 @@ class _Conn:
     """One connection to the relay listener: first a handshake, then a node's control frames
     (an output stream's connection becomes a :class:`_Stream` once authenticated)."""
 
-    def __init__(self, sock: _socket.socket, peer: str, secret: str, now: float) -> None:
+    def __init__(self, sock: _socket.socket, peer: str, secret: str) -> None:
         self.sock = sock
         self.peer = peer
         self.handshake: channel.ServerHandshake | None = channel.ServerHandshake(secret)
-        self.deadline = now + HANDSHAKE_TIMEOUT
         self.node: int | None = None
         self.frames = channel.FrameReader()
         self.fds: list[int] = []  # descriptors received, not yet claimed by a STREAMS frame
@@ -282,6 +249,8 @@ class Job:
         self.secret = spec.secret or channel.new_secret()
         self.selector = _Poller()
         self.conns: dict[_socket.socket, _Conn] = {}
+        self.waiting = channel.Waiting(MAX_UNAUTHENTICATED, HANDSHAKE_TIMEOUT)  # keys: sockets
+        self.rejected = 0  # connections rejected
         self.by_node: dict[int, _Conn] = {}
         self.streams: dict[int, _Stream] = {}  # by descriptor: the output streams still open
         self.open_streams = [0] * spec.n  # per node: how many of those are its
@@ -322,13 +291,13 @@ class Job:
         # A handler, so that mpiexec's exit wakes the loop through the wake-up socket at once.
         _signal.signal(_signal.SIGCHLD, _ignore)
         try:
-            scratch = _make_scratch_directory()
+            directory = scratch.make()
             try:
-                self._launch(scratch)
+                self._launch(directory.path)
                 self.selector.register(wake_r, "wake")
                 self._loop(wake_r)
             finally:
-                _remove_scratch_directory(scratch)
+                directory.remove()
         finally:
             self._tear_down()
             _signal.set_wakeup_fd(old_wakeup)
@@ -348,7 +317,9 @@ class Job:
             self.listener.bind((spec.bind, 0))
             address = channel.format_address(spec.bind, self.listener.getsockname()[1])
         assert self.listener is not None
-        self.listener.listen(min(3 * spec.n, 1024) + 16)
+        # as deep as the system allows (somaxconn): connections that arrive before the loop
+        # runs, a flood among them, must not fill it and make a node's connection wait
+        self.listener.listen(4096)
         self.listener.setblocking(False)
         self.selector.register(self.listener, "listen")
 
@@ -428,8 +399,8 @@ class Job:
             self.mpiexec_rc = self.proc.poll()
             if self.mpiexec_rc is not None:
                 self.mpiexec_exited_at = now
-        for conn in [c for c in self.conns.values() if c.node is None and now > c.deadline]:
-            self._reject(conn, f"no valid proof within {HANDSHAKE_TIMEOUT:g} s")
+        for sock in self.waiting.expired(now):
+            self._reject(self.conns[sock], f"no valid proof within {HANDSHAKE_TIMEOUT:g} s")
         for node in [n for n, until in self.drain_until.items() if now >= until]:
             for stream in [st for st in self.streams.values() if st.node == node]:
                 self._close_stream(stream)
@@ -482,22 +453,26 @@ class Job:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
+                if exc.errno in (_EMFILE, _ENFILE) and len(self.waiting):
+                    # out of descriptors: the connection waiting longest makes room
+                    oldest = self.conns[self.waiting.pop_oldest()]  # type: ignore[index]
+                    self._reject(oldest, "pushed out: too many connections at once")
+                    continue
                 self.notes.append(f"distrcomp: accepting a node connection failed: {exc}")
                 return
             sock = _socket.socket(fileno=fd)
-            pending = sum(1 for c in self.conns.values() if c.node is None)
-            if pending >= MAX_UNAUTHENTICATED:
-                sock.close()
-                continue
             sock.settimeout(5.0)  # only sends can wait; reads happen when select says so
             if sock.family != _socket.AF_UNIX:
                 channel.keepalive(sock)  # a vanished host becomes a lost node, not a hang
             where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "a local process"
-            conn = _Conn(sock, where, self.secret, time.monotonic())
+            conn = _Conn(sock, where, self.secret)
             assert conn.handshake is not None
             conn.send(conn.handshake.greeting)
             self.conns[sock] = conn
             self.selector.register(sock, "conn")
+            for pushed in self.waiting.add(sock, time.monotonic()):
+                self._reject(self.conns[pushed],  # type: ignore[index]
+                             f"pushed out: {MAX_UNAUTHENTICATED} newer connections in its handshake")
 
     def _done(self, node: int) -> bool:
         """True once ``node`` has reported (or is lost) and its output streams have ended."""
@@ -610,6 +585,7 @@ class Job:
             return
         conn.send(conn.handshake.reply)
         conn.handshake = None
+        self.waiting.discard(conn.sock)
         conn.node = node
         self.by_node[node] = conn
         self.results[node].started = True
@@ -627,6 +603,7 @@ class Job:
             self._reject(conn, f"unexpected {name} stream for node {node}")
             return
         conn.send(conn.handshake.reply)
+        self.waiting.discard(conn.sock)
         del self.conns[conn.sock]
         self.selector.unregister(conn.sock)
         self._add_stream(_Stream(node, name, conn.sock.fileno(), owner=conn.sock))
@@ -639,10 +616,13 @@ class Job:
                 self.spec.on_connected = None
 
     def _reject(self, conn: _Conn, reason: str) -> None:
-        self.output.note("err", f"distrcomp: rejected a connection from {conn.peer}: {reason}")
+        self.rejected += 1
+        if self.rejected <= SHOWN_REJECTIONS:
+            self.output.note("err", f"distrcomp: rejected a connection from {conn.peer}: {reason}")
         self._close(conn)
 
     def _close(self, conn: _Conn) -> None:
+        self.waiting.discard(conn.sock)
         if conn.sock in self.conns:
             del self.conns[conn.sock]
             self.selector.unregister(conn.sock)
@@ -870,10 +850,18 @@ class Job:
             headline = f"distrcomp: mpiexec exited with code {self.mpiexec_rc}"
             code = self.mpiexec_rc
         lines = list(self.notes)
+        if self.rejected > SHOWN_REJECTIONS:
+            lines.append(f"distrcomp: rejected {self.rejected} connections to the relay listener "
+                         f"in all (the first {SHOWN_REJECTIONS} are named above): they did not "
+                         "prove they belong to this job")
         if code and any(not r.started or r.lost for r in self.results) and self.mpiexec_held:
             lines.append("distrcomp: mpiexec's last words:")
             lines.extend(f"  | {text}" for text in self.mpiexec_held)
         if code and self.spec.unreached_hint and any(not r.started for r in self.results):
+            if self.rejected:  # nodes did reach the listener, or something else did
+                lines.append(f"distrcomp: the listener was reached, and rejected {self.rejected} "
+                             "connections (see above); if the nodes said the launcher closed "
+                             "their connection, they were among them")
             lines.append(self.spec.unreached_hint)
         lines += summary(self.results, elapsed, cause, headline, total=self.last or code != 0)
         err = Sink(self.stderr_fd)

@@ -20,9 +20,13 @@ When a node calls ``MPI_Abort``, MPICH kills the process group of every node wit
 the command wrote before dying (its last traceback lines are often the most important output
 of the job) is already in its pipes or sockets, whose other ends the launcher holds; the relay
 is outside that group and still reports the exit status.
-The command inherits MPI's environment and file descriptors (MPICH's ``PMI_FD``) unchanged;
+The command inherits MPI's environment and file descriptors (MPICH's ``PMI_FD``), but no
+listening socket (MPICH's mpiexec leaks its own, on 0.0.0.0, into every process it starts);
 the stub keeps its own copies open, so a command that crashes does not make MPI kill every
 node at once -- the launcher stops them and knows which node failed first.
+
+On Linux the relay is the subreaper of the command's processes (see :mod:`.subreaper`): a
+daemon that detaches and clears its environment still ends with the command.
 
 Exit status: the command's (128 + N when killed by signal N). The relay exits once the launcher
 says goodbye, or at once if the launcher is gone (after stopping the command).
@@ -40,7 +44,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import channel, pipesize, procs
+from . import channel, pipesize, procs, subreaper
 from .spawn import Child, spawn_command
 
 __all__ = ["main"]
@@ -120,6 +124,26 @@ def _open_fds() -> list[int]:
         except OSError:  # the descriptor listdir itself used, closed by now
             continue
     return fds
+
+
+def _keep_listeners_from_command(fds: Sequence[int]) -> None:
+    """Make the listening sockets among ``fds`` (MPICH's mpiexec leaks its own, bound to
+    0.0.0.0, into every process it starts) not inheritable, so that the command does not get
+    them; the rest of MPI's descriptors (the PMI connection) it keeps. Only this process's
+    descriptors change: the stub keeps its own as they are."""
+    for fd in fds:
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:  # not a socket
+            continue
+        try:
+            listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        except OSError:
+            listening = 0
+        finally:
+            sock.detach()
+        if listening:
+            os.set_inheritable(fd, False)
 
 
 def _close(fds: Sequence[int]) -> None:
@@ -268,6 +292,11 @@ class _Relay:
             return 127
         pgid = self.stub if self.shares_stub_group else 0
         out, err = streams
+        _keep_listeners_from_command(self.inherited)
+        # Orphans of the command (a daemon's double fork) become the relay's children, which
+        # the end of the node then stops (_reap_leftovers), wherever they moved and whatever
+        # their environment.
+        subreaper.enable()
         try:
             # The command gets MPI's inherited descriptors; the relay's own (its sockets and
             # pipe ends) are non-inheritable, so they do not leak into it. Input goes to node 0
@@ -329,7 +358,12 @@ class _Relay:
         deadline = time.monotonic() + 1.0
         while self._any_left() and time.monotonic() < deadline:
             time.sleep(0.02)
-        self._signal_leftovers(signal.SIGKILL)
+        # A killed process's own children are adopted in turn: until none is left (bounded).
+        for _ in range(50):
+            self._signal_leftovers(signal.SIGKILL)
+            time.sleep(0.02)
+            if not self._any_left():
+                break
 
     def _any_left(self) -> bool:
         """Whether the command or anything it left is still running: one pass over the process
@@ -337,15 +371,19 @@ class _Relay:
         child = self.child
         if child is not None and child.returncode is None:
             return True
+        subreaper.reap()  # the command has been waited for: the rest are adopted orphans
         return procs.any_left(self.group, channel.ENV_NODE, self.mark,
-                              exclude=(self.stub, os.getpid()), since=self.started)
+                              exclude=(self.stub, os.getpid()), since=self.started,
+                              parent=os.getpid())
 
     def _strays(self) -> list[int]:
-        """Live processes outside the command's process group that carry its mark."""
+        """Live processes outside the command's process group that carry its mark or were
+        adopted by the relay (orphans, see subreaper)."""
         members = set(self._members())
         marked = procs.processes_with_env(channel.ENV_NODE, self.mark,
                                           exclude=(self.stub, os.getpid()))
-        return [pid for pid, _ in marked if pid not in members]
+        adopted = procs.children(os.getpid())
+        return [pid for pid in {pid for pid, _ in marked} | set(adopted) if pid not in members]
 
     def _signal_leftovers(self, signum: int) -> None:
         self._signal_group(signum)

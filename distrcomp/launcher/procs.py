@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 del TYPE_CHECKING
 
-__all__ = ["any_left", "catches", "files_in_use", "group_members", "processes_with_env",
-           "send_signal", "start_time"]
+__all__ = ["any_left", "catches", "children", "files_in_use", "group_members",
+           "processes_with_env", "send_signal", "start_time"]
 
 _PROC = "/proc"
 
@@ -100,6 +100,19 @@ def group_members(pgid: int, exclude: tuple[int, ...] = ()) -> list[int]:
     return members
 
 
+def children(parent: int, exclude: tuple[int, ...] = ()) -> list[int]:
+    """Live (non-zombie) children of process ``parent``, except the pids in ``exclude``."""
+    found = []
+    for pid in _pids():
+        if pid in exclude:
+            continue
+        fields = _stat_fields(pid)
+        # fields[0] is the state, fields[1] the parent
+        if fields and len(fields) > 1 and fields[1] == str(parent) and fields[0] != "Z":
+            found.append(pid)
+    return found
+
+
 def catches(pid: int, signum: int) -> bool:
     """True if process ``pid`` has a handler installed for ``signum`` (SigCgt in its status)."""
     try:
@@ -154,11 +167,11 @@ def start_time(pid: int) -> int | None:
     return int(fields[19]) if fields and len(fields) > 19 else None
 
 
-def any_left(pgid: int, name: str, value: str, exclude: tuple[int, ...] = (), since: int = 0
-             ) -> bool:
-    """Whether a live process other than those in ``exclude`` is in process group ``pgid`` or
-    carries ``name=value`` in its environment (and is in this network namespace, as for
-    :func:`processes_with_env`): one pass over the process table.
+def any_left(pgid: int, name: str, value: str, exclude: tuple[int, ...] = (), since: int = 0,
+             parent: int = 0) -> bool:
+    """Whether a live process other than those in ``exclude`` is in process group ``pgid``, is
+    a child of ``parent`` (if not 0) or carries ``name=value`` in its environment (and is in
+    this network namespace, as for :func:`processes_with_env`): one pass over the process table.
 
     ``since`` (a :func:`start_time`): processes started before it cannot carry ``name=value``
     (it is the mark of a command that started then, and only what the command started has
@@ -172,7 +185,7 @@ def any_left(pgid: int, name: str, value: str, exclude: tuple[int, ...] = (), si
         fields = _stat_fields(pid)
         if not fields or len(fields) < 20 or fields[0] == "Z":
             continue
-        if fields[2] == str(pgid):
+        if fields[2] == str(pgid) or (parent and fields[1] == str(parent)):
             return True
         if fields[2] == "0" or int(fields[19]) < since:  # a kernel thread has no environment
             continue

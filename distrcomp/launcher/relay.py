@@ -7,10 +7,14 @@ the terminal, one ``write`` per batch of whole lines, so lines from different no
 
 * tagged (default): ``[node 2 · 10.0.0.3] text`` on stdout (stderr lines on stderr);
 * raw (``--no-tag``): the bytes as the node wrote them;
-* grouped (``--group``): nothing until a node finishes, then a line
-  ``--------(Node <id> <host> return)--------``, its whole output and a blank line, in node
-  order (the old DistrComp master's layout);
+* grouped (``--group``): nothing until a node finishes, then, on stdout, a line
+  ``--------(Node <id> <host> return)--------``, its stdout and stderr lines in the order they
+  arrived, and a blank line, in node order (the old DistrComp master's layout);
 * and, with ``--output-dir``, each node's stdout and stderr also into ``node-<id>.out/.err``.
+
+On a terminal, tagged and grouped output show every control character of a node's line but tab
+as an escape (``\r``, ``\x1b``, ``\u009b``), so that no line can move the cursor, erase its
+own tag or print another node's; files, pipes and ``--no-tag`` get the bytes exactly.
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ import select
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the launcher's start-up)
 if TYPE_CHECKING:
+    import re
     from typing import IO
 del TYPE_CHECKING
 
-__all__ = ["MAX_LINE", "LineBuffer", "Output", "Sink", "tag"]
+__all__ = ["MAX_LINE", "LineBuffer", "Output", "Sink", "escape_controls", "tag"]
 
 MAX_LINE = 4 << 20  # a line longer than this is forwarded in pieces rather than held in memory
 _FLUSH_AT = 1 << 16
 _GROUP_SPOOL = 8 << 20  # grouped output beyond this per node goes to a temporary file
+# C0 controls but tab and newline, DEL, and the C1 controls as UTF-8 encodes them
+_CONTROLS = rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]"
 
 
 class LineBuffer:
@@ -67,6 +74,26 @@ class LineBuffer:
 def tag(node: int, host: str) -> str:
     """The prefix of node ``node``'s lines: ``[node 2 · 10.0.0.3] ``."""
     return f"[node {node} \u00b7 {host}] "
+
+
+def escape_controls(data: bytes) -> bytes:
+    """``data`` with each control character but tab and newline written as an escape: ``\\r``
+    for a carriage return, ``\\xNN`` for the other C0 characters and DEL, ``\\u00NN`` for the
+    C1 characters (as UTF-8 encodes them; U+009B is a terminal's CSI). A new bytes object; the
+    input is returned as it is when it has none."""
+    import re  # only here: re is ~2 ms of the launcher's start-up, which delays every node
+
+    controls = re.compile(_CONTROLS)  # re's cache makes this a lookup after the first call
+    return controls.sub(_escape_one, data) if controls.search(data) else data
+
+
+def _escape_one(match: re.Match[bytes]) -> bytes:
+    char = match.group()
+    if char == b"\r":
+        return b"\\r"
+    if len(char) == 2:  # C1, encoded as \xc2\x80..\xc2\x9f
+        return b"\\u%04x" % char[1]
+    return b"\\x%02x" % char[0]
 
 
 class Sink:
@@ -124,21 +151,20 @@ class _NodeLog:
                 stream: open(os.path.join(directory, f"node-{node}.{stream}"), "wb")  # noqa: SIM115
                 for stream in ("out", "err")
             }
-        self.blocks: dict[str, IO[bytes]] = {}
+        self.block: IO[bytes] | None = None  # grouped: stdout and stderr lines as they came
         if grouped:
             import tempfile  # only here: the launcher's start-up delays every node
 
-            self.blocks = {
-                stream: tempfile.SpooledTemporaryFile(_GROUP_SPOOL)  # noqa: SIM115
-                for stream in ("out", "err")
-            }
+            self.block = tempfile.SpooledTemporaryFile(_GROUP_SPOOL)  # noqa: SIM115
         self.tail = bytearray()  # the end of stderr, for the failure summary
         self.done = False
         self.shown = False
 
     def close(self) -> None:
-        for handle in (*self.files.values(), *self.blocks.values()):
+        for handle in self.files.values():
             handle.close()
+        if self.block is not None:
+            self.block.close()
 
 
 class Output:
@@ -166,6 +192,8 @@ class Output:
         self._sinks = {"out": stdout, "err": stderr}
         self._tagged = tagged
         self._grouped = grouped
+        # per stream: whether lines are escaped on their way out (see escape_controls)
+        self._escape = {name: tagged and os.isatty(sink.fd) for name, sink in self._sinks.items()}
 
     def lines(self, node: int, stream: str, data: bytes) -> None:
         """Relay ``data`` (whole lines; a last piece without newline is completed in tagged
@@ -177,10 +205,11 @@ class Output:
                 del log.tail[:-self.TAIL]
         if stream in log.files:
             log.files[stream].write(data)
-        if self._grouped:
-            block = log.blocks[stream]
-            block.write(data if data.endswith(b"\n") else data + b"\n")
+        if log.block is not None:
+            log.block.write(data if data.endswith(b"\n") else data + b"\n")
             return
+        if self._escape[stream]:
+            data = escape_controls(data)
         if self._tagged:
             self._sinks[stream].write(_tag_after_newlines(log.tag, data), head=log.tag)
         else:
@@ -189,6 +218,8 @@ class Output:
     def launcher_lines(self, prefix: str, data: bytes) -> None:
         """Relay whole lines that are not a node's (mpiexec's own) to stderr, tagged ``prefix``
         unless output is raw. Written at once, also in grouped mode."""
+        if self._escape["err"]:
+            data = escape_controls(data)
         if self._tagged:
             data = _tagged(prefix.encode("utf-8"), data)
         self._sinks["err"].write(data)
@@ -235,19 +266,19 @@ class Output:
             self._sinks["out"].write(
                 f"--------(Node {log.node} {log.host} return)--------\n".encode()
             )
-            for stream in ("err", "out"):
-                block = log.blocks[stream]
-                block.seek(0)
-                while True:
-                    chunk = block.read(_FLUSH_AT)
-                    if not chunk:
-                        break
-                    # cut on a line boundary so that each write holds whole lines
-                    cut = chunk.rfind(b"\n") + 1
-                    if 0 < cut < len(chunk):
-                        block.seek(cut - len(chunk), os.SEEK_CUR)
-                        chunk = chunk[:cut]
-                    self._sinks[stream].write(chunk)
+            block = log.block
+            assert block is not None
+            block.seek(0)
+            while True:
+                chunk = block.read(_FLUSH_AT)
+                if not chunk:
+                    break
+                # cut on a line boundary so that each write holds whole lines
+                cut = chunk.rfind(b"\n") + 1
+                if 0 < cut < len(chunk):
+                    block.seek(cut - len(chunk), os.SEEK_CUR)
+                    chunk = chunk[:cut]
+                self._sinks["out"].write(escape_controls(chunk) if self._escape["out"] else chunk)
             self._sinks["out"].write(b"\n")
             self.flush()
             log.shown = True

@@ -21,7 +21,7 @@ _CONSEQUENTIAL = (SIGKILL, SIGTERM, SIGINT)  # how MPI and we stop nodes
 _ABORT = (
     r"MPI_Abort\(\s*\w+\s*,\s*(-?\d+)\s*\)"  # MPICH: called MPI_Abort(MPI_COMM_WORLD, 1)
     r"|MPI_ABORT was invoked.*?errorcode\s+(-?\d+)"  # Open MPI
-    r"|(aborting every node)"  # distrcomp, before it calls MPI_Abort(1)
+    r"|aborting every node with code (-?\d+)"  # distrcomp, before it calls MPI_Abort
 )
 
 
@@ -66,8 +66,7 @@ def abort_code(stderr: str) -> int | None:
     match = re.search(_ABORT, stderr, re.DOTALL)
     if match is None:
         return None
-    code = match.group(1) or match.group(2)
-    return int(code) if code is not None else 1
+    return int(match.group(1) or match.group(2) or match.group(3))
 
 
 def exit_status(returncode: int) -> int:

@@ -213,6 +213,48 @@ def test_uncaught_exception_aborts_the_whole_job_promptly(tmp_path, n):
     assert f"node 1 of {n} raised ValueError; aborting every node" in done.stderr
 
 
+@pytest.mark.parametrize(("n", "how"), [(2, "sys.exit(3)"), (2, "exit(3)"), (2, "quit(3)"),
+                                        (4, "sys.exit(3)")])
+def test_a_nonzero_exit_while_the_others_wait_aborts_the_job_with_its_status(tmp_path, n, how):
+    # the exit handler waited for every node to reach exit while the others waited in
+    # barrier() for node 1: the job hung forever
+    prog = script(tmp_path, f"""
+        import sys, distrcomp as dc
+        if dc.node_id == 1:
+            {how}
+        dc.barrier()
+        dc.recv(1)
+    """)
+    done = run_job(n, prog, timeout=60)
+    assert done.returncode != 0, done.stderr
+    assert f"node 1 of {n} exited with status 3; aborting every node with code 3" in done.stderr
+    assert "MPI_Abort" in done.stderr or "MPI_ABORT" in done.stderr, done.stderr
+
+
+def test_a_caught_exit_or_a_zero_exit_does_not_abort(tmp_path):
+    prog = script(tmp_path, """
+        import sys, distrcomp as dc
+        def argv_check():
+            try:
+                sys.exit(2)  # as argparse does, caught
+            except SystemExit:
+                pass
+        argv_check()
+        try:
+            sys.exit(5)
+        except SystemExit:
+            pass
+        dc.barrier()
+        sys.stdout.write(f"node {dc.node_id} done\\n")  # one write: mpiexec mixes pieces
+        sys.stdout.flush()
+        sys.exit(0)
+    """)
+    done = run_job(2, prog, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "aborting" not in done.stderr
+    assert sorted(done.stdout.split("\n")) == ["", "node 0 done", "node 1 done"]
+
+
 def test_abort_can_be_turned_off(tmp_path):
     prog = script(tmp_path, """
         import time, distrcomp as dc

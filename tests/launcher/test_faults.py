@@ -38,6 +38,19 @@ def test_nonzero_exit_ends_the_job(tmp_path):
     assert done.elapsed < FAULT_BOUND
 
 
+def test_sys_exit_while_the_others_wait_in_barrier_ends_the_job_with_its_status(tmp_path):
+    # it hung forever, then reported every node as killed by SIGTERM once killed from outside
+    code = ("import sys, distrcomp as dc\n"
+            "if dc.node_id == 1:\n    sys.exit(3)\n"
+            "dc.barrier()\n")
+    done = launch(tmp_path, "run", "-n", "3", "--", sys.executable, "-c", code,
+                  timeout=FAULT_BOUND * 2)
+    assert done.returncode == 3, done
+    assert "distrcomp: node 1 (localhost) failed: called MPI_Abort with error code 3" \
+        in done.stderr, done
+    assert done.elapsed < FAULT_BOUND
+
+
 def test_exception_calls_abort_and_names_the_node(tmp_path):
     done = launch(tmp_path, "run", "-n", "3", program("raises.py"), timeout=FAULT_BOUND * 2)
     assert done.returncode == 1, done  # MPI_Abort's error code
@@ -72,6 +85,29 @@ def test_sigkill_of_one_node(tmp_path):
     assert done.returncode == 128 + signal.SIGKILL, done
     assert "distrcomp: node 1 (localhost) failed: killed by SIGKILL" in done.stderr, done
     assert summary_rows(done.stderr)[1] == "killed by SIGKILL"
+
+
+@pytest.mark.parametrize("when", ["running", "starting"])
+def test_sigkill_of_the_launcher_leaves_no_scratch_directory(tmp_path, when):
+    # the launcher's $TMPDIR/distrcomp-<hex> (its Unix socket, the hostfile) stayed behind
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    job = start(tmp_path, "run", "-n", "2", program("blocked.py"), str(tmp_path),
+                env={"TMPDIR": str(tmp)})
+    if when == "running":
+        wait_for_files([tmp_path / f"ready-{node}" for node in range(2)])
+    else:
+        deadline = time.monotonic() + 60
+        while not list(tmp.glob("distrcomp-*")) and time.monotonic() < deadline:
+            time.sleep(0.001)
+    job.proc.kill()
+    job.proc.communicate(timeout=FAULT_BOUND)
+    deadline = time.monotonic() + FAULT_BOUND
+    while (processes_with_mark(job.mark) or list(tmp.glob("distrcomp-*"))) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not processes_with_mark(job.mark), "the nodes outlived their launcher"
+    assert not list(tmp.glob("distrcomp-*")), "the scratch directory outlived the job"
 
 
 def test_timeout_prints_stacks_and_exits_124(tmp_path):
@@ -156,6 +192,39 @@ def test_a_child_in_a_session_of_its_own_does_not_survive_or_hold_up_the_job(tmp
     assert done.returncode == 0, done
     assert done.stdout.count("started") == 2, done
     assert done.elapsed < FAULT_BOUND, done
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) ``sleep``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return cmdline.startswith(b"sleep\0") and not stat[stat.rfind(b")") + 2:].startswith(b"Z")
+
+
+def test_a_daemon_that_detaches_and_clears_its_environment_does_not_outlive_the_job(tmp_path):
+    # setsid, double fork, no environment, no inherited descriptor: neither the process group
+    # nor the environment's mark finds it; it used to outlive the job. The node wrapper is its
+    # subreaper, so it is adopted there and stopped with the command.
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    done = launch(tmp_path, "run", "-n", "2", program("daemon.py"), str(pids),
+                  timeout=FAULT_BOUND * 2)
+    daemons = [int(path.read_text()) for path in pids.glob("daemon-*[0-9]")]
+    try:
+        assert done.returncode == 0, done
+        assert done.stdout.count("daemon started") == 2, done
+        assert len(daemons) == 2, daemons
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in daemons) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in daemons if _alive(pid)], "a daemon outlived the job"
+    finally:
+        for pid in daemons:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_relay_channel_is_closed_to_others_and_secret_stays_off_command_lines(tmp_path):

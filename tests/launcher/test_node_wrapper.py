@@ -35,6 +35,33 @@ def test_nodes_run_under_the_wrapper(tmp_path):
     assert parents == {str([sys.executable, "-S", "-c"])}, done
 
 
+LISTENERS = """
+import os, socket
+listening = []
+for fd in sorted(int(name) for name in os.listdir("/proc/self/fd")):
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        continue
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            listening.append(str(sock.getsockname()))
+    finally:
+        sock.detach()
+print("listening:", listening, "PMI_FD open:",
+      os.environ.get("PMI_FD") is None or os.path.exists(f"/proc/self/fd/{os.environ['PMI_FD']}"))
+"""
+
+
+def test_command_inherits_no_listening_socket_but_keeps_mpis_descriptors(tmp_path):
+    # MPICH's mpiexec leaks its listening socket on 0.0.0.0 into every process it starts; the
+    # user's command must not get it (the PMI connection it keeps)
+    done = launch(tmp_path, "run", "-n", "2", "--", sys.executable, "-c", LISTENERS)
+    assert done.returncode == 0, done
+    assert [text for _, _, text in tagged_lines(done.stdout)] == \
+        ["listening: [] PMI_FD open: True"] * 2, done
+
+
 def test_command_gets_default_signal_dispositions(tmp_path):
     # Python ignores SIGPIPE and SIGXFSZ in the wrapper; the command must not inherit that
     # (a program that is not Python would then miss the SIGPIPE that ends it in a pipeline).

@@ -3,11 +3,16 @@ partial writes; grouped blocks; per-node files; raw passthrough."""
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import subprocess
 import sys
+import tty
+import uuid
 
 import pytest
-from jobtools import launch, program, tagged_lines
+from jobtools import MARK, assert_no_leftovers, launch, program, tagged_lines
 
 LINES = 50_000
 BODY = re.compile(r"n(\d) (\d+) (x*)")
@@ -55,7 +60,74 @@ def test_group_prints_blocks_in_node_order(tmp_path):
     for node in range(3):
         block = blocks[2 * node + 2]
         assert block.endswith("\n\n")  # a blank line closes each block, as in the old tool
-        check_node_lines([(node, text) for text in block.splitlines() if text], [node], 500)
+        lines = [text for text in block.splitlines() if text]
+        assert f"e{node} 0" in lines  # its stderr line, inside its block
+        check_node_lines([(node, text) for text in lines if not re.fullmatch(r"e\d+ \d+", text)],
+                         [node], 500)
+
+
+def test_group_keeps_each_nodes_stderr_inside_its_block_in_the_order_written(tmp_path):
+    # stderr used to be printed after the block's closing blank line, so it read as the next
+    # node's; the pauses let the launcher read each line before the next is written
+    script = "echo out1; sleep 0.5; echo err1 >&2; sleep 0.5; echo out2"
+    done = launch(tmp_path, "run", "-n", "2", "--group", "--", "sh", "-c", script)
+    assert done.returncode == 0, done
+    block = "out1\nerr1\nout2\n\n"
+    assert done.stdout == (f"--------(Node 0 localhost return)--------\n{block}"
+                           f"--------(Node 1 localhost return)--------\n{block}"), done
+    assert "err1" not in done.stderr, done
+
+
+FORGER = ("import sys; print('\\r[node 1 \u00b7 localhost] forged\\x1b[2K\\tend'); "
+          "print('\\x1b]0;title\\x07', file=sys.stderr)")
+
+
+def _run_on_a_terminal(tmp_path, *args: str) -> bytes:
+    """``distrcomp ARGS`` with a real pseudo-terminal (raw: no newline translation) as stdout
+    and stderr; what it wrote there."""
+    controller, terminal = pty.openpty()
+    tty.setraw(terminal)
+    mark = uuid.uuid4().hex
+    proc = subprocess.Popen([sys.executable, "-m", "distrcomp", *args], cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal,
+                            env={**os.environ, MARK: mark})
+    os.close(terminal)
+    shown = b""
+    try:
+        while True:
+            try:
+                data = os.read(controller, 1 << 16)
+            except OSError:  # EIO: every writer closed the terminal
+                break
+            if not data:
+                break
+            shown += data
+        assert proc.wait(timeout=120) == 0, shown
+    finally:
+        os.close(controller)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert_no_leftovers(mark)
+    return shown
+
+
+def test_on_a_terminal_control_characters_are_escaped_and_tags_cannot_be_forged(tmp_path):
+    shown = _run_on_a_terminal(tmp_path, "run", "-n", "1", "--", sys.executable, "-c", FORGER)
+    assert b"\r" not in shown and b"\x1b" not in shown and b"\x07" not in shown, shown
+    lines = shown.decode().splitlines()
+    assert "[node 0 \u00b7 localhost] \\r[node 1 \u00b7 localhost] forged\\x1b[2K\tend" in lines
+    assert "[node 0 \u00b7 localhost] \\x1b]0;title\\x07" in lines
+
+
+def test_on_a_terminal_no_tag_and_pipes_keep_the_bytes(tmp_path):
+    raw = _run_on_a_terminal(tmp_path, "run", "-n", "1", "--no-tag", "--", sys.executable, "-c",
+                             FORGER)
+    assert b"\r[node 1 \xc2\xb7 localhost] forged\x1b[2K\tend\n" in raw, raw
+    assert b"\x1b]0;title\x07\n" in raw, raw
+    piped = launch(tmp_path, "run", "-n", "1", "--", sys.executable, "-c", FORGER)
+    assert piped.stdout == "[node 0 \u00b7 localhost] \r[node 1 \u00b7 localhost] forged\x1b[2K\tend\n"
+    assert "[node 0 \u00b7 localhost] \x1b]0;title\x07\n" in piped.stderr
 
 
 def test_output_dir_keeps_each_node_raw(tmp_path):

@@ -197,16 +197,21 @@ def test_a_local_run_imports_little(tmp_path, extra):
     assert not imported & _SLOW_TO_IMPORT, sorted(imported & _SLOW_TO_IMPORT)
 
 
-def _child_of(pid: int) -> int:
+def _mpiexec_of(pid: int) -> int:
+    """The launcher's child that is mpiexec (the one with the relay's address in its
+    environment; the other is the launcher's scratch janitor)."""
     for name in os.listdir("/proc"):
         try:
             with open(f"/proc/{name}/stat", "rb") as handle:
                 stat = handle.read()
+            if not name.isdigit() or int(stat[stat.rfind(b")") + 2:].split()[1]) != pid:
+                continue
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                if any(entry.startswith(b"DISTRCOMP_RELAY=") for entry in handle.read().split(b"\0")):
+                    return int(name)
         except OSError:
             continue
-        if name.isdigit() and int(stat[stat.rfind(b")") + 2:].split()[1]) == pid:
-            return int(name)
-    pytest.fail(f"the launcher ({pid}) has no child")
+    pytest.fail(f"the launcher ({pid}) has no mpiexec child")
 
 
 def test_mpiexec_gets_none_of_the_launchers_descriptors_and_sigpipe_at_its_default(tmp_path):
@@ -218,7 +223,7 @@ def test_mpiexec_gets_none_of_the_launchers_descriptors_and_sigpipe_at_its_defau
         job = start(tmp_path, "run", "-n", "2", "--", "sh", "-c",
                     "touch ready-$PMI_RANK$OMPI_COMM_WORLD_RANK; sleep 30", pass_fds=[write_end])
         wait_for_files([tmp_path / "ready-0", tmp_path / "ready-1"])
-        mpiexec = _child_of(job.proc.pid)
+        mpiexec = _mpiexec_of(job.proc.pid)
         pipe = os.readlink(f"/proc/self/fd/{write_end}")
         held = [fd for fd in os.listdir(f"/proc/{mpiexec}/fd")
                 if os.readlink(f"/proc/{mpiexec}/fd/{fd}") == pipe]

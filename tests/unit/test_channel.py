@@ -216,3 +216,28 @@ def test_the_job_key_is_written_private_and_removed(tmp_path):
     assert path.parent.stat().st_mode & 0o777 == 0o700
     assert key.remove() == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_waiting_pushes_out_the_oldest_never_the_newcomer():
+    waiting = channel.Waiting(limit=3, timeout=5.0)
+    assert [waiting.add(key, now=float(key)) for key in range(3)] == [[], [], []]
+    assert waiting.add("node", now=3.0) == [0]  # the flood's oldest makes room
+    assert waiting.add(4, now=3.5) == [1]
+    assert len(waiting) == 3
+    waiting.discard("node")  # it proved itself
+    waiting.discard("node")  # and nothing happens twice
+    assert len(waiting) == 2
+    assert waiting.pop_oldest() == 2
+    assert waiting.pop_oldest() == 4
+    with pytest.raises(KeyError):
+        waiting.pop_oldest()
+
+
+def test_waiting_expires_in_order_of_arrival():
+    waiting = channel.Waiting(limit=1024, timeout=5.0)
+    for key in range(1000):
+        waiting.add(key, now=key / 1000)
+    assert waiting.expired(now=5.0) == []
+    assert waiting.expired(now=5.0005) == [0]
+    assert waiting.expired(now=5.1) == list(range(1, 100))
+    assert len(waiting) == 900

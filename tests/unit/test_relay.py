@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import pty
+import select
+import tty
+
+import pytest
 
 from distrcomp.launcher import relay
 from distrcomp.launcher.relay import LineBuffer, Output, Sink, tag
@@ -69,12 +74,62 @@ def test_grouped_blocks_in_node_order_even_if_node_1_ends_first():
     output.finished(1)  # node 0 still running: nothing shown yet
     output.lines(0, "out", b"zero\n")
     output.lines(0, "err", b"zero err\n")
+    output.lines(0, "out", b"zero again\n")
     output.finished(0)
     out, err = read()
-    # the old DistrComp master's layout: header, the node's output, a blank line
-    assert out == ("--------(Node 0 h0 return)--------\nzero\n\n"
+    # the old DistrComp master's layout: header, the node's output, a blank line; its stderr
+    # inside its block, in the order written (it came after the block once)
+    assert out == ("--------(Node 0 h0 return)--------\nzero\nzero err\nzero again\n\n"
                    "--------(Node 1 h1 return)--------\none\n\n")
-    assert err == "zero err\n"
+    assert err == ""
+
+
+def test_escape_controls_leaves_tab_newline_and_text():
+    assert relay.escape_controls(b"a\tb \xc3\xa9\n") == b"a\tb \xc3\xa9\n"
+    assert relay.escape_controls(b"\r[x]\x1b[2K\x00\x7f\xc2\x9b1m\n") == \
+        b"\\r[x]\\x1b[2K\\x00\\x7f\\u009b1m\n"
+
+
+def _read_all(controller: int) -> bytes:
+    """What is waiting on a terminal's controlling side (everything was written already)."""
+    shown = b""
+    while select.select([controller], [], [], 0.5)[0]:
+        shown += os.read(controller, 1 << 16)
+    return shown
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_on_a_terminal_a_node_cannot_forge_a_tag(grouped):
+    controller, terminal = pty.openpty()
+    tty.setraw(terminal)  # no newline translation: the bytes as the launcher wrote them
+    try:
+        output = Output(["h0", "h1"], Sink(terminal), Sink(terminal), grouped=grouped)
+        output.lines(0, "out", b"\r[node 1 \xc2\xb7 h1] forged\x1b[2K\n")
+        output.lines(0, "err", b"\x1b]0;title\x07\n")
+        output.finished(0)
+        output.finished(1)
+        output.close()
+        shown = _read_all(controller)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert b"\r" not in shown and b"\x1b" not in shown and b"\x07" not in shown, shown
+    prefix = b"" if grouped else tag(0, "h0").encode()
+    assert prefix + b"\\r[node 1 \xc2\xb7 h1] forged\\x1b[2K\n" in shown, shown
+    assert prefix + b"\\x1b]0;title\\x07\n" in shown, shown
+
+
+def test_raw_output_on_a_terminal_keeps_bytes():
+    controller, terminal = pty.openpty()
+    tty.setraw(terminal)
+    try:
+        output = Output(["h0"], Sink(terminal), Sink(terminal), tagged=False)
+        output.lines(0, "out", b"\rprogress\x1b[2K\n")
+        output.close()
+        assert _read_all(controller) == b"\rprogress\x1b[2K\n"
+    finally:
+        os.close(terminal)
+        os.close(controller)
 
 
 def test_output_dir_files_and_stderr_tail(tmp_path):

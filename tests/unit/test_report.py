@@ -58,7 +58,10 @@ def test_abort_code_from_stderr():
                       "process 2") == 7
     assert abort_code("MPI_ABORT was invoked on rank 1 in communicator MPI_COMM_WORLD\n"
                       "with errorcode 5.") == 5
-    assert abort_code("distrcomp: node 1 of 2 raised ValueError; aborting every node") == 1
+    assert abort_code("distrcomp: node 1 of 2 raised ValueError; aborting every node with code 1 "
+                      "(DISTRCOMP_ABORT_ON_ERROR=0 turns this off)") == 1
+    assert abort_code("distrcomp: node 1 of 2 exited with status 3; aborting every node with "
+                      "code 3 (...)\nAbort(3) on node 1: called MPI_Abort(MPI_COMM_WORLD, 3)") == 3
     assert abort_code("Traceback ...") is None
 
 
