@@ -186,6 +186,7 @@ class JobSpec:
         self.bind = "127.0.0.1"
         self.site_args: list[str] = []
         self.unreached_hint: str | None = None
+        self.blocks = None  # a legacy master's output (.blocks.Blocks), shared by its jobs
 
     def __repr__(self) -> str:
         return f"JobSpec({vars(self)!r})"
@@ -256,8 +257,8 @@ class Job:
     """One launch of ``spec``; :meth:`run` returns the exit code of ``distrcomp run``.
 
     ``Total time`` closes the summary, counted from ``since`` (monotonic seconds; default: the
-    job's start), unless ``last`` is False and the job succeeds: a sequence of jobs (a legacy
-    master.py's commands) reports its total once, after the last or the one that failed.
+    job's start), unless ``last`` is False: a sequence of jobs (a legacy master.py's commands)
+    reports its total once, itself.
     """
 
     def __init__(
@@ -270,7 +271,7 @@ class Job:
         self.stderr_fd = stderr_fd
         self.output = Output(
             spec.hosts, Sink(stdout_fd), Sink(stderr_fd), tagged=spec.tagged,
-            grouped=spec.grouped, directory=spec.output_dir,
+            grouped=spec.grouped, directory=spec.output_dir, blocks=spec.blocks,
         )
         self.results = [NodeResult(i, host) for i, host in enumerate(spec.hosts)]
         self.job_id = os.urandom(12).hex()
@@ -864,7 +865,7 @@ class Job:
             lines.extend(f"  | {text}" for text in self.mpiexec_held)
         if code and self.spec.unreached_hint and any(not r.started for r in self.results):
             lines.append(self.spec.unreached_hint)
-        lines += summary(self.results, elapsed, cause, headline, total=self.last or code != 0)
+        lines += summary(self.results, elapsed, cause, headline, total=self.last)
         err = Sink(self.stderr_fd)
         err.write("".join(line + "\n" for line in lines).encode("utf-8", "replace"))
         err.flush()

@@ -10,6 +10,8 @@ the terminal, one ``write`` per batch of whole lines, so lines from different no
 * grouped (``--group``): nothing until a node finishes, then a line
   ``--------(Node <id> <host> return)--------``, its whole output and a blank line, in node
   order (the old DistrComp master's layout);
+* the old master's blocks (``--legacy-master``): every line handed to a
+  :class:`.blocks.Blocks`, which prints each node's output as one block when it is done;
 * and, with ``--output-dir``, each node's stdout and stderr also into ``node-<id>.out/.err``.
 """
 
@@ -21,6 +23,8 @@ import select
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the launcher's start-up)
 if TYPE_CHECKING:
     from typing import IO
+
+    from .blocks import Blocks
 del TYPE_CHECKING
 
 __all__ = ["MAX_LINE", "LineBuffer", "Output", "Sink", "tag"]
@@ -146,7 +150,8 @@ class Output:
 
     ``hosts[i]`` is node i's host as shown in tags. ``grouped`` holds output back until a node
     is :meth:`finished`; ``tagged=False`` is raw passthrough; ``directory`` also keeps
-    ``node-<id>.out`` / ``node-<id>.err`` there (created if missing).
+    ``node-<id>.out`` / ``node-<id>.err`` there (created if missing). ``blocks`` (a legacy
+    master's, shared by the jobs of its commands) takes every line instead of the terminal.
     """
 
     TAIL = 4096  # bytes of stderr kept per node for the summary
@@ -159,6 +164,7 @@ class Output:
         tagged: bool = True,
         grouped: bool = False,
         directory: str | os.PathLike | None = None,
+        blocks: Blocks | None = None,
     ) -> None:
         if directory is not None:
             os.makedirs(directory, exist_ok=True)
@@ -166,6 +172,7 @@ class Output:
         self._sinks = {"out": stdout, "err": stderr}
         self._tagged = tagged
         self._grouped = grouped
+        self._blocks = blocks
 
     def lines(self, node: int, stream: str, data: bytes) -> None:
         """Relay ``data`` (whole lines; a last piece without newline is completed in tagged
@@ -177,6 +184,9 @@ class Output:
                 del log.tail[:-self.TAIL]
         if stream in log.files:
             log.files[stream].write(data)
+        if self._blocks is not None:
+            self._blocks.lines(node, data)
+            return
         if self._grouped:
             block = log.blocks[stream]
             block.write(data if data.endswith(b"\n") else data + b"\n")
@@ -199,6 +209,8 @@ class Output:
 
     def finished(self, node: int) -> None:
         """``node`` ended: in grouped mode, print every block that is now due, in node order."""
+        if self._blocks is not None and not self._nodes[node].done:
+            self._blocks.finished(node)
         self._nodes[node].done = True
         if self._grouped:
             self._show_due(every=False)
