@@ -2,15 +2,15 @@
 
 The conversion is lib2to3's, through its maintained fork fissix (``pip install
 'distrcomp[legacy]'``; lib2to3 itself left the standard library in Python 3.13): every default
-fixer but ``import``, which would turn ``import message as ms`` into ``from . import message
-as ms`` when the old ``message.py`` lies beside the script (the old README's layout) and so
-break the script. The converted script imports ``message`` as before and runs with distrcomp's
+fixer but ``import``, which turns ``import message as ms`` into ``from . import message as
+ms`` when the old ``message.py`` lies beside the script (the old README's layout) in a
+directory that has an ``__init__.py``, and so breaks the script. The converted script imports ``message`` as before and runs with distrcomp's
 drop-in module.
 
 What no fixer can decide is listed after the conversion, one line each with the converted
 script's line: ``/`` (true division in Python 3, where a node id needs ``//``), ``input()``
 (only node 0 has stdin under ``distrcomp run``), str against bytes on sockets, ``struct`` and
-binary files, ``cmp=`` in sorts.
+``pickle.loads`` of Python 2 data.
 
 Files in, text out: nothing is run. :func:`migrate` is the pure part (source in, source and
 notes out); :func:`run_migrate` is the command.
@@ -53,14 +53,20 @@ class Migration(NamedTuple):
 def migrate(source: str, name: str = "<script>") -> Migration:
     """Convert ``source``, a Python 2 script of the old DistrComp library, to Python 3.
 
-    Pure: nothing is read, written or run. ``name`` is only for messages. A script that is
-    already Python 3 comes back unchanged (the fixers find nothing to do), with its notes.
+    Pure: nothing is read, written or run. ``name`` is only for messages. A script that
+    Python 3 compiles is read with ``print`` as a function; a script already written for
+    Python 3 comes back unchanged (the fixers find nothing to do), with its notes.
 
     Raises MigrateError naming ``name`` and the line if ``source`` parses neither as Python 2
     nor as Python 3, if the result is not valid Python 3, or if fissix is not installed.
     """
-    tool = _tool()
     text = source if source.endswith("\n") or not source else source + "\n"
+    try:
+        compile(text, name, "exec", dont_inherit=True)
+        python3 = True  # print(x) is a call here: the print fixer would make it print((x))
+    except (SyntaxError, ValueError):
+        python3 = False
+    tool = _tool(print_function=python3)
     from fissix.pgen2.parse import ParseError
 
     try:
@@ -82,7 +88,7 @@ def migrate(source: str, name: str = "<script>") -> Migration:
     return Migration(source, converted, _notes(module, converted))
 
 
-def _tool():
+def _tool(print_function: bool):
     try:
         from fissix import refactor
     except ImportError:
@@ -91,7 +97,7 @@ def _tool():
         ) from None
     fixers = [name for name in refactor.get_fixers_from_package("fissix.fixes")
               if name not in _SKIPPED_FIXERS]
-    return refactor.RefactoringTool(fixers)
+    return refactor.RefactoringTool(fixers, {"print_function": print_function})
 
 
 # --------------------------------------------------------------------------- what stays to decide
@@ -102,8 +108,13 @@ def _notes(module: ast.Module, source: str) -> list[tuple[int, str]]:
     """``(line, text)`` for each construct of the converted script that a person must decide."""
     imported = _imported(module)
     messages = {alias for alias, name in imported.items() if name == "message"}
+    # the input() inside Python 2's input(), eval(input()), is said with it
+    inner = {id(node.args[0]) for node in ast.walk(module)
+             if _calls(node, "eval") and node.args and _calls(node.args[0], "input")}
     notes: list[tuple[int, str]] = []
     for node in ast.walk(module):
+        if id(node) in inner:
+            continue
         note = _note(node, source, imported, messages)
         if note is not None:
             notes.append((node.lineno, note))
@@ -129,16 +140,13 @@ def _note(node: ast.AST, source: str, imported: dict[str, str], messages: set[st
     if not isinstance(node, ast.Call):
         return None
     func = node.func
-    if isinstance(func, ast.Name) and func.id == "eval" and node.args and _calls(node.args[0], "input"):
+    if _calls(node, "eval") and node.args and _calls(node.args[0], "input"):
         return (f"{_shown(node, source)}: was Python 2's input(), which evaluated what was typed; "
                 "int(input()) or float(input()) is safer; under distrcomp run only node 0 "
                 "has stdin (the others read end of file)")
     if isinstance(func, ast.Name) and func.id == "input":
         return (f"{_shown(node, source)}: reads stdin, which under distrcomp run only node 0 "
                 "has (the others read end of file): read it on node 0 and send it on")
-    if any(keyword.arg == "cmp" for keyword in node.keywords):
-        return (f"{_shown(node, source)}: cmp= is gone in Python 3; use "
-                "key=functools.cmp_to_key(function)")
     if not isinstance(func, ast.Attribute):
         return None
     owner = func.value.id if isinstance(func.value, ast.Name) else None
@@ -169,7 +177,7 @@ raw_input, ...) to Python 3, with lib2to3's fixers (from fissix: pip install
 'distrcomp[legacy]'). `import message as ms` keeps working: distrcomp's drop-in message module
 replaces the old one. Prints a unified diff on stdout (nothing is changed) unless --write; then,
 on stderr, one line per construct no fixer can decide, with its line in the converted script:
-/ between integers, input(), str against bytes on sockets, struct, cmp=.
+/ between integers, input(), str against bytes on sockets and struct, pickle.loads.
 
 The old library's own message.py is recognised and left alone: distrcomp does not need it.
 Exit status: 0 when every file was converted (or had nothing to convert), 2 if any cannot be

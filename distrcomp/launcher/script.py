@@ -270,13 +270,16 @@ _PRINT_STATEMENT = r"^\s*print\s+[^\s=(.,)\[]"
 
 _PRINT_HINT = "convert the print statements, e.g. print(...)"
 
+_PY2 = "this is Python 2 syntax"
+
 
 def py2_problem(path: PathLike) -> str | None:
     """Why the script at ``path`` cannot run on Python 3, as one line; None if it compiles.
 
     The script is compiled, never run. For Python 2 syntax the message is
-    ``"old.py:3: this is Python 2 syntax (print "My ID is", myID); convert the script with:
-    distrcomp migrate --write old.py"``; for any other syntax error ``"old.py:3: syntax error:
+    ``"old.py:3: this is Python 2 syntax (print "My ID is", myID); convert the print
+    statements, e.g. print(...); distrcomp migrate --write old.py converts the script"``; for
+    any other syntax error ``"old.py:3: syntax error:
     <Python's message>"``. Either way the launcher should exit 2 before starting any node.
 
     Raises OSError if the file cannot be read.
@@ -287,18 +290,19 @@ def py2_problem(path: PathLike) -> str | None:
         compile(data, name, "exec", dont_inherit=True)
     except SyntaxError as error:
         where = f"{name}:{error.lineno}" if error.lineno else name
-        return f"{where}: {syntax_reason(error, data.decode('utf-8', 'replace'), migrate=name)}"
+        reason = syntax_reason(error, data.decode("utf-8", "replace"))
+        if reason.startswith(_PY2):
+            import shlex
+
+            reason += f"; distrcomp migrate --write {shlex.quote(name)} converts the script"
+        return f"{where}: {reason}"
     except ValueError as error:  # e.g. null bytes, on Pythons that raise ValueError for them
         return f"{name}: syntax error: {error}"
     return None
 
 
-def syntax_reason(error: SyntaxError, source: str, migrate: str | None = None) -> str:
-    """What is wrong, without the location: Python 2 syntax named as such, else Python's message.
-
-    With ``migrate`` (the script's path), Python 2 syntax is followed by the ``distrcomp
-    migrate`` command that converts that script; without it, by how to fix the construct.
-    """
+def syntax_reason(error: SyntaxError, source: str) -> str:
+    """What is wrong, without the location: Python 2 syntax named as such, else Python's message."""
     import re
 
     line = (error.text or "").rstrip("\r\n")
@@ -309,18 +313,12 @@ def syntax_reason(error: SyntaxError, source: str, migrate: str | None = None) -
             continue
         shown = " ".join(line.split())
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        if migrate is not None:
-            import shlex
-
-            named = f": {what}" if what else ""
-            return (f"this is Python 2 syntax ({shown}){named}; convert the script with: "
-                    f"distrcomp migrate --write {shlex.quote(migrate)}")
         if fix is None:
-            return f"this is Python 2 syntax ({shown}); {_PRINT_HINT}"
+            return f"{_PY2} ({shown}); {_PRINT_HINT}"
         also = ""
         if re.search(_PRINT_STATEMENT, source, re.MULTILINE):
             also = "; also convert the print statements, e.g. print(...)"
-        return f"this is Python 2 syntax ({shown}): {what}; {fix}{also}"
+        return f"{_PY2} ({shown}): {what}; {fix}{also}"
     return f"syntax error: {msg}"
 
 
