@@ -416,8 +416,10 @@ def _run(args: argparse.Namespace) -> int:
     if words[0].endswith(".py") and not os.path.isfile(words[0]):
         raise _UsageError(f"run: {words[0]}: no such file")
     env = _forwarded_env(args)
-    command = _prepared(user_command(words), words, env)
+    notes: list[str] = []
+    command = _prepared(user_command(words), words, env, notes)
     spec, names = _job_spec(args, command, env, args.timeout, args.group)
+    _say(notes)
     return _launch(args, [spec], names)
 
 
@@ -438,12 +440,19 @@ def _forwarded_env(args: argparse.Namespace) -> dict[str, str | None]:
     return env
 
 
+def _say(notes: list[str]) -> None:
+    """The launcher's notes before a launch, one line each on stderr."""
+    sys.stderr.write("".join(f"distrcomp: {note}\n" for note in notes))
+    sys.stderr.flush()
+
+
 def _prepared(command: list[str], words: list[str], env: dict[str, str | None],
-              files: Sequence[str] = ()) -> list[str]:
+              notes: list[str], files: Sequence[str] = ()) -> list[str]:
     """``command`` (``words`` as the nodes run them) checked before launch when it runs a
     Python script (``prog.py``, ``python -B prog.py``): see :func:`_check_script`. When the
     script imports ``message`` and the old library's ``message.py`` lies beside it (or among
-    ``files``), the command runs it with the drop-in instead, and one line on stderr says so."""
+    ``files``), the command runs it with the drop-in instead, and a line added to ``notes``
+    says so (printed once nothing can stop the launch for bad input)."""
     from .script import python_script, shadowing_message, with_dropin
 
     index = python_script(words)
@@ -455,8 +464,8 @@ def _prepared(command: list[str], words: list[str], env: dict[str, str | None],
     old = shadowing_message(script, files)
     if old is None:
         return command
-    sys.stderr.write(f"distrcomp: {old} is the old DistrComp library's message module; "
-                     f"{script} runs with distrcomp's drop-in message module instead\n")
+    notes.append(f"{old} is the old DistrComp library's message module; {script} runs with "
+                 "distrcomp's drop-in message module instead")
     return with_dropin(command, index + len(command) - len(words))
 
 
@@ -616,7 +625,8 @@ def _run_legacy_master(args: argparse.Namespace) -> int:
     timeout = args.timeout if args.timeout is not None else master.timelimit
     env = _forwarded_env(args)
     # the old tool's commands ran old scripts: check each one
-    commands = [_master_command(command, args.legacy_master, env, master.files)
+    notes: list[str] = []
+    commands = [_master_command(command, args.legacy_master, env, master.files, notes)
                 for command in master.commands]
     env["PYTHONPATH"] = with_compat_path(
         {"PYTHONPATH": env["PYTHONPATH"]} if env.get("PYTHONPATH") else os.environ
@@ -624,6 +634,7 @@ def _run_legacy_master(args: argparse.Namespace) -> int:
     built = [_job_spec(args, command, dict(env), timeout, grouped=False) for command in commands]
     specs = [spec for spec, _ in built]
     names = built[0][1]
+    _say(notes)
     blocks = None
     if not (args.no_tag or args.dry_run):
         blocks = Blocks(names, len(specs), Sink(1))
@@ -642,7 +653,7 @@ _SHELL_SYNTAX = frozenset("|&;<>()$`*?[]{}~#!\n")
 
 
 def _master_command(command: str, source: str, env: dict[str, str | None],
-                    files: Sequence[str]) -> list[str]:
+                    files: Sequence[str], notes: list[str]) -> list[str]:
     """What the nodes run for one command of a master.py. A plain command (words only) runs
     as those words, ``python`` (any ``python*`` word) being this interpreter, the script
     checked as ``distrcomp run``'s (:func:`_prepared`); anything else through ``sh -c``, its
@@ -656,7 +667,7 @@ def _master_command(command: str, source: str, env: dict[str, str | None],
     python = bool(words) and is_python(words[0])
     if words and not _SHELL_SYNTAX.intersection(command):
         argv = [sys.executable, *words[1:]] if python else user_command(words)
-        return _prepared(argv, words, env, files)
+        return _prepared(argv, words, env, notes, files)
     for word in words:
         if word.endswith(".py") and os.path.isfile(word):
             _check_script(word, env)
