@@ -7,8 +7,8 @@ everything that node's commands wrote, stdout and stderr together::
     My ID is 3
     Next to 2 is 3
 
-and, once every node had returned, ``Total time : 1.523.``. :class:`Blocks` does the same
-across the jobs a master.py becomes (one mpiexec job per command): it keeps each node's lines
+and, once every node had returned, ``Total time : 1.523.`` (the launcher prints that line).
+:class:`Blocks` does the same across the jobs a master.py becomes (one mpiexec job per command): it keeps each node's lines
 from job to job, in the order they reach the launcher, and prints a node's block when that node
 has finished its last command. Nothing else is written to stdout in this mode, so a block is
 never cut by another line; the launcher's own notes and failure summaries go to stderr.
@@ -37,9 +37,9 @@ class Blocks:
     ``hosts[i]`` is node i's host, shown in its header. :meth:`lines` adds a node's lines (from
     either stream, in arrival order); :meth:`finished` says the node ended one command and
     prints its block, at once, after its ``commands``-th; :meth:`close` prints, in node order,
-    the blocks of nodes never seen to finish (a node that never started, a job interrupted),
-    then ``Total time``. Blocks are written whole, each ending with a blank line. Not
-    thread-safe: the launcher's one loop calls it.
+    the blocks of nodes never seen to finish (a node that never started, a job interrupted).
+    Blocks are written whole, each ending with a blank line. Not thread-safe: the launcher's
+    one loop calls it.
     """
 
     def __init__(self, hosts: list[str], commands: int, stdout: Sink) -> None:
@@ -62,13 +62,10 @@ class Blocks:
         if self._ended[node] >= self._commands:
             self._show(node)
 
-    def close(self, elapsed: float) -> None:
-        """Print the blocks not printed yet, in node order, then ``Total time : 1.523.``
-        (``elapsed`` seconds); release the spooled output."""
+    def close(self) -> None:
+        """Print the blocks not printed yet, in node order; release the spooled output."""
         for node in range(len(self._hosts)):
             self._show(node)
-        self._out.write(f"Total time : {elapsed:.3f}.\n".encode())
-        self._out.flush()
         for spool in self._spools:
             spool.close()
 

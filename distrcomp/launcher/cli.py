@@ -132,9 +132,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="print the hostfile and the exact mpiexec command line, run nothing")
     run.add_argument("--legacy-master", metavar="MASTER_PY",
                      help="run the old DistrComp master.py's `commands` in order on every node, "
-                          "each with its `timelimit`, output grouped per node; master.py is "
-                          "read, never executed (only literal constants are accepted); its "
-                          "`files` are shipped as with --files")
+                          "each with its `timelimit`, all of them even after one fails, "
+                          "`python` being this interpreter; output as the old master printed "
+                          "it: one block per node, then the total time; master.py is read, "
+                          "never executed (only literals, and names assigned a literal once, "
+                          "are accepted); its `files` are shipped as with --files")
     remote.add_options(run)
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
                      help="program and arguments; a .py file runs with this Python")
@@ -607,8 +609,8 @@ def _make_output_dir(path: str) -> None:
 def _run_legacy_master(args: argparse.Namespace) -> int:
     """The old master.py: each of its ``commands`` in order, on every node, each with
     ``timelimit`` (``--timeout`` wins), all of them even after one fails; ``python`` in a
-    command is this interpreter. Output as the old master printed it (:mod:`.blocks`), unless
-    ``--no-tag``. Returns the exit status of the first command that failed, else 0."""
+    command is this interpreter. Output as the old master printed it (:mod:`.blocks`; raw with
+    ``--no-tag``), then ``Total time : 1.523.`` on stdout. Returns the exit status of the first command that failed, else 0."""
     from .blocks import Blocks
     from .legacy import LegacyMasterError, read_master
     from .relay import Sink
@@ -643,7 +645,9 @@ def _run_legacy_master(args: argparse.Namespace) -> int:
     code = _launch(args, specs, names, labels=master.commands, extra_files=master.files,
                    keep_going=True)
     if blocks is not None:
-        blocks.close(time.monotonic() - started)
+        blocks.close()
+    if not args.dry_run:
+        sys.stdout.write(f"Total time : {time.monotonic() - started:.3f}.\n")
     return code
 
 

@@ -171,3 +171,10 @@ def test_legacy_master_ships_its_files_and_runs_the_commands_there(tmp_path):
                   "--legacy-master", "master.py")
     assert done.returncode == 0, done
     assert blocks(done.stdout) == ["True ['data.txt', 'job.py'] payload\n\n"] * 2, done
+
+
+def test_legacy_master_without_tags_prints_raw_lines_then_the_total_time(tmp_path):
+    write(tmp_path / "master.py", 'commands = ["echo raw"]\n')
+    done = launch(tmp_path, "run", "-n", "2", "--no-tag", "--legacy-master", "master.py")
+    assert done.returncode == 0, done
+    assert re.fullmatch(r"raw\nraw\nTotal time : \d+\.\d{3}\.\n", done.stdout), done
