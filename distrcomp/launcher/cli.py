@@ -419,7 +419,12 @@ def _run(args: argparse.Namespace) -> int:
         raise _UsageError(f"run: {words[0]}: no such file")
     env = _forwarded_env(args)
     notes: list[str] = []
-    command = _prepared(user_command(words), words, env, notes)
+    files: list[str] = []
+    if args.files:
+        from .staging import parse_files
+
+        files = parse_files(args.files)
+    command = _prepared(user_command(words), words, env, notes, files)
     spec, names = _job_spec(args, command, env, args.timeout, args.group)
     _say(notes)
     return _launch(args, [spec], names)

@@ -9,7 +9,7 @@ the terminal, one ``write`` per batch of whole lines, so lines from different no
 * raw (``--no-tag``): the bytes as the node wrote them;
 * grouped (``--group``): nothing until a node finishes, then a line
   ``--------(Node <id> <host> return)--------``, its whole output and a blank line, in node
-  order (the old DistrComp master's layout);
+  order (after the old DistrComp master's layout, which ``--legacy-master`` prints exactly);
 * the old master's blocks (``--legacy-master``): every line handed to a
   :class:`.blocks.Blocks`, which prints each node's output as one block when it is done;
 * and, with ``--output-dir``, each node's stdout and stderr also into ``node-<id>.out/.err``.
@@ -243,7 +243,7 @@ class Output:
                 continue
             if not (log.done or every):
                 break
-            # The old DistrComp master's layout: a header, the node's output, a blank line.
+            # After the old DistrComp master's layout: a header, the node's output, a blank line.
             self._sinks["out"].write(
                 f"--------(Node {log.node} {log.host} return)--------\n".encode()
             )

@@ -149,3 +149,17 @@ def test_a_message_module_of_the_users_own_is_left_alone(tmp_path):
     assert done.returncode == 0, done
     assert done.stdout.count("my own message module") == 2, done
     assert "drop-in" not in done.stderr, done
+
+
+def test_the_old_message_module_shipped_by_files_gives_way_to_the_drop_in(tmp_path):
+    """--files puts the old message.py (kept elsewhere) beside the script on the nodes."""
+    old = old_directory(tmp_path, 2)
+    assert launch(old, "migrate", "--write", "myprogram.py").returncode == 0
+    (old / "lib").mkdir()
+    (old / "message.py").rename(old / "lib" / "message.py")
+    done = launch(old, "run", "--files", "myprogram.py,lib/message.py", "--",
+                  sys.executable, "-B", "myprogram.py", timeout=TIMEOUT)
+    assert done.returncode == 0, done
+    assert "[node 1 · localhost] Next to 0 is 1" in done.stdout, done
+    assert ("distrcomp: lib/message.py is the old DistrComp library's message module; "
+            "myprogram.py runs with distrcomp's drop-in message module instead") in done.stderr
