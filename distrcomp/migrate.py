@@ -175,8 +175,8 @@ _DESCRIPTION = """\
 Convert scripts written for the old DistrComp library (Python 2: print statements, cPickle,
 raw_input, ...) to Python 3, with lib2to3's fixers (from fissix: pip install
 'distrcomp[legacy]'). `import message as ms` keeps working: distrcomp's drop-in message module
-replaces the old one. Prints a unified diff on stdout (nothing is changed) unless --write; then,
-on stderr, one line per construct no fixer can decide, with its line in the converted script:
+replaces the old one. Prints a unified diff on stdout and changes nothing, unless --write. On
+stderr, one line per construct no fixer can decide, with its line in the converted script:
 / between integers, input(), str against bytes on sockets and struct, pickle.loads.
 
 The old library's own message.py is recognised and left alone: distrcomp does not need it.
@@ -207,7 +207,11 @@ def run_migrate(args) -> int:
     from .launcher.script import is_old_message
 
     work = []
+    seen = set()
     for path in args.files:
+        if os.path.realpath(path) in seen:
+            continue  # written twice, the second time would keep the converted one as .orig
+        seen.add(os.path.realpath(path))
         if is_old_message(path):
             sys.stderr.write(f"{path}: the old DistrComp library's message module, left as it "
                              "is: distrcomp uses its drop-in message module instead\n")

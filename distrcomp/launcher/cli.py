@@ -615,7 +615,8 @@ def _run_legacy_master(args: argparse.Namespace) -> int:
     """The old master.py: each of its ``commands`` in order, on every node, each with
     ``timelimit`` (``--timeout`` wins), all of them even after one fails; ``python`` in a
     command is this interpreter. Output as the old master printed it (:mod:`.blocks`; raw with
-    ``--no-tag``), then ``Total time : 1.523.`` on stdout. Returns the exit status of the first command that failed, else 0."""
+    ``--no-tag``), then ``Total time : 1.523.`` on stdout. Returns the exit status of the first
+    command that failed, else 0."""
     from .blocks import Blocks
     from .legacy import LegacyMasterError, read_master
     from .relay import Sink

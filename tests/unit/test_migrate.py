@@ -190,3 +190,20 @@ def test_a_script_python_3_compiles_keeps_its_print_calls_and_loses_cpickle():
     text = "import cPickle\nprint(cPickle.dumps(1))\n"
     result = migrate(text, "mixed.py")
     assert result.source == "import pickle\nprint(pickle.dumps(1))\n"
+
+
+def test_migrate_write_keeps_the_original_even_when_a_file_is_named_twice(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "myprogram.py"
+    shutil.copy(OLD / "myprogram.py", path)
+    done = subprocess.run([sys.executable, "-m", "distrcomp", "migrate", "--write", "myprogram.py",
+                           "./myprogram.py"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "myprogram.py.orig").read_text() == (OLD / "myprogram.py").read_text()
+    assert 'print("My ID is", myID)' in path.read_text()
+    again = subprocess.run([sys.executable, "-m", "distrcomp", "migrate", "--write", "myprogram.py"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 0 and again.stderr == "myprogram.py: nothing to convert\n", again
