@@ -22,6 +22,7 @@ import ast
 import difflib
 import io
 import os
+import re
 import sys
 import tokenize
 from typing import NamedTuple
@@ -85,7 +86,10 @@ def migrate(source: str, name: str = "<script>") -> Migration:
     except SyntaxError as error:
         raise MigrateError(f"{name}:{error.lineno}: still not Python 3 after conversion: "
                            f"{error.msg}") from None
-    return Migration(source, converted, _notes(module, converted))
+    # lib2to3 drops __future__ imports: whether / was already true division is read before
+    true_division = re.search(r"^from[ \t]+__future__[ \t]+import[^#\n]*\bdivision\b", text,
+                              re.MULTILINE) is not None
+    return Migration(source, converted, _notes(module, converted, true_division))
 
 
 def _tool(print_function: bool):
@@ -104,7 +108,7 @@ def _tool(print_function: bool):
 _SOCKET_CALLS = frozenset({"send", "sendall", "sendto", "recv", "recvfrom", "recv_into"})
 
 
-def _notes(module: ast.Module, source: str) -> list[tuple[int, str]]:
+def _notes(module: ast.Module, source: str, true_division: bool) -> list[tuple[int, str]]:
     """``(line, text)`` for each construct of the converted script that a person must decide."""
     imported = _imported(module)
     messages = {alias for alias, name in imported.items() if name == "message"}
@@ -113,7 +117,7 @@ def _notes(module: ast.Module, source: str) -> list[tuple[int, str]]:
              if _calls(node, "eval") and node.args and _calls(node.args[0], "input")}
     notes: list[tuple[int, str]] = []
     for node in ast.walk(module):
-        if id(node) in inner:
+        if id(node) in inner or true_division and isinstance(node, (ast.BinOp, ast.AugAssign)):
             continue
         note = _note(node, source, imported, messages)
         if note is not None:

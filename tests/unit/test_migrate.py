@@ -207,3 +207,9 @@ def test_migrate_write_keeps_the_original_even_when_a_file_is_named_twice(tmp_pa
     again = subprocess.run([sys.executable, "-m", "distrcomp", "migrate", "--write", "myprogram.py"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert again.returncode == 0 and again.stderr == "myprogram.py: nothing to convert\n", again
+
+
+def test_division_is_not_listed_where_python_2_already_had_true_division():
+    text = "from __future__ import division, print_function\nhalf = 7 / 2\nprint(half)\n"
+    result = migrate(text, "old.py")
+    assert result.notes == [] and "half = 7 / 2" in result.source
