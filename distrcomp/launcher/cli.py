@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=help_formatter,
     )
     parser.add_argument("--version", action="version", version=f"distrcomp {__version__}")
-    commands = parser.add_subparsers(dest="subcommand", metavar="{run,hostfile,compat-path}")
+    commands = parser.add_subparsers(dest="subcommand",
+                                     metavar="{run,hostfile,compat-path,migrate}")
     run = commands.add_parser(
         "run", help="run a program on the nodes, relaying their output",
         description=_RUN_DESCRIPTION, epilog=_RUN_EPILOG,
@@ -138,9 +139,11 @@ def _parser() -> argparse.ArgumentParser:
                           "directory; without distrcomp's node wrapper and relay)")
     run.add_argument("--legacy-master", metavar="MASTER_PY",
                      help="run the old DistrComp master.py's `commands` in order on every node, "
-                          "each with its `timelimit`, output grouped per node; master.py is "
-                          "read, never executed (only literal constants are accepted); its "
-                          "`files` are shipped as with --files")
+                          "each with its `timelimit`, all of them even after one fails, "
+                          "`python` being this interpreter; output as the old master printed "
+                          "it: one block per node, then the total time; master.py is read, "
+                          "never executed (only literals, and names assigned a literal once, "
+                          "are accepted); its `files` are shipped as with --files")
     remote.add_options(run)
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
                      help="program and arguments; a .py file runs with this Python")
@@ -152,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
                     "legacy scripts under plain mpiexec: "
                     "PYTHONPATH=$(distrcomp compat-path) mpiexec -n 4 python legacy.py",
     )
+    from ..migrate import add_parser as add_migrate
+
+    add_migrate(commands, help_formatter)
     hostfile = commands.add_parser(
         "hostfile", help="print the hostfile a peers file becomes", formatter_class=help_formatter,
         description="Print the hostfile for the MPI installed (or --format) from a peers file.",
@@ -332,6 +338,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.subcommand == "hostfile":
             return _hostfile(args)
+        if args.subcommand == "migrate":
+            from ..migrate import MigrateError, run_migrate
+
+            try:
+                return run_migrate(args)
+            except MigrateError as exc:
+                raise _UsageError(f"migrate: {exc}") from None
         if args.subcommand == "compat-path":
             from .script import compat_dir
 
@@ -415,10 +428,15 @@ def _run(args: argparse.Namespace) -> int:
     if words[0].endswith(".py") and not os.path.isfile(words[0]):
         raise _UsageError(f"run: {words[0]}: no such file")
     env = _forwarded_env(args)
-    script = _python_script(words)
-    if script is not None:
-        _check_script(script, env)
-    spec, names = _job_spec(args, user_command(words), env, args.timeout, args.group)
+    notes: list[str] = []
+    files: list[str] = []
+    if args.files:
+        from .staging import parse_files
+
+        files = parse_files(args.files)
+    command = _prepared(user_command(words), words, env, notes, files)
+    spec, names = _job_spec(args, command, env, args.timeout, args.group)
+    _say(notes)
     return _launch(args, [spec], names)
 
 
@@ -439,19 +457,39 @@ def _forwarded_env(args: argparse.Namespace) -> dict[str, str | None]:
     return env
 
 
-def _python_script(words: list[str]) -> str | None:
-    """The .py file the command runs with Python, if any (``prog.py ...`` or ``python prog.py``)."""
-    if words[0].endswith(".py"):
-        return words[0]
-    interpreter = os.path.basename(words[0]).startswith("python")
-    if interpreter and len(words) > 1 and words[1].endswith(".py") and os.path.isfile(words[1]):
-        return words[1]
-    return None
+def _say(notes: list[str]) -> None:
+    """The launcher's notes before a launch, one line each on stderr."""
+    sys.stderr.write("".join(f"distrcomp: {note}\n" for note in notes))
+    sys.stderr.flush()
 
 
-def _check_script(script: str, env: dict[str, str | None]) -> None:
+def _prepared(command: list[str], words: list[str], env: dict[str, str | None],
+              notes: list[str], files: Sequence[str] = ()) -> list[str]:
+    """``command`` (``words`` as the nodes run them) checked before launch when it runs a
+    Python script (``prog.py``, ``python -B prog.py``): see :func:`_check_script`. When the
+    script imports ``message`` and the old library's ``message.py`` lies beside it (or among
+    ``files``), the command runs it with the drop-in instead, and a line added to ``notes``
+    says so (printed once nothing can stop the launch for bad input)."""
+    from .script import python_script, shadowing_message, with_dropin
+
+    index = python_script(words)
+    if index is None or not os.path.isfile(words[index]):
+        return command
+    script = words[index]
+    if not _check_script(script, env):
+        return command
+    old = shadowing_message(script, files)
+    if old is None:
+        return command
+    notes.append(f"{old} is the old DistrComp library's message module; {script} runs with "
+                 "distrcomp's drop-in message module instead")
+    return with_dropin(command, index + len(command) - len(words))
+
+
+def _check_script(script: str, env: dict[str, str | None]) -> bool:
     """Refuse a script that does not compile (one message, before any node starts); put the
-    legacy ``message`` module on the nodes' path for a script that imports it."""
+    legacy ``message`` module on the nodes' path for a script that imports it, and return
+    whether it does."""
     from .script import py2_problem, uses_legacy_message, with_compat_path
 
     try:
@@ -460,9 +498,11 @@ def _check_script(script: str, env: dict[str, str | None]) -> None:
         raise _UsageError(f"run: cannot read {script}: {exc.strerror or exc}") from None
     if problem is not None:
         raise _UsageError(problem)
-    if uses_legacy_message(script):
-        base = {"PYTHONPATH": env["PYTHONPATH"]} if env.get("PYTHONPATH") else os.environ
-        env["PYTHONPATH"] = with_compat_path(base)["PYTHONPATH"]
+    if not uses_legacy_message(script):
+        return False
+    base = {"PYTHONPATH": env["PYTHONPATH"]} if env.get("PYTHONPATH") else os.environ
+    env["PYTHONPATH"] = with_compat_path(base)["PYTHONPATH"]
+    return True
 
 
 def _shell_words(command: str, source: str) -> list[str]:
@@ -543,10 +583,12 @@ def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, gro
 
 
 def _launch(args: argparse.Namespace, specs: list, names: list[str], labels: list[str] = (),
-            extra_files: Sequence[str] = ()) -> int:
+            extra_files: Sequence[str] = (), keep_going: bool = False) -> int:
     """Run ``specs`` one after the other on the same hosts (one pre-flight, one staging of the
-    shipped files); stop at the first that fails and return its exit code. ``labels`` name
-    the specs on stderr as they start (a legacy master.py's commands)."""
+    shipped files); stop at the first that fails and return its exit code, or, with
+    ``keep_going`` (a legacy master.py: the old master ran every command), run every spec
+    unless the launcher is interrupted, return the first failure's exit code, and leave the
+    total time to the caller. ``labels`` name the specs on stderr as they start."""
     from .job import Job
     from .remote import Remote, RemoteError
 
@@ -566,15 +608,19 @@ def _launch(args: argparse.Namespace, specs: list, names: list[str], labels: lis
             return 0
         with site.prepared():
             since = time.monotonic()
+            failed = 0
             for number, spec in enumerate(specs):
                 if labels:
                     sys.stderr.write(f"distrcomp: command {number + 1} of {len(specs)}: "
                                      f"{labels[number]}\n")
                     sys.stderr.flush()
-                code = Job(spec, since=since, last=number == len(specs) - 1).run()
-                if code != 0:
+                last = number == len(specs) - 1 and not keep_going
+                job = Job(spec, since=since, last=last)
+                code = job.run()
+                if code != 0 and (not keep_going or job.stop_reason == "signal"):
                     return code
-            return 0
+                failed = failed or code
+            return failed
     except RemoteError as exc:
         raise _UsageError(f"run: {exc}") from None
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM before the job began; files removed
@@ -598,12 +644,17 @@ def _make_output_dir(path: str) -> None:
 
 
 def _run_legacy_master(args: argparse.Namespace) -> int:
-    """The old master.py: each of its ``commands`` in order, on every node, output grouped per
-    node, each with ``timelimit`` (``--timeout`` wins). Stops at the first command that fails
-    and returns its exit status."""
+    """The old master.py: each of its ``commands`` in order, on every node, each with
+    ``timelimit`` (``--timeout`` wins), all of them even after one fails; ``python`` in a
+    command is this interpreter. Output as the old master printed it (:mod:`.blocks`; raw with
+    ``--no-tag``), then ``Total time : 1.523.`` on stdout. Returns the exit status of the first
+    command that failed, else 0."""
+    from .blocks import Blocks
     from .legacy import LegacyMasterError, read_master
+    from .relay import Sink
     from .script import with_compat_path
 
+    started = time.monotonic()
     try:
         master = read_master(args.legacy_master)
     except LegacyMasterError as exc:
@@ -613,16 +664,57 @@ def _run_legacy_master(args: argparse.Namespace) -> int:
             from None
     timeout = args.timeout if args.timeout is not None else master.timelimit
     env = _forwarded_env(args)
-    for command in master.commands:  # the old tool's commands ran old scripts: check each one
-        for word in _shell_words(command, args.legacy_master):
-            if word.endswith(".py") and os.path.isfile(word):
-                _check_script(word, env)
+    # the old tool's commands ran old scripts: check each one
+    notes: list[str] = []
+    commands = [_master_command(command, args.legacy_master, env, master.files, notes)
+                for command in master.commands]
     env["PYTHONPATH"] = with_compat_path(
         {"PYTHONPATH": env["PYTHONPATH"]} if env.get("PYTHONPATH") else os.environ
     )["PYTHONPATH"]
-    built = [
-        _job_spec(args, ["sh", "-c", command], dict(env), timeout, grouped=not args.no_tag)
-        for command in master.commands
-    ]
+    built = [_job_spec(args, command, dict(env), timeout, grouped=False) for command in commands]
     specs = [spec for spec, _ in built]
-    return _launch(args, specs, built[0][1], labels=master.commands, extra_files=master.files)
+    names = built[0][1]
+    _say(notes)
+    blocks = None
+    if not (args.no_tag or args.dry_run):
+        blocks = Blocks(names, len(specs), Sink(1))
+        for spec in specs:
+            spec.blocks = blocks
+    code = _launch(args, specs, names, labels=master.commands, extra_files=master.files,
+                   keep_going=True)
+    if blocks is not None:
+        blocks.close()
+    if not args.dry_run:
+        sys.stdout.write(f"Total time : {time.monotonic() - started:.3f}.\n")
+    return code
+
+
+# Characters that make a command more than words for the shell (the old tool ran every
+# command as whitespace-separated words, without a shell).
+_SHELL_SYNTAX = frozenset("|&;<>()$`*?[]{}~#!\n")
+
+
+def _master_command(command: str, source: str, env: dict[str, str | None],
+                    files: Sequence[str], notes: list[str]) -> list[str]:
+    """What the nodes run for one command of a master.py. A plain command (words only) runs
+    as those words, ``python`` (any ``python*`` word) being this interpreter, the script
+    checked as ``distrcomp run``'s (:func:`_prepared`); anything else through ``sh -c``, its
+    leading ``python`` word still this interpreter, each ``.py`` file it names checked."""
+    import shlex
+
+    from .command import user_command
+    from .script import is_python
+
+    words = _shell_words(command, source)
+    python = bool(words) and is_python(words[0])
+    if words and not _SHELL_SYNTAX.intersection(command):
+        argv = [sys.executable, *words[1:]] if python else user_command(words)
+        return _prepared(argv, words, env, notes, files)
+    for word in words:
+        if word.endswith(".py") and os.path.isfile(word):
+            _check_script(word, env)
+    text = command.lstrip()
+    if python and text.startswith(words[0]):
+        command = shlex.quote(sys.executable) + text[len(words[0]):]
+    return ["sh", "-c", command]
+

@@ -157,6 +157,7 @@ class JobSpec:
         self.on_connected = None  # called once every node has connected
         self.site_args: list[str] = []
         self.unreached_hint: str | None = None
+        self.blocks = None  # a legacy master's output (.blocks.Blocks), shared by its jobs
 
     def __repr__(self) -> str:
         return f"JobSpec({vars(self)!r})"
@@ -228,8 +229,8 @@ class Job:
     """One launch of ``spec``; :meth:`run` returns the exit code of ``distrcomp run``.
 
     ``Total time`` closes the summary, counted from ``since`` (monotonic seconds; default: the
-    job's start), unless ``last`` is False and the job succeeds: a sequence of jobs (a legacy
-    master.py's commands) reports its total once, after the last or the one that failed.
+    job's start), unless ``last`` is False: a sequence of jobs (a legacy master.py's commands)
+    reports its total once, itself.
     """
 
     def __init__(
@@ -242,7 +243,7 @@ class Job:
         self.stderr_fd = stderr_fd
         self.output = Output(
             spec.hosts, Sink(stdout_fd), Sink(stderr_fd), tagged=spec.tagged,
-            grouped=spec.grouped, directory=spec.output_dir,
+            grouped=spec.grouped, directory=spec.output_dir, blocks=spec.blocks,
         )
         self.results = [NodeResult(i, host) for i, host in enumerate(spec.hosts)]
         self.job_id = os.urandom(12).hex()
@@ -863,7 +864,7 @@ class Job:
                              "connections (see above); if the nodes said the launcher closed "
                              "their connection, they were among them")
             lines.append(self.spec.unreached_hint)
-        lines += summary(self.results, elapsed, cause, headline, total=self.last or code != 0)
+        lines += summary(self.results, elapsed, cause, headline, total=self.last)
         err = Sink(self.stderr_fd)
         err.write("".join(line + "\n" for line in lines).encode("utf-8", "replace"))
         err.flush()

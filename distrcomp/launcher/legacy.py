@@ -2,8 +2,8 @@
 
 :func:`read_master`: the ``files``, ``commands`` and ``timelimit`` constants of an old
 ``master.py``, read *without executing it*: the file is parsed, and only literals
-(``ast.literal_eval``) are accepted. (The checks on old scripts and the drop-in ``message``
-module's path are :mod:`.script`.)
+(``ast.literal_eval``) are accepted, with names bound once to a literal. (The checks on old
+scripts and the drop-in ``message`` module's path are :mod:`.script`.)
 
 Everything here is pure: files in, values or messages out. Nothing initialises MPI.
 """
@@ -11,6 +11,7 @@ Everything here is pure: files in, values or messages out. Nothing initialises M
 from __future__ import annotations
 
 import ast
+import copy
 import io
 import math
 import os
@@ -71,7 +72,10 @@ def read_master(path: PathLike) -> LegacyMaster:
     The file is parsed, not executed. Each constant must be assigned a literal at top level:
     ``files`` a list (or tuple) of strings, ``commands`` a non-empty list of non-empty strings,
     ``timelimit`` a positive number of seconds. If a name is assigned several times at top
-    level, the last assignment counts, as in Python. The rest of the file (the old tool's own
+    level, the last assignment counts, as in Python. Inside these literals a name may stand
+    for a literal when it is assigned exactly once in the module, at top level, by a plain
+    ``name = <literal>`` (the old master.py's ``my_source_code = "myprogram.py"`` then
+    ``files = [my_source_code, "message.py"]``); any other name is an error. The rest of the file (the old tool's own
     code, imports, functions) is ignored, unless it visibly rebinds or changes one of the three
     names: at module level inside an ``if``, a loop, ``with`` or ``try``, by ``+=``,
     ``.append()``, item assignment, ``del``, an import, a ``def``; or in a function that
@@ -97,7 +101,8 @@ def read_master(path: PathLike) -> LegacyMaster:
     else:
         _check_module_scope(tree, text, path)
         statements = tree.body
-    values = _assigned_literals(statements, text, path)
+    constants = _constants(statements)
+    values = _assigned_literals(statements, constants, text, path)
     return LegacyMaster(
         files=_as_files(values.get("files"), path),
         commands=_as_commands(values.get("commands"), path),
@@ -118,7 +123,7 @@ def _read_text(path: PathLike) -> str:
 
 
 def _assigned_literals(
-    statements: list[ast.stmt], text: str, path: PathLike
+    statements: list[ast.stmt], constants: dict[str, ast.expr], text: str, path: PathLike
 ) -> dict[str, tuple[Any, int]]:
     """``{name: (value, line)}`` for the top-level literal assignments of the three names."""
     found: dict[str, tuple[ast.expr, int]] = {}
@@ -126,8 +131,72 @@ def _assigned_literals(
         for name, node in _bindings(statement, path):
             found[name] = (node, statement.lineno)  # the last assignment wins, as in Python
     return {
-        name: (_literal(name, node, line, text, path), line) for name, (node, line) in found.items()
+        name: (_literal(name, _resolved(node, constants), line, text, path), line)
+        for name, (node, line) in found.items()
     }
+
+
+def _constants(statements: list[ast.stmt]) -> dict[str, ast.expr]:
+    """``{name: literal node}`` for each other top-level name bound exactly once in
+    ``statements`` (the whole module, or what could be read of a Python 2 one), by a plain
+    ``name = <literal>``, as the old master.py's ``my_source_code = "myprogram.py"``."""
+    bindings: dict[str, int] = {}
+    for node in _module_scope(statements):
+        for name in _bound_names(node):
+            bindings[name] = bindings.get(name, 0) + 1
+    constants: dict[str, ast.expr] = {}
+    for statement in statements:
+        if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1):
+            continue
+        target = statement.targets[0]
+        if not isinstance(target, ast.Name) or target.id in _NAMES:
+            continue
+        if bindings.get(target.id) != 1:
+            continue
+        try:
+            ast.literal_eval(statement.value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue
+        constants[target.id] = statement.value
+    return constants
+
+
+def _module_scope(statements: list[ast.stmt]) -> Iterator[ast.AST]:
+    """Every node of the module's own scope, and the ``global`` statements of inner scopes."""
+    pending: list[ast.AST] = list(statements)
+    while pending:
+        node = pending.pop()
+        yield node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            pending.extend(inner for inner in ast.walk(node) if isinstance(inner, ast.Global))
+            continue
+        pending.extend(ast.iter_child_nodes(node))
+
+
+def _bound_names(node: ast.AST) -> Iterator[str]:
+    """The module-level names ``node`` binds (or deletes, or declares global)."""
+    if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+        yield node.id
+    elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        yield node.name
+    elif isinstance(node, (ast.Import, ast.ImportFrom)):
+        for alias in node.names:
+            yield alias.asname or alias.name.split(".")[0]
+    elif isinstance(node, ast.ExceptHandler) and node.name:
+        yield node.name
+    elif isinstance(node, ast.Global):
+        yield from node.names
+
+
+def _resolved(node: ast.expr, constants: dict[str, ast.expr]) -> ast.expr:
+    """``node`` with each name in ``constants`` replaced by the literal it is bound to."""
+
+    class Resolve(ast.NodeTransformer):
+        def visit_Name(self, name: ast.Name) -> ast.expr:
+            literal = constants.get(name.id)
+            return name if literal is None else ast.copy_location(copy.deepcopy(literal), name)
+
+    return Resolve().visit(copy.deepcopy(node)) if constants else node
 
 
 def _bindings(statement: ast.stmt, path: PathLike) -> Iterator[tuple[str, ast.expr]]:
@@ -175,7 +244,7 @@ def _literal(name: str, node: ast.expr, line: int, text: str, path: PathLike) ->
     raise LegacyMasterError(
         path, where,
         f"{name} must be {_EXPECTED[name]}, got {kind}; {Path(path).name} is read without "
-        "running it, so only literals count",
+        "running it, so only literals count, and names assigned a literal once at top level",
     )
 
 
@@ -405,28 +474,34 @@ def _rebinding(node: ast.AST, block: str | None, text: str) -> tuple[str, str] |
 
 # -------------------------------------------------------- reading a master.py Python 3 rejects
 def _statements_despite(error: SyntaxError, text: str, path: PathLike) -> list[ast.stmt]:
-    """Parse, one by one, the top-level statements that start with one of the three names.
+    """Parse, one by one, the top-level statements that start with a name.
 
     For a master.py that is Python 2 code (``print "..."``), which ``ast`` cannot parse as a
     whole. The tokenizer still reads such a file; every module-level statement (not inside a
-    block) that begins with ``files``, ``commands`` or ``timelimit`` is cut out and parsed
-    alone. Blocks cannot be checked for rebinding here, since they are not parsed.
+    block) that begins with a name is cut out and parsed alone: those that assign ``files``,
+    ``commands`` or ``timelimit`` must parse, the others (``print "..."``, the first line of a
+    block) are skipped when they do not. Blocks cannot be checked for rebinding here, since
+    they are not parsed.
     """
     lines = text.splitlines(keepends=True)
     statements: list[ast.stmt] = []
-    for (first, start_col), (last, end_col) in _top_level_spans(text):
+    found = False
+    for (first, start_col), (last, end_col), name in _top_level_spans(text):
         chunk = "".join(lines[first - 1 : last])
         cut = len(chunk) - len(lines[last - 1]) + end_col
         try:
             module = ast.parse(chunk[start_col:cut])
         except SyntaxError as inner:
+            if name not in _NAMES:
+                continue
             line = first + (inner.lineno or 1) - 1
             # No "convert the print statements" here: the rest of the file may stay Python 2.
             raise LegacyMasterError(path, line, syntax_reason(inner, "")) from None
         _shift(module, first - 1, start_col)
         _check_module_scope(module, text, path)
         statements.extend(module.body)
-    if not statements:
+        found = found or name in _NAMES
+    if not found:
         raise LegacyMasterError(
             path, error.lineno or 0,
             f"{syntax_reason(error, text)}; no top-level files/commands/timelimit "
@@ -445,10 +520,12 @@ def _shift(module: ast.Module, lines: int, first_line_cols: int) -> None:
     ast.increment_lineno(module, lines)
 
 
-def _top_level_spans(text: str) -> Iterator[tuple[tuple[int, int], tuple[int, int]]]:
-    """``((line, col), (end line, end col))`` of each top-level statement starting with a name."""
+def _top_level_spans(text: str) -> Iterator[tuple[tuple[int, int], tuple[int, int], str]]:
+    """``((line, col), (end line, end col), first name)`` of each top-level statement that
+    starts with a name (a keyword too: ``print``, ``if``)."""
     depth = 0
     start: tuple[int, int] | None = None
+    first = ""
     at_statement_start = True
     end = (0, 0)
     tokens = tokenize.generate_tokens(io.StringIO(text).readline)
@@ -468,13 +545,12 @@ def _top_level_spans(text: str) -> Iterator[tuple[tuple[int, int], tuple[int, in
             )
             if ends:
                 if start is not None:
-                    yield start, end
+                    yield start, end, first
                 start = None
                 at_statement_start = True
                 continue
-            wanted = kind == tokenize.NAME and token.string in _NAMES
-            if wanted and at_statement_start and depth == 0:
-                start = token.start
+            if kind == tokenize.NAME and at_statement_start and depth == 0:
+                start, first = token.start, token.string
             at_statement_start = False
             end = token.end
     except (tokenize.TokenError, SyntaxError):

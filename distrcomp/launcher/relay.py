@@ -9,7 +9,10 @@ the terminal, one ``write`` per batch of whole lines, so lines from different no
 * raw (``--no-tag``): the bytes as the node wrote them;
 * grouped (``--group``): nothing until a node finishes, then, on stdout, a line
   ``--------(Node <id> <host> return)--------``, its stdout and stderr lines in the order they
-  arrived, and a blank line, in node order (the old DistrComp master's layout);
+  arrived, and a blank line, in node order (after the old DistrComp master's layout, which
+  ``--legacy-master`` prints exactly);
+* the old master's blocks (``--legacy-master``): every line handed to a
+  :class:`.blocks.Blocks`, which prints each node's output as one block when it is done;
 * and, with ``--output-dir``, each node's stdout and stderr also into ``node-<id>.out/.err``.
 
 On a terminal, tagged and grouped output show every control character of a node's line but tab
@@ -26,6 +29,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the laun
 if TYPE_CHECKING:
     import re
     from typing import IO
+
+    from .blocks import Blocks
 del TYPE_CHECKING
 
 __all__ = ["MAX_LINE", "LineBuffer", "Output", "Sink", "escape_controls", "tag"]
@@ -172,7 +177,8 @@ class Output:
 
     ``hosts[i]`` is node i's host as shown in tags. ``grouped`` holds output back until a node
     is :meth:`finished`; ``tagged=False`` is raw passthrough; ``directory`` also keeps
-    ``node-<id>.out`` / ``node-<id>.err`` there (created if missing).
+    ``node-<id>.out`` / ``node-<id>.err`` there (created if missing). ``blocks`` (a legacy
+    master's, shared by the jobs of its commands) takes every line instead of the terminal.
     """
 
     TAIL = 4096  # bytes of stderr kept per node for the summary
@@ -185,6 +191,7 @@ class Output:
         tagged: bool = True,
         grouped: bool = False,
         directory: str | os.PathLike | None = None,
+        blocks: Blocks | None = None,
     ) -> None:
         if directory is not None:
             os.makedirs(directory, exist_ok=True)
@@ -194,6 +201,7 @@ class Output:
         self._grouped = grouped
         # per stream: whether lines are escaped on their way out (see escape_controls)
         self._escape = {name: tagged and os.isatty(sink.fd) for name, sink in self._sinks.items()}
+        self._blocks = blocks
 
     def lines(self, node: int, stream: str, data: bytes) -> None:
         """Relay ``data`` (whole lines; a last piece without newline is completed in tagged
@@ -205,6 +213,9 @@ class Output:
                 del log.tail[:-self.TAIL]
         if stream in log.files:
             log.files[stream].write(data)
+        if self._blocks is not None:
+            self._blocks.lines(node, data)
+            return
         if log.block is not None:
             log.block.write(data if data.endswith(b"\n") else data + b"\n")
             return
@@ -230,6 +241,8 @@ class Output:
 
     def finished(self, node: int) -> None:
         """``node`` ended: in grouped mode, print every block that is now due, in node order."""
+        if self._blocks is not None and not self._nodes[node].done:
+            self._blocks.finished(node)
         self._nodes[node].done = True
         if self._grouped:
             self._show_due(every=False)
@@ -262,7 +275,7 @@ class Output:
                 continue
             if not (log.done or every):
                 break
-            # The old DistrComp master's layout: a header, the node's output, a blank line.
+            # After the old DistrComp master's layout: a header, the node's output, a blank line.
             self._sinks["out"].write(
                 f"--------(Node {log.node} {log.host} return)--------\n".encode()
             )

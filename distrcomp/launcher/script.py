@@ -1,7 +1,9 @@
 """Checks on the script a job runs, before any node starts, and the legacy ``message`` module's path.
 
+* :func:`python_script`: where, in a command, the script a Python interpreter runs is (the
+  interpreter's own options, ``python -B -u -X dev job.py``, understood).
 * :func:`py2_problem`: one clear message for a script that does not compile, in particular one
-  written for Python 2.
+  written for Python 2 (it names ``distrcomp migrate``).
 * :func:`uses_legacy_message`: whether the script imports the old library's ``message``;
   :func:`compat_dir` / :func:`with_compat_path`: where the drop-in ``message`` module lives, so
   that ``import message as ms`` works on the nodes without a top-level ``message`` module in
@@ -9,6 +11,10 @@
   ``mpiexec``::
 
       PYTHONPATH=$(distrcomp compat-path) mpiexec -n 4 python legacy.py
+
+* :func:`is_old_message` / :func:`shadowing_message`: the old library's own ``message.py``
+  (recognised by its content) lying beside a script, where Python would import it before the
+  drop-in; :func:`with_dropin` runs such a script with the drop-in all the same.
 
 Files in, values or messages out; scripts are compiled or parsed, never run. ``distrcomp run``
 calls this for every Python script, so it imports little (no ``ast`` unless the script may
@@ -21,13 +27,68 @@ import os
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the launcher's start-up)
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
+    from types import CodeType
     from typing import Union
 
     PathLike = Union[str, "os.PathLike[str]"]
 del TYPE_CHECKING
 
-__all__ = ["compat_dir", "py2_problem", "syntax_reason", "uses_legacy_message", "with_compat_path"]
+__all__ = ["compat_dir", "dropin_main", "is_old_message", "is_python", "py2_problem",
+           "python_script", "shadowing_message", "syntax_reason", "uses_legacy_message",
+           "with_compat_path", "with_dropin"]
+
+
+# --------------------------------------------------------------------------- the command
+# Python's options that take a value (``-X dev`` or ``-Xdev``), and those that end the options
+# without a script (``-c CMD``, ``-m MOD``, ``-`` for stdin).
+_VALUE_OPTIONS = "XW"
+_NO_SCRIPT = "cm"
+_LONG_VALUE_OPTIONS = ("--check-hash-based-pycs",)
+
+
+def is_python(word: str) -> bool:
+    """True if ``word`` names a Python interpreter: ``python``, ``python3``, ``/usr/bin/python3.11``."""
+    name = os.path.basename(word)
+    return name.startswith("python") and all(c in "0123456789." for c in name[6:])
+
+
+def python_script(words: Sequence[str]) -> int | None:
+    """Index in ``words`` of the script that ``words`` runs with Python, or None.
+
+    ``prog.py ARGS`` (a first word ending in ``.py``, which the launcher runs with its own
+    interpreter) gives 0; ``python [OPTIONS] prog.py ARGS`` gives the index of ``prog.py``,
+    skipping the interpreter's own options: flags (``-B``, ``-u``, ``-O``, ``-OO``, ``-uB``,
+    ...), ``-X OPT``/``-XOPT``, ``-W ARG``/``-WARG`` and ``--check-hash-based-pycs MODE``.
+    None when the first word is neither, and for ``-c``, ``-m``, ``-`` or no script at all.
+    The script need not exist; nothing is read.
+    """
+    if not words:
+        return None
+    if words[0].endswith(".py"):
+        return 0
+    if not is_python(words[0]):
+        return None
+    position = 1
+    while position < len(words):
+        word = words[position]
+        if word == "--":
+            return position + 1 if position + 1 < len(words) else None
+        if word == "-" or not word.startswith("-"):
+            return None if word == "-" else position
+        position += 1
+        if word.startswith("--"):
+            if word in _LONG_VALUE_OPTIONS:
+                position += 1
+            continue
+        for index, letter in enumerate(word[1:], start=2):
+            if letter in _NO_SCRIPT:
+                return None
+            if letter in _VALUE_OPTIONS:
+                if index == len(word):  # the value is the next word
+                    position += 1
+                break
+    return None
 
 
 # --------------------------------------------------------------------------- compat path
@@ -103,6 +164,93 @@ def uses_legacy_message(path: PathLike) -> bool:
     return False
 
 
+# ------------------------------------------------------------ the old library's message.py
+# What the old library's message.py has and the drop-in (or a user's own module) has not: its
+# four functions, and the socket plumbing around them (the port file written by its worker,
+# the peers list read into i2ip/ip2i, cPickle on the wire).
+_OLD_FUNCTIONS = (b"setup_connection", b"close_connection", b"send", b"recv")
+_OLD_INTERNALS = (b"common_port_file", b"i2ip", b"ip2i", b"cPickle")
+_OLD_LIMIT = 1 << 20  # the old module is 9 KB; a bigger file is not it
+
+
+def is_old_message(path: PathLike) -> bool:
+    """True if the file at ``path`` is the old DistrComp library's own ``message.py``.
+
+    Recognised by content, not by name: it defines ``setup_connection``, ``close_connection``,
+    ``send`` and ``recv`` at top level and has the old socket transport's internals (its port
+    file, the ``i2ip``/``ip2i`` tables, ``cPickle``: at least two of them). distrcomp's
+    drop-in, and a module of the user's own that merely shares the name, are not. False for a
+    file that is missing, unreadable or over 1 MiB.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(_OLD_LIMIT + 1)
+    except OSError:
+        return False
+    if len(data) > _OLD_LIMIT:
+        return False
+    import re
+
+    defined = all(re.search(rb"^def[ \t]+" + name + rb"[ \t]*\(", data, re.MULTILINE)
+                  for name in _OLD_FUNCTIONS)
+    return defined and sum(name in data for name in _OLD_INTERNALS) >= 2
+
+
+def shadowing_message(script: PathLike, files: Sequence[str] = ()) -> str | None:
+    """The old library's ``message.py`` that ``import message`` in ``script`` would find before
+    the drop-in, or None.
+
+    Looked for beside ``script`` (the directory Python puts first on ``sys.path``) and among
+    ``files`` (shipped into the nodes' working directory, beside the script, under their base
+    names). Returns the path as found; reads at most those files, runs nothing.
+    """
+    beside = os.path.join(os.path.dirname(os.fspath(script)), "message.py")
+    candidates = [beside] + [name for name in files if os.path.basename(name) == "message.py"]
+    for candidate in candidates:
+        if is_old_message(candidate):
+            return candidate
+    return None
+
+
+# Run in the node's ``python -c``: the script's code, compiled by dropin_main, executed in
+# ``__main__`` itself, so that the script runs as ``python script.py`` would run it.
+_DROPIN_BOOT = "exec(__import__('distrcomp.launcher.script', fromlist=['_']).dropin_main())"
+
+
+def with_dropin(command: Sequence[str], index: int) -> list[str]:
+    """``command`` (a Python interpreter, its options, the script at ``index``, its arguments)
+    changed to run the script with the drop-in ``message`` module first on ``sys.path``.
+
+    ``python -B job.py ARG`` becomes ``python -B -c BOOT job.py ARG``: the interpreter and its
+    options are kept; :func:`dropin_main` then runs ``job.py`` as ``python job.py`` would (the
+    same ``sys.argv``, ``__file__``, ``__name__ == "__main__"``, the script's directory on
+    ``sys.path``), except that ``import message`` finds the drop-in before a ``message.py``
+    lying beside the script. Tracebacks show one extra line (``File "<string>", line 1``).
+    """
+    return [*command[:index], "-c", _DROPIN_BOOT, *command[index:]]
+
+
+def dropin_main() -> CodeType:
+    """In a node started by :func:`with_dropin`: set up ``sys.argv``, ``sys.path`` and
+    ``__main__.__file__`` for the script ``sys.argv[1]`` and return its compiled code.
+
+    ``sys.path`` starts with :func:`compat_dir`, then the script's directory (unless the
+    interpreter was told not to add it: ``-P``, ``-I``). Raises OSError if the script cannot
+    be read, SyntaxError if it does not compile, as ``python script.py`` would.
+    """
+    import sys
+
+    import __main__
+
+    script = sys.argv[1]
+    del sys.argv[0]
+    if not getattr(sys.flags, "safe_path", False) and not sys.flags.isolated:
+        sys.path[0] = os.path.dirname(os.path.realpath(script))  # where python script.py looks
+    sys.path.insert(0, compat_dir())
+    __main__.__file__ = script
+    return compile(_read_bytes(script), script, "exec", dont_inherit=True)
+
+
 # --------------------------------------------------------------------------- Python 2 scripts
 # (pattern on the failing line, or on SyntaxError.msg; what it is; how to fix it)
 _PY2_SIGNS = (
@@ -122,13 +270,16 @@ _PRINT_STATEMENT = r"^\s*print\s+[^\s=(.,)\[]"
 
 _PRINT_HINT = "convert the print statements, e.g. print(...)"
 
+_PY2 = "this is Python 2 syntax"
+
 
 def py2_problem(path: PathLike) -> str | None:
     """Why the script at ``path`` cannot run on Python 3, as one line; None if it compiles.
 
     The script is compiled, never run. For Python 2 syntax the message is
     ``"old.py:3: this is Python 2 syntax (print "My ID is", myID); convert the print
-    statements, e.g. print(...)"``; for any other syntax error ``"old.py:3: syntax error:
+    statements, e.g. print(...); distrcomp migrate --write old.py converts the script"``; for
+    any other syntax error ``"old.py:3: syntax error:
     <Python's message>"``. Either way the launcher should exit 2 before starting any node.
 
     Raises OSError if the file cannot be read.
@@ -139,7 +290,12 @@ def py2_problem(path: PathLike) -> str | None:
         compile(data, name, "exec", dont_inherit=True)
     except SyntaxError as error:
         where = f"{name}:{error.lineno}" if error.lineno else name
-        return f"{where}: {syntax_reason(error, data.decode('utf-8', 'replace'))}"
+        reason = syntax_reason(error, data.decode("utf-8", "replace"))
+        if reason.startswith(_PY2):
+            import shlex
+
+            reason += f"; distrcomp migrate --write {shlex.quote(name)} converts the script"
+        return f"{where}: {reason}"
     except ValueError as error:  # e.g. null bytes, on Pythons that raise ValueError for them
         return f"{name}: syntax error: {error}"
     return None
@@ -158,11 +314,11 @@ def syntax_reason(error: SyntaxError, source: str) -> str:
         shown = " ".join(line.split())
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         if fix is None:
-            return f"this is Python 2 syntax ({shown}); {_PRINT_HINT}"
+            return f"{_PY2} ({shown}); {_PRINT_HINT}"
         also = ""
         if re.search(_PRINT_STATEMENT, source, re.MULTILINE):
             also = "; also convert the print statements, e.g. print(...)"
-        return f"this is Python 2 syntax ({shown}): {what}; {fix}{also}"
+        return f"{_PY2} ({shown}): {what}; {fix}{also}"
     return f"syntax error: {msg}"
 
 

@@ -4,6 +4,7 @@ scripts refused before launch, and --legacy-master (real launcher, real mpiexec)
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -61,7 +62,8 @@ def test_python2_script_is_refused_with_one_message_before_any_node_starts(tmp_p
     assert lines == [
         (
             'distrcomp: old.py:3: this is Python 2 syntax (print "My ID is", myID); '
-            "convert the print statements, e.g. print(...)"
+            "convert the print statements, e.g. print(...); "
+            "distrcomp migrate --write old.py converts the script"
         )
     ], done
     assert not marker.exists()
@@ -94,31 +96,37 @@ JOB = """\
 """
 
 
-def test_legacy_master_runs_its_commands_in_order_grouped_per_node(tmp_path):
+def blocks(stdout: str) -> list[str]:
+    """The old master's blocks in ``stdout`` (each without its header), sorted: they come in
+    the order the nodes finish. Fails unless stdout is blocks then ``Total time : 1.234.``."""
+    header = "--------(Node localhost returns)--------\n"
+    assert re.fullmatch(rf"({re.escape(header)}(.*\n)*?\n)*Total time : \d+\.\d{{3}}\.\n",
+                        stdout), stdout
+    return sorted(stdout.rsplit("Total time", 1)[0].split(header)[1:])
+
+
+def test_legacy_master_runs_its_commands_in_order_one_block_per_node(tmp_path):
+    """As the old master printed: one block per node holding all its commands' output, then the
+    total time, on stdout."""
     write(tmp_path / "master.py", MASTER)
     write(tmp_path / "job.py", JOB)
     done = launch(tmp_path, "run", "-n", "3", "--legacy-master", "master.py")
     assert done.returncode == 0, done
-    expected = ""
-    for node in range(3):
-        expected += f"--------(Node {node} localhost return)--------\nfirst on node\n\n"
-    for node in range(3):
-        expected += (f"--------(Node {node} localhost return)--------\n"
-                     f"node {node} got {(node - 1) % 3}\n\n")
-    assert done.stdout == expected
-    assert done.stderr.count("Total time : ") == 1  # once, after the last command, as the old master
-    assert done.stderr.rstrip().splitlines()[-1].startswith("Total time : ")
+    assert blocks(done.stdout) == sorted(
+        f"first on node\nnode {node} got {(node - 1) % 3}\n\n" for node in range(3)
+    ), done
+    assert "Total time" not in done.stderr
     assert "command 1 of 2: echo first on node" in done.stderr
 
 
-def test_legacy_master_timelimit_stops_the_command(tmp_path):
+def test_legacy_master_timelimit_stops_the_command_and_the_next_one_runs(tmp_path):
     write(tmp_path / "master.py", """\
-        commands = ["sleep 60", "echo never"]
+        commands = ["sleep 60", "echo next"]
         timelimit = 1.5
     """)
     done = launch(tmp_path, "run", "-n", "2", "--legacy-master", "master.py", timeout=60)
     assert done.returncode == 124, done
-    assert "never" not in done.stdout
+    assert blocks(done.stdout) == ["next\n\n", "next\n\n"], done
     assert done.elapsed < 40
 
 
@@ -162,6 +170,11 @@ def test_legacy_master_ships_its_files_and_runs_the_commands_there(tmp_path):
     done = launch(tmp_path, "run", "-n", "2", "-x", f"LAUNCH_DIR={tmp_path}",
                   "--legacy-master", "master.py")
     assert done.returncode == 0, done
-    for node in range(2):
-        assert (f"--------(Node {node} localhost return)--------\n"
-                f"True ['data.txt', 'job.py'] payload\n") in done.stdout, done
+    assert blocks(done.stdout) == ["True ['data.txt', 'job.py'] payload\n\n"] * 2, done
+
+
+def test_legacy_master_without_tags_prints_raw_lines_then_the_total_time(tmp_path):
+    write(tmp_path / "master.py", 'commands = ["echo raw"]\n')
+    done = launch(tmp_path, "run", "-n", "2", "--no-tag", "--legacy-master", "master.py")
+    assert done.returncode == 0, done
+    assert re.fullmatch(r"raw\nraw\nTotal time : \d+\.\d{3}\.\n", done.stdout), done

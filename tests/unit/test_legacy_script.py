@@ -25,6 +25,11 @@ def script(tmp_path: Path, text: str, name: str = "old.py") -> Path:
 PRINT_HINT = "convert the print statements, e.g. print(...)"
 
 
+def migrate(path: Path) -> str:
+    """How the message names ``distrcomp migrate`` for the script at ``path``."""
+    return f"distrcomp migrate --write {path} converts the script"
+
+
 @pytest.mark.parametrize(
     "text, line, shown",
     [
@@ -37,7 +42,8 @@ PRINT_HINT = "convert the print statements, e.g. print(...)"
 )
 def test_print_statement(tmp_path: Path, text: str, line: int, shown: str) -> None:
     path = script(tmp_path, text)
-    assert py2_problem(path) == f"{path}:{line}: this is Python 2 syntax ({shown}); {PRINT_HINT}"
+    assert py2_problem(path) == (f"{path}:{line}: this is Python 2 syntax ({shown}); {PRINT_HINT}; "
+                                 f"{migrate(path)}")
 
 
 @pytest.mark.parametrize(
@@ -58,7 +64,7 @@ def test_other_python2_syntax(tmp_path: Path, text: str, what: str, fix: str) ->
     message = py2_problem(script(tmp_path, text))
     assert message is not None
     assert "this is Python 2 syntax (" in message
-    assert message.endswith(f": {what}; {fix}")
+    assert message.endswith(f": {what}; {fix}; {migrate(tmp_path / 'old.py')}")
     assert "also convert" not in message
 
 
@@ -66,7 +72,7 @@ def test_other_python2_syntax_with_print_statements_further_down(tmp_path: Path)
     path = script(tmp_path, "try:\n    pass\nexcept IOError, e:\n    print 'failed', e\n")
     assert py2_problem(path) == (
         f"{path}:3: this is Python 2 syntax (except IOError, e:): except X, e; write except X as e; "
-        "also convert the print statements, e.g. print(...)"
+        f"also convert the print statements, e.g. print(...); {migrate(path)}"
     )
 
 
