@@ -152,3 +152,18 @@ def test_dry_run_shows_the_slurm_and_mpi_command_lines(on_login):
     assert job.returncode == 0, job
     assert re.search(r"^salloc -N 3 -t 5 -- \S+ -m distrcomp run --dry-run -n 2 \S+ring\.py$",
                      job.stdout, re.MULTILINE), job
+
+
+def test_timeout_group_and_output_dir_hold_under_slurm(on_login, tmp_path, no_leftovers):
+    job = on_login("salloc", "-N3", *RUN, "--timeout", "8", "--group", "--output-dir", "logs",
+                   WAITER)
+    assert job.returncode == 124, job
+    assert re.search(r"time limit of 8 s exceeded; still running: node 0 \(dcsl-h1\), "
+                     r"node 1 \(dcsl-h2\), node 2 \(dcsl-h3\)", job.stderr), job
+    # --group: each node's output as one block, in node order, stacks included
+    headers = re.findall(r"^-+\(Node (\d) (\S+) return\)-+$", job.stdout + job.stderr,
+                         re.MULTILINE)
+    assert headers[:3] == [("0", "dcsl-h1"), ("1", "dcsl-h2"), ("2", "dcsl-h3")], job
+    assert job.stderr.count('waiter.py", line') >= 3, job
+    for node in range(3):
+        assert f"ready dcsl-h{node + 1}" in (tmp_path / "logs" / f"node-{node}.out").read_text()
