@@ -36,7 +36,8 @@ stderr.
 
 Nodes: with a peers file (--peers FILE, or ./peers.txt if present), one host per line, nodes
 placed in file order, `host slots=N` or `host:N` for several nodes on a host; -n takes the
-first N slots. Without one, -n N nodes (default 1) run on this machine.
+first N slots. Inside a Slurm allocation (SLURM_JOB_ID set), without one, the nodes are the
+allocation's tasks. Otherwise -n N nodes (default 1) run on this machine.
 
 The first node that fails (non-zero exit, killed, MPI_Abort, or lost) ends the job: every
 other node is stopped (SIGTERM, then SIGKILL after a few seconds) and no process of the job
@@ -62,6 +63,8 @@ examples:
   distrcomp run -n 4 --output-dir logs prog.py also logs/node-<id>.out and .err
   distrcomp run -n 2 -x OMP_NUM_THREADS=2 --mpi-args "-bind-to core" prog.py
   distrcomp run --peers peers.txt --dry-run prog.py   show hostfile and mpiexec line
+  salloc -N 3 distrcomp run prog.py            one node per task of the allocation
+  distrcomp run --slurm "-N 3 -t 5" prog.py    the same, salloc run for you
 
 peers.txt:
   # comment                    blank lines and comments are ignored
