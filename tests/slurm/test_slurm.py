@@ -14,6 +14,7 @@ import signal
 import time
 from pathlib import Path
 
+from cluster.hosts import netns_processes
 from tagged import tagged_lines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,6 +103,21 @@ def test_ctrl_c_stops_the_job_and_leaves_no_step(slurm, on_login, no_leftovers):
     job.proc.send_signal(signal.SIGINT)
     job.wait(120)
     assert job.returncode == 130, job
+    job_id = _job_id(job.stderr)
+    assert not [line for line in slurm.steps() if line.startswith(f"{job_id}.")], job
+
+
+def test_ctrl_c_inside_salloc_stops_the_job_and_leaves_no_step(slurm, on_login, no_leftovers):
+    # In a terminal, Ctrl-C reaches `distrcomp run` (salloc's command) itself.
+    job = on_login("salloc", "-N3", *RUN, WAITER, start=True)
+    _await_ready(job, 3)
+    inner = [p for p in netns_processes(slurm.launcher_ns)
+             if p.ppid == job.proc.pid and "distrcomp" in p.argv]
+    assert len(inner) == 1, netns_processes(slurm.launcher_ns)
+    os.kill(inner[0].pid, signal.SIGINT)
+    job.wait(120)
+    assert job.returncode == 130, job
+    assert "distrcomp: interrupted by SIGINT; every node was stopped" in job.stderr, job
     job_id = _job_id(job.stderr)
     assert not [line for line in slurm.steps() if line.startswith(f"{job_id}.")], job
 
