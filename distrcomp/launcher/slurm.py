@@ -248,16 +248,21 @@ def run_outside(argv: Sequence[str]) -> int:
     is the inner ``distrcomp run``'s once the allocation was granted.
 
     Blocks until salloc ends. salloc reports a pending allocation itself (``Pending job
-    allocation N``, ``job N queued and waiting for resources``) on stderr. SIGINT and SIGTERM
-    are passed to salloc as SIGTERM: while pending, salloc then withdraws the request; once
-    running, it passes SIGTERM to the inner ``distrcomp run``, which stops its job (no step
-    left). Returns 128 + the first such signal received, else salloc's status.
+    allocation N``, ``job N queued and waiting for resources``) on stderr. SIGINT, SIGTERM and
+    SIGHUP that reach this process are passed to salloc as SIGTERM: while pending, salloc then
+    withdraws the request; once running, it passes SIGTERM to the inner ``distrcomp run``,
+    which stops its job (no step left). Returns 128 + the first such signal received, else
+    salloc's status.
+
+    From a terminal, salloc stays in this process's session (it needs the terminal, and makes
+    the inner run its foreground job, so Ctrl-C goes to that run directly); otherwise it gets
+    a session of its own, so that only the signals passed on here reach it.
     """
     import _signal
     import subprocess
 
     received: list[int] = []
-    proc = subprocess.Popen(list(argv), start_new_session=True)
+    proc = subprocess.Popen(list(argv), start_new_session=not _stdin_is_terminal())
 
     def forward(signum: int, _frame: object) -> None:
         received.append(signum)
@@ -273,3 +278,10 @@ def run_outside(argv: Sequence[str]) -> int:
     if received:
         return 128 + received[0]
     return code if code >= 0 else 128 - code
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return os.isatty(0)
+    except OSError:
+        return False

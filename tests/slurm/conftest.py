@@ -45,16 +45,22 @@ def slurm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture
-def on_login(slurm: SlurmCluster, tmp_path: Path) -> Callable[..., DistrcompRun]:
-    """``f(*argv, start=False, timeout=180, env=None)``: ``argv`` on the login node (see the
-    module docstring)."""
+def login_env(slurm: SlurmCluster) -> dict[str, str]:
+    """The environment of a command on the login node: this venv first on PATH,
+    ``UCX_TLS=tcp`` (see ``cluster/hosts.py``) and ``SLURM_CONF``."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, **SEPARATE_MACHINES, **slurm.env(),
+            "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
 
-    def run(*argv: str, start: bool = False, timeout: float = 180,
-            env: dict[str, str] | None = None) -> DistrcompRun:
-        bin_dir = str(Path(sys.executable).parent)
-        full_env = {**os.environ, **SEPARATE_MACHINES, **slurm.env(), **(env or {}),
-                    "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
-        job = DistrcompRun(slurm.in_launcher(list(argv)), full_env, tmp_path)
+
+@pytest.fixture
+def on_login(slurm: SlurmCluster, login_env: dict[str, str], tmp_path: Path
+             ) -> Callable[..., DistrcompRun]:
+    """``f(*argv, start=False, timeout=180)``: ``argv`` on the login node (see the module
+    docstring)."""
+
+    def run(*argv: str, start: bool = False, timeout: float = 180) -> DistrcompRun:
+        job = DistrcompRun(slurm.in_launcher(list(argv)), login_env, tmp_path)
         return job if start else job.wait(timeout)
 
     return run

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -120,6 +122,36 @@ def test_ctrl_c_inside_salloc_stops_the_job_and_leaves_no_step(slurm, on_login, 
     assert "distrcomp: interrupted by SIGINT; every node was stopped" in job.stderr, job
     job_id = _job_id(job.stderr)
     assert not [line for line in slurm.steps() if line.startswith(f"{job_id}.")], job
+
+
+def test_slurm_option_from_a_terminal_and_ctrl_c_there(slurm, login_env, tmp_path,
+                                                       no_leftovers):
+    # `script` gives the command a terminal: salloc needs it in the same session, and makes
+    # the inner run the terminal's foreground job, which the Ctrl-C typed there (^C) reaches.
+    command = shlex.join([*RUN[:4], "--slurm", "-N3", "-x", "UCX_TLS", WAITER])
+    proc = subprocess.Popen(slurm.in_launcher(["script", "-qefc", command, "/dev/null"]),
+                            env=login_env, cwd=tmp_path, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        seen = b""
+        deadline = time.monotonic() + 90
+        while seen.count(b" ready ") < 3 and time.monotonic() < deadline:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            assert chunk, seen
+            seen += chunk
+        assert seen.count(b" ready ") == 3, seen
+        proc.stdin.write(b"\x03")
+        proc.stdin.flush()
+        out = seen + proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = out.decode(errors="replace")
+    assert proc.returncode == 130, text
+    assert "distrcomp: interrupted by SIGINT; every node was stopped" in text, text
+    job_id = _job_id(text)
+    assert not [line for line in slurm.steps() if line.startswith(f"{job_id}.")], text
 
 
 def test_ctrl_c_while_pending_withdraws_the_request(slurm, on_login, no_leftovers):
