@@ -33,14 +33,13 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the `cluster` package
-from cluster.hosts import Cluster, ClusterUnavailable, Host, Proc, cleanup_leftovers
+from cluster.hosts import Cluster, ClusterUnavailable, Host, Proc
 
 __all__ = ["NODE_NAMES", "SlurmCluster", "slurm_unavailable_reason"]
 
@@ -89,33 +88,24 @@ class SlurmCluster(Cluster):
         """The log file of daemon ``name`` (``slurmctld``, ``munged``, or a node's name)."""
         return self.tmp / "log" / f"{name}.log"
 
-    def up(self) -> SlurmCluster:
-        reason = slurm_unavailable_reason()
-        if reason:
-            raise ClusterUnavailable(reason)
-        cleanup_leftovers()
-        self.tmp = Path(tempfile.mkdtemp(prefix=self.prefix))
+    host_names = NODE_NAMES
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        return slurm_unavailable_reason()
+
+    def _start_services(self) -> None:
+        """munged and slurmctld on the login node, slurmd on each node; every node idle."""
         self.tmp.chmod(0o755)  # munged runs as user munge and must reach its socket directory
-        self.hosts = [Host(name, self._host_address(i), self.prefix + name)
-                      for i, name in enumerate(NODE_NAMES)]
-        self._is_up = True
-        atexit.register(self.down)
-        try:
-            self._write_state()
-            self._build_network()
-            (self.tmp / "log").mkdir()
-            self._write_conf()
-            self._start_munged()
-            self._start("slurmctld", ["nsenter", f"--net=/run/netns/{self.launcher_ns}",
-                                      "unshare", "--mount", "--propagation", "private", "--",
-                                      "sh", "-c", self._init_script(None) + self._ctld_command()])
-            for host in self.hosts:
-                self._start(host.name, self._slurmd_argv(host))
-            self._wait_idle()
-        except BaseException:
-            self.down()
-            raise
-        return self
+        (self.tmp / "log").mkdir()
+        self._write_conf()
+        self._start_munged()
+        self._start("slurmctld", ["nsenter", f"--net=/run/netns/{self.launcher_ns}",
+                                  "unshare", "--mount", "--propagation", "private", "--",
+                                  "sh", "-c", self._init_script(None) + self._ctld_command()])
+        for host in self.hosts:
+            self._start(host.name, self._slurmd_argv(host))
+        self._wait_idle()
 
     def down(self) -> None:
         super().down()

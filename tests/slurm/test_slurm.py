@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 from cluster.hosts import netns_processes
+from cluster.test_faults_across import WAITER, _await_ready, _user_process
 from tagged import tagged_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 RING = str(ROOT / "examples" / "ring.py")
 PROGRAMS = ROOT / "tests" / "cluster" / "programs"
-WAITER = str(PROGRAMS / "waiter.py")
 RUN = ("python", "-m", "distrcomp", "run", "-x", "UCX_TLS")
 
 
@@ -31,16 +31,6 @@ def _ring_ok(stdout: str, n: int = 3) -> None:
     assert [(node, host) for node, host, _ in lines] == [(i, f"dcsl-h{i + 1}") for i in range(n)]
     for node, _, text in lines:
         assert text == f"node {node} of {n} got: 'hello from node {(node - 1) % n}'"
-
-
-def _await_ready(job, count: int, timeout: float = 90) -> None:
-    seen = ""
-    deadline = time.monotonic() + timeout
-    while seen.count(" ready ") < count:
-        assert time.monotonic() < deadline, seen
-        line = job.proc.stdout.readline()
-        assert line, f"job ended early: {seen!r}"
-        seen += line
 
 
 def _job_id(stderr: str) -> str:
@@ -87,10 +77,7 @@ def test_n_takes_the_first_tasks_in_slurm_order_and_too_many_is_exit_2(on_login)
 def test_killed_node_ends_the_job_naming_node_and_host(slurm, on_login, no_leftovers):
     job = on_login("salloc", "-N3", *RUN, "--timeout", "150", WAITER, start=True)
     _await_ready(job, 3)
-    victims = [p for p in slurm.stray_processes("dcsl-h2") if p.argv[-1:] == [WAITER]
-               and not any("distrcomp.launcher.node" in word for word in p.argv)]
-    assert len(victims) == 1, slurm.stray_processes("dcsl-h2")
-    os.kill(victims[0].pid, signal.SIGKILL)
+    os.kill(_user_process(slurm, "dcsl-h2").pid, signal.SIGKILL)
     killed_at = time.monotonic()
     job.wait(120)
     assert time.monotonic() - killed_at < 30, job
