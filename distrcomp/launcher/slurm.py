@@ -207,8 +207,11 @@ class SbcastStage:
         if not self.created:
             return []
         self.created.clear()
+        import shlex
+
         try:
-            _run_slurm(self._step(f"rm -rf -- {self.root} {self.root}.tar"),
+            _run_slurm(self._step(f"rm -rf -- {shlex.quote(self.root)} "
+                                  f"{shlex.quote(self.root + '.tar')}"),
                        f"Slurm job {self.alloc.job_id}", _STEP_TIMEOUT)
         except SlurmError as exc:
             return [f"distrcomp: could not remove {self.root}: {exc}"]
