@@ -431,7 +431,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_in_new_allocation(options: str, run_words: list[str], dry_run: bool) -> int:
-    """``--slurm OPTS``: the same ``distrcomp run`` inside ``salloc OPTS`` (distrcomp/launcher/slurm.py)."""
+    """``--slurm OPTS``: the same ``distrcomp run`` inside ``salloc OPTS`` (see .slurm)."""
     import shlex
 
     from .slurm import outside_argv, run_outside, without_slurm_option
