@@ -47,6 +47,7 @@ NODE_NAMES = ("dcsl-h1", "dcsl-h2", "dcsl-h3")
 DAEMONS = {"slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd",
            "munged": "/usr/sbin/munged"}
 CLIENTS = ("salloc", "sbatch", "srun", "sinfo", "squeue", "scancel", "sbcast", "scontrol")
+DAEMON_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
 SETUP_HINT = "bash .ci/slurm-setup.sh installs Debian's slurm-wlm and munge"
 
 
@@ -55,8 +56,9 @@ def slurm_unavailable_reason() -> str | None:
     if os.geteuid() != 0:
         return "needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to create network namespaces"
     missing = [name for name, path in DAEMONS.items() if not os.access(path, os.X_OK)]
-    missing += [name for name in (*CLIENTS, "ip", "nsenter", "unshare", "runuser")
-                if shutil.which(name) is None]
+    missing += [name for name in CLIENTS if shutil.which(name) is None]
+    missing += [name for name in ("ip", "nsenter", "unshare", "runuser")
+                if shutil.which(name, path=DAEMON_ENV["PATH"]) is None]
     if missing:
         return f"missing: {', '.join(missing)} ({SETUP_HINT})"
     return None
@@ -162,7 +164,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         with open(self.log(f"{name}.start"), "ab") as log:
             self._daemons[name] = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"},
+                env=DAEMON_ENV,
             )
 
     def _start_munged(self) -> None:
