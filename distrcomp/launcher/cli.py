@@ -36,7 +36,8 @@ stderr.
 
 Nodes: with a peers file (--peers FILE, or ./peers.txt if present), one host per line, nodes
 placed in file order, `host slots=N` or `host:N` for several nodes on a host; -n takes the
-first N slots. Without one, -n N nodes (default 1) run on this machine.
+first N slots. Inside a Slurm allocation (SLURM_JOB_ID set), without one, the nodes are the
+allocation's tasks. Otherwise -n N nodes (default 1) run on this machine.
 
 The first node that fails (non-zero exit, killed, MPI_Abort, or lost) ends the job: every
 other node is stopped (SIGTERM, then SIGKILL after a few seconds) and no process of the job
@@ -62,6 +63,8 @@ examples:
   distrcomp run -n 4 --output-dir logs prog.py also logs/node-<id>.out and .err
   distrcomp run -n 2 -x OMP_NUM_THREADS=2 --mpi-args "-bind-to core" prog.py
   distrcomp run --peers peers.txt --dry-run prog.py   print it as a bare mpiexec script
+  salloc -N 3 distrcomp run prog.py            one node per task of the allocation
+  distrcomp run --slurm "-N 3 -t 5" prog.py    the same, salloc run for you
 
 peers.txt:
   # comment                    blank lines and comments are ignored
@@ -145,6 +148,14 @@ def _parser() -> argparse.ArgumentParser:
                           "never executed (only literals, and names assigned a literal once, "
                           "are accepted); its `files` are shipped as with --files")
     remote.add_options(run)
+    run.add_argument_group(
+        "Slurm",
+        "Inside an allocation (SLURM_JOB_ID set, no peers file) the nodes are the allocation's\n"
+        "tasks, in Slurm's order, tagged with the Slurm node names; -n N takes the first N. The\n"
+        "MPI starts them through Slurm; --files goes out by sbcast (docs/slurm.md).",
+    ).add_argument("--slurm", metavar='"OPTS"',
+                   help="from a login node: get an allocation with `salloc OPTS`, run this same "
+                        "command inside it, give it back")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
                      help="program and arguments; a .py file runs with this Python")
 
@@ -228,9 +239,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+_GLUED = ("--mpi-args", "--slurm")  # options whose value usually starts with "-"
+
+
 def _glue_mpi_args(argv: list[str]) -> list[str]:
-    """``--mpi-args "-x y"`` → ``--mpi-args=-x y``: argparse would take a value that starts
-    with ``-`` for an option. Only before the command (the first ``--`` or ``*.py`` word)."""
+    """``--mpi-args "-x y"`` → ``--mpi-args=-x y`` (``--slurm -N3`` too): argparse would take a
+    value that starts with ``-`` for an option. Only before the command (the first ``--`` or
+    ``*.py`` word)."""
     glued: list[str] = []
     words = iter(argv)
     for word in words:
@@ -238,8 +253,8 @@ def _glue_mpi_args(argv: list[str]) -> list[str]:
             glued.append(word)
             glued.extend(words)
             break
-        if word == "--mpi-args":
-            word = "--mpi-args=" + next(words, "")
+        if word in _GLUED:
+            word = f"{word}={next(words, '')}"
         glued.append(word)
     return glued
 
@@ -268,6 +283,7 @@ _RUN_VALUES = {
     "--output-dir": ("output_dir", str), "--mpi-args": ("mpi_args", str), "--mpi": ("mpi", _mpi_name),
     "--legacy-master": ("legacy_master", str), "--ssh-config": ("ssh_config", str),
     "--launcher-address": ("launcher_address", str), "--files": ("files", str),
+    "--slurm": ("slurm", str),
 }
 _RUN_APPEND = {"-x": "env"}
 _RUN_DEFAULTS = {"mpi_args": "", "files": ""}  # others: None for values, False for flags
@@ -335,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(words)
     try:
         if args.subcommand == "run":
+            if args.slurm is not None:
+                return _run_in_new_allocation(args.slurm, words[1:], args.dry_run)
             return _run(args)
         if args.subcommand == "hostfile":
             return _hostfile(args)
@@ -438,6 +456,38 @@ def _run(args: argparse.Namespace) -> int:
     spec, names = _job_spec(args, command, env, args.timeout, args.group)
     _say(notes)
     return _launch(args, [spec], names)
+
+
+def _run_in_new_allocation(options: str, run_words: list[str], dry_run: bool) -> int:
+    """``--slurm OPTS``: the same ``distrcomp run`` inside ``salloc OPTS`` (see .slurm)."""
+    import shlex
+
+    from .slurm import outside_argv, run_outside, without_slurm_option
+
+    try:
+        argv = outside_argv(options, without_slurm_option(run_words))
+    except ValueError as exc:
+        raise _UsageError(f"--slurm {options!r}: {exc}") from None
+    if dry_run:
+        sys.stdout.write("# Slurm allocation, and this same command (a dry run) inside it:\n"
+                         + shlex.join(argv) + "\n")
+        return 0
+    try:
+        return run_outside(argv)
+    except OSError as exc:
+        raise _UsageError(f"--slurm: cannot run salloc: {exc.strerror or exc}") from None
+
+
+def _allocation():
+    """The Slurm allocation this runs in, if any (distrcomp/launcher/slurm.py)."""
+    if not os.environ.get("SLURM_JOB_ID"):
+        return None
+    from .slurm import SlurmError, allocation
+
+    try:
+        return allocation()
+    except SlurmError as exc:
+        raise _UsageError(f"run: {exc}") from None
 
 
 def _spec_peers(args: argparse.Namespace) -> str | None:
@@ -552,7 +602,18 @@ def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, gro
     peers = _spec_peers(args)
     flavor = _flavor(args.mpi, args.dry_run)
     hostfile_text = None
-    if peers is not None:
+    args.allocation = _allocation() if peers is None else None
+    if args.allocation is not None:
+        from .peers import node_hosts
+        from .slurm import SlurmError
+
+        try:
+            hosts = args.allocation.hosts(args.n)
+        except SlurmError as exc:
+            raise _UsageError(f"run: {exc}") from None
+        names = node_hosts(hosts)
+        hostfile_text = _render(hosts, flavor.name, args.allocation.label)
+    elif peers is not None:
         from .peers import node_hosts
 
         hosts = _read_peers(peers)
@@ -595,7 +656,8 @@ def _launch(args: argparse.Namespace, specs: list, names: list[str], labels: lis
     if args.output_dir is not None and not args.dry_run:
         _make_output_dir(args.output_dir)
     try:  # multi-host: address, ssh, pre-flight, --files (distrcomp/launcher/remote.py)
-        site = Remote.plan(args, names, specs[0].flavor, extra_files)
+        site = Remote.plan(args, names, specs[0].flavor, extra_files,
+                           allocation=getattr(args, "allocation", None))
         for spec in specs:
             site.apply(spec)
         if args.dry_run:
@@ -603,8 +665,11 @@ def _launch(args: argparse.Namespace, specs: list, names: list[str], labels: lis
             site.discard()
             from .dryrun import script
 
+            source = args.allocation.label if getattr(args, "allocation", None) \
+                else _spec_peers(args)
             for spec in specs:
-                sys.stdout.write(script(spec, _spec_peers(args), ssh_program, args.ssh_config))
+                sys.stdout.write(script(spec, source, ssh_program, args.ssh_config,
+                                        site.dry_run_lines()))
             return 0
         with site.prepared():
             since = time.monotonic()

@@ -14,6 +14,11 @@ from __future__ import annotations
 import shlex
 
 from . import channel, ssh
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the launcher's start-up)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+del TYPE_CHECKING
 from .command import mpiexec_argv
 
 __all__ = ["script"]
@@ -32,11 +37,13 @@ def _here_document(path: str, text: str) -> list[str]:
     return [f"cat > {path} <<'{end}'", *text.splitlines(), end]
 
 
-def script(spec, peers: str | None, ssh_program: str | None, ssh_config: str | None) -> str:
+def script(spec, peers: str | None, ssh_program: str | None, ssh_config: str | None,
+           before: Sequence[str] = ()) -> str:
     """The shell script for ``spec`` (a :class:`.job.JobSpec` that :meth:`.remote.Remote.apply`
-    set up); ``peers`` names the peers file in a comment, ``ssh_program`` is the path the
-    launcher would have written its ssh wrapper to (replaced by one the script writes),
-    ``ssh_config`` the ``--ssh-config`` given. Pure: writes nothing."""
+    set up); ``peers`` names the peers file (or the Slurm allocation) in a comment,
+    ``ssh_program`` is the path the launcher would have written its ssh wrapper to (replaced by
+    one the script writes), ``ssh_config`` the ``--ssh-config`` given; ``before``: lines run
+    before mpiexec (the Slurm steps that ship ``--files``). Pure: writes nothing."""
     lines = [(f"# distrcomp run --dry-run: {spec.n} nodes under bare mpiexec "
               f"({spec.flavor.name}), without distrcomp's node wrapper and relay"),
              "set -e"]
@@ -57,7 +64,9 @@ def script(spec, peers: str | None, ssh_program: str | None, ssh_config: str | N
         lines.append("# the ssh program mpiexec starts the remote side with:")
         lines += _here_document(wrapper, ssh.wrapper_text(ssh_config))
         lines.append(f"chmod 700 {wrapper}")
-    if channel.ENV_WORKDIR in spec.env:
+    if before:
+        lines += before
+    elif channel.ENV_WORKDIR in spec.env:
         lines.append(f"# --files: a dry run ships nothing; {spec.env[channel.ENV_WORKDIR]} "
                      "must exist on every host")
     names = [name for name in spec.env if name not in _WRAPPER_ONLY]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from .address import LauncherAddress
     from .jobkey import JobKey
+    from .slurm import Allocation, SbcastStage
     from .staging import Stage
 del TYPE_CHECKING
 # address, ssh and staging are imported where needed: a job on this machine alone, the most
@@ -110,10 +111,12 @@ class Remote:
         self.launcher: LauncherAddress | None = None
         self.address_reason = ""
         self.files: list = []
-        self.stage: Stage | None = None
+        self.stage: Stage | SbcastStage | None = None
         self.key: JobKey | None = None
         self._specs: list = []  # those apply() set up
         self.scratch: str | None = None
+        # Inside a Slurm allocation the MPI reaches the nodes through Slurm, files go by sbcast
+        self.allocation: Allocation | None = None
 
     @property
     def remote_hosts(self) -> list[str]:
@@ -122,11 +125,13 @@ class Remote:
 
     @classmethod
     def plan(cls, args: argparse.Namespace, names: Sequence[str], flavor: Flavor,
-             extra_files: Sequence[str] = ()) -> Remote:
+             extra_files: Sequence[str] = (), allocation: Allocation | None = None) -> Remote:
         """From the parsed options and the host of each node: which hosts are remote, the
         launcher address, the files to ship (``--files``, then ``extra_files``, e.g. the
-        ``files`` of a legacy master.py). Raises RemoteError for a missing ssh config or
-        file, an address that is not this machine's, or a remote host without a route."""
+        ``files`` of a legacy master.py). With ``allocation`` (the nodes are a Slurm
+        allocation's) no ssh is used: no wrapper, no pre-flight, files go by ``sbcast``.
+        Raises RemoteError for a missing ssh config or file, an address that is not this
+        machine's, or a remote host without a route."""
         hosts, slots = _host_slots(names)
         config = args.ssh_config
         if config is not None:
@@ -135,6 +140,7 @@ class Remote:
             config = os.path.abspath(config)
         remote = cls(flavor, hosts, slots, [_is_local(h) for h in hosts], config,
                      check=not args.no_check, keep_files=args.keep_files)
+        remote.allocation = allocation
         if args.files or extra_files:
             from .staging import StagingError, check_files, parse_files
 
@@ -206,12 +212,12 @@ class Remote:
         launcher address, forwarded PATH, and the staged working directories. Several specs
         (the commands of a legacy master.py) may share one Remote: one wrapper, one staging."""
         if self.remote_hosts:
-            if self.scratch is None:
+            if self.allocation is None and self.scratch is None:
                 import tempfile
 
                 self.scratch = tempfile.mkdtemp(prefix="distrcomp-ssh-")
-            wrapper = os.path.join(self.scratch, "ssh")
-            spec.site_args += self.flavor.ssh_args(wrapper)
+            if self.scratch is not None:
+                spec.site_args += self.flavor.ssh_args(os.path.join(self.scratch, "ssh"))
             assert self.launcher is not None
             spec.site_args += self.flavor.address_args(self.launcher.address,
                                                        self._open_mpi_network())
@@ -219,17 +225,10 @@ class Remote:
             # too, so that a bare `python` is the launcher's, not the remote login shell's.
             spec.env.setdefault("PATH", None)
             # The secret goes over ssh, never in the environment the MPI forwards (.jobkey).
-            if self.key is None:
-                from .jobkey import JobKey
-
-                self.key = JobKey(self.hosts, self.local, self.ssh_config)
-            spec.secret = self.key.secret
-            spec.env[ENV_SECRET_FILE] = self.key.path
-            # Once the last job's nodes have all connected, the key has done its work.
-            for earlier in self._specs:
-                earlier.on_connected = None
-            spec.on_connected = self.key.start_removal
-            self._specs.append(spec)
+            # Inside a Slurm allocation there is no ssh: it stays in the environment, which
+            # Slurm carries to the nodes (docs/slurm.md says what that exposes).
+            if self.allocation is None:
+                self._give_key(spec)
             spec.unreached_hint = (
                 f"distrcomp: the nodes were told to connect back to {self.launcher.address} "
                 f"({self.address_reason}); if the hosts cannot reach it, choose another with "
@@ -239,7 +238,11 @@ class Remote:
         elif all(self.local):
             spec.bind = LOOPBACK
         if self.files:
-            if self.stage is None:
+            if self.stage is None and self.allocation is not None:
+                from .slurm import SbcastStage
+
+                self.stage = SbcastStage(self.allocation)
+            elif self.stage is None:
                 from .staging import Stage
 
                 self.stage = Stage(self.hosts, self.local, self.ssh_config)
@@ -247,10 +250,34 @@ class Remote:
             spec.env[ENV_WORKDIR] = self.stage.root
             spec.env[ENV_SLOTS] = ",".join(str(count) for count in self.slots)
 
+    def _give_key(self, spec) -> None:
+        """Make ``spec``'s nodes read the job's key from the file the pre-flight writes over
+        ssh (one key for every spec of this Remote; removed once the last spec's nodes have
+        all connected)."""
+        if self.key is None:
+            from .jobkey import JobKey
+
+            self.key = JobKey(self.hosts, self.local, self.ssh_config)
+        spec.secret = self.key.secret
+        spec.env[ENV_SECRET_FILE] = self.key.path
+        for earlier in self._specs:
+            earlier.on_connected = None
+        spec.on_connected = self.key.start_removal
+        self._specs.append(spec)
+
     @property
     def ssh_program(self) -> str | None:
         """The path the ssh wrapper for the MPI is written to, if the job has remote hosts."""
         return None if self.scratch is None else os.path.join(self.scratch, "ssh")
+
+    def dry_run_lines(self) -> list[str]:
+        """The shell lines a dry run runs before mpiexec: the Slurm steps that ship the files."""
+        if self.allocation is None or self.stage is None:
+            return []
+        import shlex
+
+        return ["# --files: shipped by Slurm before the job (a real run removes them after)",
+                *(shlex.join(argv) for argv in self.stage.commands())]  # type: ignore[union-attr]
 
     def discard(self) -> None:
         """Remove the local scratch directory (after a dry run)."""
@@ -278,7 +305,7 @@ class Remote:
                 from . import ssh
 
                 ssh.write_wrapper(os.path.join(self.scratch, "ssh"), self.ssh_config)
-            if self.remote_hosts:
+            if self.remote_hosts and self.allocation is None:
                 self._preflight()
             if self.stage is not None:
                 from .staging import StagingError

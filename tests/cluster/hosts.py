@@ -377,24 +377,19 @@ class Cluster:
         Cleans leftovers of dead runs first. On any failure, what was built is torn down and
         ClusterUnavailable is raised with the reason.
         """
-        reason = unavailable_reason()
+        reason = self.unavailable_reason()
         if reason:
             raise ClusterUnavailable(reason)
         cleanup_leftovers()
         self.tmp = Path(tempfile.mkdtemp(prefix=self.prefix))
-        self.hosts = [
-            Host(name, self._host_address(i), self.prefix + name) for i, name in enumerate(HOST_NAMES)
-        ]
+        self.hosts = [Host(name, self._host_address(i), self.prefix + name)
+                      for i, name in enumerate(self.host_names)]
         self._is_up = True
         atexit.register(self.down)
         try:
             self._write_state()
             self._build_network()
-            self._make_keys()
-            self._write_ssh_files()
-            for host in self.hosts:
-                self.start_sshd(host.name)
-            self._check_ssh()
+            self._start_services()
         except BaseException:
             self.down()
             raise
@@ -415,6 +410,22 @@ class Cluster:
         self._sshd.clear()
         _remove_empty_netns_etc()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # What a subclass with other hosts or daemons (tests/slurm/slurmhosts.py) replaces:
+    host_names = HOST_NAMES
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        """Why this machine cannot build these hosts, or None (:func:`unavailable_reason`)."""
+        return unavailable_reason()
+
+    def _start_services(self) -> None:
+        """Keys, ssh files and an sshd per host, once the network is up; each host answers ssh."""
+        self._make_keys()
+        self._write_ssh_files()
+        for host in self.hosts:
+            self.start_sshd(host.name)
+        self._check_ssh()
 
     def _write_state(self) -> None:
         state = {"owner": self.owner, "subnet": self.subnet, "hosts": [asdict(h) for h in self.hosts]}

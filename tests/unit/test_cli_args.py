@@ -80,6 +80,7 @@ def test_the_tables_declare_every_run_option_as_the_parser_does():
     ["--peers", "peers.txt", "--files", "a,b/", "--keep-files", "--no-check", "--ssh-config",
      "cfg", "--launcher-address", "10.0.0.1", "prog.py"],
     ["--legacy-master", "master.py"],
+    ["--slurm", "-N3", "-n", "2", "prog.py"],  # glued like --mpi-args: "-N3" is its value
     ["-n", "4"],
     [],
 ])
