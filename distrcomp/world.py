@@ -12,17 +12,16 @@ At initialisation distrcomp also
 * installs a ``sys.excepthook`` that, when ``n_node > 1``, prints the traceback and then calls
   ``MPI_Abort`` so that the other nodes do not wait forever for a node that died. Set the
   environment variable ``DISTRCOMP_ABORT_ON_ERROR=0`` to opt out;
-* registers :mod:`faulthandler` on ``SIGUSR1`` (the launcher's ``--timeout`` sends it), which
-  prints the stack of every thread to stderr;
+* answers ``SIGUSR1`` (the launcher sends it at ``--timeout`` and when asked) with a report of
+  where this node is blocked, its held messages and its stack (see :mod:`distrcomp.diag`), and
+  keeps the profile that ``distrcomp run --stats`` / ``--trace`` ask for;
 * registers an exit handler that delivers what is still in flight (see ``p2p.Engine.close``).
 """
 
 from __future__ import annotations
 
 import atexit
-import faulthandler
 import os
-import signal
 import stat
 import struct
 import sys
@@ -60,6 +59,9 @@ def get() -> World:
 
 
 def _init() -> World:
+    from . import diag
+
+    blocked = diag.block_report_signal()  # before MPI starts its threads: they inherit it
     from mpi4py import MPI
 
     from .p2p import new_engine
@@ -69,8 +71,7 @@ def _init() -> World:
     private.Set_name("distrcomp")
     world = World(MPI, comm, private, comm.Get_rank(), comm.Get_size(), new_engine(private))
     _install_excepthook(world)
-    if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+    diag.install(world, blocked)
     atexit.register(_at_exit, world)
     return world
 
@@ -123,3 +124,6 @@ def _at_exit(world: World) -> None:
     if world.MPI.Is_finalized():
         return
     world.engine.close()
+    from . import diag
+
+    diag.at_exit()
