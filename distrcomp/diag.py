@@ -2,9 +2,9 @@
 
 **The report** (``distrcomp run`` asks for it at ``--timeout`` and when the launcher gets
 ``SIGUSR1``): the launcher's order reaches every Python process of the node as ``SIGUSR1``. A
-thread of this module, waiting in ``sigwait`` and nothing else, then writes one line to the
-process's stderr, which the launcher reads: :data:`MARK`, ``report``, a space and a JSON
-object::
+thread of this module, blocked on the read end of Python's signal wake-up fd
+(``signal.set_wakeup_fd``) and nothing else, then writes one line to the process's stderr,
+which the launcher reads: :data:`MARK`, ``report``, a space and a JSON object::
 
     {"node": 1, "call": {"op": "recv", "peer": 0, "tag": -1, "for": 12.3, ...} or null,
      "held": [[src, tag, count], ...], "finished": [nodes whose exit notice arrived],
@@ -16,11 +16,11 @@ stack ends at the program's own line (the engine's functions have no Python fram
 ``call`` is what the engine records where a call blocks (:mod:`distrcomp.p2p`, ``Engine._op``
 and the attributes after it): nothing is stored on a call's path until it has to wait, so the
 record costs nothing when idle and almost nothing per message. A thread, because the main
-thread may be blocked in MPI (a probe without the GIL) and run no signal handler until a
-message comes. ``SIGUSR1`` is blocked in every thread of the process that MPI and distrcomp
-start (the mask is set before MPI's initialisation), so that the waiting thread takes it;
-should it reach a thread that does not block it, the main thread's handler writes the same
-report.
+thread may be blocked in MPI (a probe without the GIL) and would run a Python signal handler
+only once a message comes; and the wake-up fd, because the kernel may deliver the signal to
+any thread (numpy's and MPI's own included), whereas Python's C-level handler writes the
+signal's number to that fd whichever thread runs it. A program that sets its own wake-up fd
+(``asyncio``'s ``add_signal_handler``) replaces this one: its nodes then do not report.
 
 **The profile** (``--stats``, ``--trace``: the launcher sets ``DISTRCOMP_PROFILE`` to
 ``stats`` or ``trace``): the engine counts messages and bytes per node and the seconds blocked
@@ -40,7 +40,7 @@ from typing import Any
 
 from .launcher.reports import MARK
 
-__all__ = ["MARK", "OPS", "at_exit", "block_report_signal", "install", "profile_record", "report"]
+__all__ = ["MARK", "OPS", "at_exit", "install", "profile_record", "report"]
 
 OPS = {1: "send", 2: "recv", 3: "probe", 4: "collective", 5: "exit"}  # p2p.OP_*
 ENV_PROFILE = "DISTRCOMP_PROFILE"
@@ -54,35 +54,46 @@ def at_exit() -> None:
         hook()
 
 
-def block_report_signal() -> bool:
-    """Block ``SIGUSR1`` in the calling thread (and so in every thread it starts after, MPI's
-    own included). Called before MPI's initialisation; True if done (the main thread only)."""
-    if _SIGNAL is None or threading.current_thread() is not threading.main_thread():
-        return False
-    signal.pthread_sigmask(signal.SIG_BLOCK, {_SIGNAL})
-    return True
-
-
-def install(world: Any, blocked: bool) -> None:
+def install(world: Any) -> None:
     """Answer ``SIGUSR1`` with a report, and start the profile if ``DISTRCOMP_PROFILE`` asks
-    for one. ``blocked``: :func:`block_report_signal` succeeded."""
+    for one. Called at initialisation, from the main thread (else there is no report)."""
     mode = os.environ.get(ENV_PROFILE, "").strip()
     if mode in ("stats", "trace"):
         _Profile(world, mode == "trace")
-    if not blocked:
+    if _SIGNAL is None or threading.current_thread() is not threading.main_thread():
         return
+    import socket
 
-    def handler(_signum: int, _frame: object) -> None:
-        _write("report", report(world))
+    wake_r, wake_w = socket.socketpair()
+    wake_w.setblocking(False)
+    try:
+        signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    except ValueError:  # not the main thread of the main interpreter
+        wake_r.close()
+        wake_w.close()
+        return
+    # A handler in SigCgt: the node's wrapper signals only processes that catch SIGUSR1. It
+    # does nothing itself: the thread below, woken through the wake-up fd, writes the report.
+    signal.signal(_SIGNAL, _ignore)
+    threading.Thread(target=_answer, args=(world, wake_r, wake_w), name="distrcomp-report",
+                     daemon=True).start()
 
-    signal.signal(_SIGNAL, handler)  # in SigCgt: the node's wrapper sends only to handlers
-    threading.Thread(target=_answer, args=(world,), name="distrcomp-report", daemon=True).start()
+
+def _ignore(_signum: int, _frame: object) -> None:
+    """SIGUSR1's handler: the report is written by the thread that waits on the wake-up fd."""
 
 
-def _answer(world: Any) -> None:
+def _answer(world: Any, wake_r: Any, wake_w: Any) -> None:
+    """Wait for signals' numbers on the wake-up fd; write a report for each SIGUSR1."""
     while True:
-        signal.sigwait({_SIGNAL})
-        _write("report", report(world))
+        try:
+            data = wake_r.recv(64)
+        except OSError:
+            return
+        if not data:
+            return
+        if _SIGNAL in data:
+            _write("report", report(world))
 
 
 def report(world: Any) -> dict[str, Any]:

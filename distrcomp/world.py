@@ -59,11 +59,9 @@ def get() -> World:
 
 
 def _init() -> World:
-    from . import diag
-
-    blocked = diag.block_report_signal()  # before MPI starts its threads: they inherit it
     from mpi4py import MPI
 
+    from . import diag
     from .p2p import new_engine
 
     comm = MPI.COMM_WORLD
@@ -71,7 +69,7 @@ def _init() -> World:
     private.Set_name("distrcomp")
     world = World(MPI, comm, private, comm.Get_rank(), comm.Get_size(), new_engine(private))
     _install_excepthook(world)
-    diag.install(world, blocked)
+    diag.install(world)
     atexit.register(_at_exit, world)
     return world
 
