@@ -20,7 +20,8 @@ thread may be blocked in MPI (a probe without the GIL) and would run a Python si
 only once a message comes; and the wake-up fd, because the kernel may deliver the signal to
 any thread (numpy's and MPI's own included), whereas Python's C-level handler writes the
 signal's number to that fd whichever thread runs it. A program that sets its own wake-up fd
-(``asyncio``'s ``add_signal_handler``) replaces this one: its nodes then do not report.
+(``asyncio``'s ``add_signal_handler``), before distrcomp's initialisation or after, keeps it:
+its nodes then do not report.
 
 **The profile** (``--stats``, ``--trace``: the launcher sets ``DISTRCOMP_PROFILE`` to
 ``stats`` or ``trace``): the engine counts messages and bytes per node and the seconds blocked
@@ -67,8 +68,12 @@ def install(world: Any) -> None:
     wake_r, wake_w = socket.socketpair()
     wake_w.setblocking(False)
     try:
-        signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        previous = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
     except ValueError:  # not the main thread of the main interpreter
+        previous = None
+    if previous != -1:  # the program has a wake-up fd of its own: it keeps it, no reports
+        if previous is not None:
+            signal.set_wakeup_fd(previous)
         wake_r.close()
         wake_w.close()
         return
