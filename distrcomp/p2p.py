@@ -351,6 +351,10 @@ class Engine:
         self._on_send, self._on_take, self._on_block = on_send, on_take, on_block
         self._profile = 1 if on_send is None else 2
 
+    def stop_profile(self) -> None:
+        """Stop what :meth:`set_profile` started; the counts so far are kept."""
+        self._profile = 0
+
     def collective(self, name: str, root: int) -> None:
         """Note that a collective ``name`` (with ``root``, or -1) begins: the report of a node
         blocked in it names it and how many collectives this node called before."""
