@@ -10,8 +10,10 @@ complete once every node asked has answered, or when the launcher gives up waiti
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: job.py imports this
+if TYPE_CHECKING:  # module at every launch, whose start-up delays every node
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
 __all__ = ["MARK", "Reports", "render"]
 
