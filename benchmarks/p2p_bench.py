@@ -19,6 +19,7 @@ from mpi4py import MPI
 from timing import interleaved, node_args
 
 import distrcomp as dc
+from distrcomp import world
 
 MIB = 1 << 20
 BANDWIDTH_SIZES = {"1MiB": MIB, "16MiB": 16 * MIB, "128MiB": 128 * MIB}
@@ -48,7 +49,8 @@ def pingpong(
 
 def latency_cases(comm: Any, peer: int, reps: int, iters: int) -> dict[str, dict[str, list[float]]]:
     """8-byte array against ``Send``/``Recv`` into a preallocated buffer; small dict against
-    lowercase ``send``/``recv``."""
+    lowercase ``send``/``recv``; 8-byte array with the engine counting for ``--stats`` against
+    the same without."""
     array = np.zeros(1, np.float64)
     into = np.empty_like(array)
     array_case = interleaved({
@@ -63,7 +65,25 @@ def latency_cases(comm: Any, peer: int, reps: int, iters: int) -> dict[str, dict
             comm, lambda: comm.send(SMALL_DICT, peer, 2), lambda: comm.recv(None, peer, 2), iters
         ),
     }, reps)
-    return {"latency_array8": array_case, "latency_dict": dict_case}
+    # The cost of --stats (distrcomp.diag's profile): the engine counts with it, not without.
+    engine = world.get().engine
+
+    def counted(sample: Callable[[], float]) -> Callable[[], float]:
+        def run() -> float:
+            engine.set_profile()
+            try:
+                return sample()
+            finally:
+                engine.stop_profile()
+
+        return run
+
+    stats_case = interleaved({
+        "dc": counted(pingpong(comm, lambda: dc.send(peer, array), lambda: dc.recv(peer), iters)),
+        "dc_nostats": pingpong(comm, lambda: dc.send(peer, array), lambda: dc.recv(peer), iters),
+    }, reps)
+    return {"latency_array8": array_case, "latency_dict": dict_case,
+            "latency_array8_stats": stats_case}
 
 
 def bandwidth_case(comm: Any, peer: int, nbytes: int, reps: int, iters: int) -> dict[str, list[float]]:

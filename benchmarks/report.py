@@ -39,6 +39,8 @@ def _rows() -> list[Row]:
             "mpi4py_Send", "lower", 1.0, "us"),
         Row("latency_dict", "latency, small dict, 2 nodes", "latency_dict",
             "mpi4py_send", "lower", 1.3, "us"),
+        Row("latency_array8_stats", "latency, 8 B array, with --stats", "latency_array8_stats",
+            "dc_nostats", "lower", 1.2, "us"),
         Row("latency_array8_pure", "plain Python: latency, 8 B array", "latency_array8_pure",
             "mpi4py_Send", "lower", 2.5, "us"),
         Row("latency_dict_pure", "plain Python: latency, small dict", "latency_dict_pure",
@@ -80,6 +82,7 @@ _BASELINE_NAMES = {
     "mpi4py_Allreduce": "Allreduce",
     "mpi4py_Sendrecv": "Sendrecv",
     "mpiexec": "bare mpiexec",
+    "dc_nostats": "dc without --stats",
 }
 
 

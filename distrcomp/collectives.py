@@ -33,6 +33,7 @@ _PY_OPS = {"sum": operator.add, "prod": operator.mul, "max": max, "min": min}
 def barrier() -> None:
     """Block until every node has called ``barrier``."""
     world = get()
+    world.engine.collective("barrier", -1)
     world.engine.wait(world.private.Ibarrier())
 
 
@@ -45,6 +46,7 @@ def bcast(obj: Any = None, root: int = 0) -> Any:
     """
     world = get()
     world.engine.check_node("bcast: root", root)
+    world.engine.collective("bcast", root)
     comm, wait = world.private, world.engine.wait
     if world.n_node == 1:
         return obj
@@ -132,12 +134,15 @@ def gather(obj: Any, root: int = 0) -> list[Any] | None:
     Blocking; every item is a copy (also ``root``'s own). Raises ValueError for a bad ``root``,
     TypeError if ``obj`` cannot be pickled.
     """
-    get().engine.check_node("gather: root", root)
+    engine = get().engine
+    engine.check_node("gather: root", root)
+    engine.collective("gather", root)
     return _gather(obj, root)
 
 
 def allgather(obj: Any) -> list[Any]:
     """Return, on every node, the list of every node's ``obj`` in node order (copies); blocking."""
+    get().engine.collective("allgather", -1)
     result = _gather(obj, None)
     assert result is not None
     return result
@@ -151,6 +156,7 @@ def scatter(objs: Sequence[Any] | None = None, root: int = 0) -> Any:
     """
     world = get()
     world.engine.check_node("scatter: root", root)
+    world.engine.collective("scatter", root)
     _comm, _wait, n = world.private, world.engine.wait, world.n_node
     if world.node_id == root:
         if objs is None or len(objs) != n:
@@ -218,19 +224,21 @@ def allreduce(obj: Any, op: Op = "sum") -> Any:
     """
     py = _py_op(op, "allreduce")
     mpi_op = _mpi_op(op)
+    world = get()
+    world.engine.collective("allreduce", -1)
     if mpi_op is not None and _native_numeric(obj):
-        world = get()
         send = np.ascontiguousarray(obj)
         out = buffers.empty(send.shape, send.dtype)
         world.engine.wait(world.private.Iallreduce(send, out, mpi_op), send, out)
         return out
-    return functools.reduce(py, allgather(obj))
+    return functools.reduce(py, _gather(obj, None))
 
 
 def reduce(obj: Any, op: Op = "sum", root: int = 0) -> Any:
     """Like :func:`allreduce`, but only ``root`` gets the result; the others get None."""
     world = get()
     world.engine.check_node("reduce: root", root)
+    world.engine.collective("reduce", root)
     py = _py_op(op, "reduce")
     mpi_op = _mpi_op(op)
     if mpi_op is not None and _native_numeric(obj):
@@ -238,5 +246,5 @@ def reduce(obj: Any, op: Op = "sum", root: int = 0) -> Any:
         out = buffers.empty(send.shape, send.dtype) if world.node_id == root else None
         world.engine.wait(world.private.Ireduce(send, out, mpi_op, root), send, out)
         return out
-    items = gather(obj, root)
+    items = _gather(obj, root)
     return None if items is None else functools.reduce(py, items)

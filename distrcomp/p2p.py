@@ -62,7 +62,7 @@ import numpy as np
 from mpi4py import MPI
 
 from . import buffers
-from .errors import MessageDecodeError
+from .errors import DistrCompError, MessageDecodeError
 from .tags import ANY_SOURCE, ANY_TAG
 from .wire import BARE_PICKLE, FRAME_MAX, decode, describe, encode, is_array_frame
 
@@ -96,6 +96,7 @@ if cython.compiled:
         MPI_Status,
         MPI_Test,
     )
+    from cython.cimports.posix.time import CLOCK_MONOTONIC, clock_gettime, timespec
 
     # The handles baked in at compile time come from the mpi.h of the mpicc that built this
     # file; they must be those of the MPI library mpi4py has loaded (MPICH's MPI_BYTE is a
@@ -122,6 +123,12 @@ REPEAT = cython.declare(cython.int, 3)
 _KIND_BITS = cython.declare(cython.int, 2)
 _KIND_MASK = cython.declare(cython.int, 3)
 KINDS = {"FRAMED": FRAMED, "PAYLOAD": PAYLOAD, "BARE": BARE, "REPEAT": REPEAT}  # for Python eyes
+# What a node is blocked in (Engine._op, read by distrcomp.diag); set only where a call blocks.
+OP_SEND = cython.declare(cython.int, 1)
+OP_RECV = cython.declare(cython.int, 2)
+OP_PROBE = cython.declare(cython.int, 3)
+OP_COLLECTIVE = cython.declare(cython.int, 4)
+OP_EXIT = cython.declare(cython.int, 5)
 _REPEAT_MAX = (1 << 31) - 1  # bytes: a larger array is always sent after its head (C int counts)
 
 _SPIN_POLLS = 64  # tests of a request alone before wait also takes frames and yields
@@ -143,6 +150,24 @@ def compiled() -> bool:
     the same and talk to each other; the compiled one spends less time per small message.
     """
     return cython.compiled
+
+
+@cython.cfunc
+@cython.inline
+def _now() -> cython.double:
+    """``time.monotonic()``; in the compiled build the same clock without a Python call."""
+    if cython.compiled:
+        ts: timespec
+        clock_gettime(CLOCK_MONOTONIC, cython.address(ts))
+        return ts.tv_sec + ts.tv_nsec * 1e-9
+    return time.monotonic()
+
+
+class _Finished:
+    """What :meth:`Engine._take` returns for a node's exit notice (never queued)."""
+
+
+_FINISHED = _Finished()
 
 
 class _Undecodable:
@@ -258,6 +283,29 @@ class Engine:
     _message: object  # mpi4py's Message (the source's build)
     _msg: MPI_Message  # the same as a handle (the compiled build)
     _handle: MPI_Comm  # comm's handle (the compiled build)
+    # Where this node is blocked, for distrcomp.diag's report: the call (OP_*), its node and
+    # tag, since when (0.0: not blocked now), the bytes of a send, the collective and how many
+    # collectives were called before it. Stored only on the paths that block.
+    _op = cython.declare(cython.int, visibility="readonly")
+    _peer = cython.declare(cython.int, visibility="readonly")
+    _tag = cython.declare(cython.long, visibility="readonly")
+    _since = cython.declare(cython.double, visibility="readonly")
+    _nbytes = cython.declare(cython.Py_ssize_t, visibility="readonly")
+    _collective = cython.declare(object, visibility="readonly")
+    _n_collective = cython.declare(cython.long, visibility="readonly")
+    # The nodes whose exit notice arrived (they have entered their exit handshake: close).
+    _finished = cython.declare(list, visibility="readonly")
+    _n_finished: cython.int
+    # distrcomp.diag's profile (--stats, --trace): 0 off (the default), 1 count, 2 also trace.
+    _profile = cython.declare(cython.int, visibility="readonly")
+    _msgs_to = cython.declare(cython.longlong[:], visibility="readonly")  # per node, by send
+    _bytes_to = cython.declare(cython.longlong[:], visibility="readonly")  # frames and payloads
+    _msgs_from = cython.declare(cython.longlong[:], visibility="readonly")  # per node, arrived
+    _bytes_from = cython.declare(cython.longlong[:], visibility="readonly")
+    _blocked = cython.declare(cython.double[:], visibility="readonly")  # seconds, per OP_*
+    _on_send = cython.declare(object, visibility="readonly")  # trace: (dest, tag, bytes)
+    _on_take = cython.declare(object, visibility="readonly")  # trace: (src, tag, bytes)
+    _on_block = cython.declare(object, visibility="readonly")  # trace: (op, peer, tag, t0, t1)
 
     def __init__(self, comm: Any) -> None:
         self.comm = comm
@@ -282,6 +330,36 @@ class Engine:
         self._scratch = bytearray(0)
         if cython.compiled:
             self._handle = cython.cast(cMPI.Comm, comm).ob_mpi
+        self._op, self._peer, self._tag, self._since, self._nbytes = 0, 0, 0, 0.0, 0
+        self._collective, self._n_collective = None, 0
+        self._finished = [False] * self.n_node
+        self._n_finished = 0
+        self._profile = 0
+        zeros = pyarray.array("q", [0]) * self.n_node
+        self._msgs_to, self._bytes_to = zeros, zeros[:]
+        self._msgs_from, self._bytes_from = zeros[:], zeros[:]
+        self._blocked = pyarray.array("d", [0.0]) * (OP_EXIT + 1)
+
+    def set_profile(self, on_send: Any = None, on_take: Any = None, on_block: Any = None) -> None:
+        """Count from now on, per node, the messages and bytes sent and arrived (``_msgs_to``,
+        ``_bytes_to``, ``_msgs_from``, ``_bytes_from``; bytes: what MPI moved, frames and
+        payloads) and the seconds blocked per call (``_blocked``, by ``OP_*``). With the
+        functions given, also call ``on_send(dest, tag, nbytes)`` for every message sent,
+        ``on_take(src, tag, nbytes)`` for every message that arrives and ``on_block(op, peer,
+        tag, t0, t1)`` after every time this node was blocked (monotonic seconds).
+        Used by :mod:`distrcomp.diag` for ``--stats`` and ``--trace``."""
+        self._on_send, self._on_take, self._on_block = on_send, on_take, on_block
+        self._profile = 1 if on_send is None else 2
+
+    def stop_profile(self) -> None:
+        """Stop what :meth:`set_profile` started; the counts so far are kept."""
+        self._profile = 0
+
+    def collective(self, name: str, root: int) -> None:
+        """Note that a collective ``name`` (with ``root``, or -1) begins: the report of a node
+        blocked in it names it and how many collectives this node called before."""
+        self._op, self._peer, self._collective = OP_COLLECTIVE, root, name
+        self._n_collective += 1
 
     # ------------------------------------------------------------------ checks
     @cython.annotation_typing(False)  # the checks below raise the documented errors
@@ -412,6 +490,8 @@ class Engine:
         small (``send`` returns at once), else from the array's memory, waited for."""
         mtag: cython.int = tag << _KIND_BITS | REPEAT
         self._sent[dest] += 1
+        if self._profile:
+            self._note_sent(dest, tag, array.nbytes)
         if cython.compiled:
             a: cnp.ndarray = array
             n: cython.Py_ssize_t = cnp.PyArray_NBYTES(a)
@@ -437,9 +517,19 @@ class Engine:
         """Start sending an encoded message: the frame, then its payloads (see ``encode``)."""
         mtag: cython.int = tag << _KIND_BITS | (BARE if frame[0] == BARE_PICKLE else FRAMED)
         self._sent[dest] += 1
+        if self._profile:
+            self._note_sent(dest, tag, len(frame) + sum(memoryview(p).nbytes for p in payloads))
         self._isend_kept(frame, dest, mtag)
         if payloads:
             self._send_payloads(dest, mtag | PAYLOAD, payloads, owned)
+        return 0
+
+    @cython.cfunc
+    def _note_sent(self, dest: cython.int, tag: cython.long, nbytes: cython.Py_ssize_t) -> cython.int:
+        self._msgs_to[dest] += 1
+        self._bytes_to[dest] += nbytes
+        if self._profile == 2:
+            self._on_send(dest, tag, nbytes)
         return 0
 
     @cython.cfunc
@@ -486,6 +576,8 @@ class Engine:
                 self._keep(request, payload, dest)
             return 0
         index: cython.Py_ssize_t
+        self._op, self._peer, self._tag = OP_SEND, dest, mtag >> _KIND_BITS
+        self._nbytes = sum(memoryview(payload).nbytes for payload in payloads)
         for index in range(len(requests)):
             try:
                 self.wait(requests[index])
@@ -530,9 +622,10 @@ class Engine:
             for _ in range(_SPIN_POLLS):
                 if request.Test():
                     return
+            self._since = _now()
             while not request.Test():
                 if self._probe(False):
-                    self._queue.append(self._take_entry())
+                    self._queue_taken()
                 else:
                     _yield_core()
                     if cython.compiled:  # compiled code runs no signal handler by itself
@@ -540,6 +633,9 @@ class Engine:
         except BaseException:
             self._abandon(request, keep)
             raise
+        finally:
+            if self._since:
+                self._blocked_until_now()
 
     def _abandon(self, request: Any, keep: tuple) -> None:
         """Keep ``request`` and the buffers in ``keep`` alive: a wait for them was interrupted,
@@ -570,9 +666,11 @@ class Engine:
                     break
             if block and not ierr and not flag:
                 flag = 1
+                self._since = _now()  # costs nothing: no message is here
                 with cython.nogil:  # let other threads run while MPI waits
                     ierr = MPI_Mprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, self._handle,
                                       cython.address(msg), cython.address(st))
+                self._blocked_until_now()
             _check(ierr)
             if not flag:
                 return False
@@ -593,12 +691,34 @@ class Engine:
                 if message is not None:
                     break
             else:
+                self._since = _now()
                 message = self.comm.mprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+                self._blocked_until_now()
         self._message = message
         self._src = status.Get_source()
         self._mtag = status.Get_tag()
         self._count = status.Get_count()
         return True
+
+    @cython.cfunc
+    def _blocked_until_now(self) -> cython.int:
+        """A blocking probe returned: this node is no longer blocked (and the profile hears how
+        long it was)."""
+        if self._profile:
+            now: cython.double = _now()
+            self._blocked[self._op] += now - self._since
+            if self._profile == 2:
+                self._on_block(self._op, self._peer, self._tag, self._since, now)
+        self._since = 0.0
+        return 0
+
+    @cython.cfunc
+    def _queue_taken(self) -> cython.int:
+        """Take the probed message into the queue (an exit notice only marks its node)."""
+        entry = self._take_entry()
+        if entry[2] is not _FINISHED:
+            self._queue.append(entry)
+        return 0
 
     @cython.cfunc
     def _mrecv(self, buffer: Any) -> cython.int:
@@ -642,10 +762,17 @@ class Engine:
         tag: cython.long = self._mtag >> _KIND_BITS
         kind: cython.int = self._mtag & _KIND_MASK
         self._n_received += 1
+        if self._profile:
+            self._msgs_from[src] += 1
+            self._bytes_from[src] += self._count
+            if self._profile == 2 and (self._count or kind != BARE):  # not an exit notice
+                self._on_take(src, tag, self._count)
         if kind == REPEAT:
             return self._take_repeat(src, tag)
         if kind == BARE:
             data = self._mrecv_bytes()
+            if self._count == 0:  # an empty pickle: the exit notice of node src (close)
+                return self._note_finished(src)
             try:
                 return _loads(data)
             except Exception as exc:  # noqa: BLE001 - kept; the recv that asks for this message raises it
@@ -653,6 +780,29 @@ class Engine:
         frame = bytearray(self._count)
         self._mrecv(frame)
         return self._decode(frame, src, tag)
+
+    @cython.cfunc
+    def _note_finished(self, src: cython.int) -> object:
+        if not self._finished[src]:
+            self._finished[src] = True
+            self._n_finished += 1
+        if self._profile:
+            self._msgs_from[src] -= 1
+        return _FINISHED
+
+    @cython.cfunc
+    def _check_finished(self, src: cython.long, tag: cython.long, what: str) -> cython.int:
+        """Raise DistrCompError if what ``recv`` (or ``what``) waits for can never come: ``src``
+        has finished, or (``ANY_SOURCE``) every other node has; the queue holds no match."""
+        if src >= 0 and self._finished[src]:
+            raise DistrCompError(
+                f"{what}: node {self.node_id} waits for a message from node {src} with "
+                f"{_which(tag)}, but node {src} has finished and sent no such message")
+        if src < 0 and self._n_finished >= self.n_node - 1 and self.n_node > 1:
+            raise DistrCompError(
+                f"{what}: node {self.node_id} waits for a message from any node with "
+                f"{_which(tag)}, but every other node has finished and sent no such message")
+        return 0
 
     @cython.cfunc
     def _take_entry(self) -> tuple:
@@ -701,6 +851,8 @@ class Engine:
     def _fill(self, buffer: Any) -> None:
         """Receive the next payload of the frame being decoded into ``buffer``."""
         self.comm.Recv(buffer, self._fill_src, self._fill_mtag)
+        if self._profile:
+            self._bytes_from[self._fill_src] += memoryview(buffer).nbytes
 
     # -------------------------------------------------------------------- recv
     @cython.cfunc
@@ -742,14 +894,19 @@ class Engine:
             self.check_timeout("recv", timeout)
         entry = self._match(s, t, True) if self._queue else None
         if entry is None:
+            self._op, self._peer, self._tag = OP_RECV, s, t
+            if self._n_finished:
+                self._check_finished(s, t, "recv")
             if timeout is None:  # block in MPI for the next frame, and most often it is the one
                 self._probe(True)
                 obj = self._take()
-                if (s < 0 or self._src == s) and (t < 0 or self._mtag >> _KIND_BITS == t):
+                if (s < 0 or self._src == s) and (t < 0 or self._mtag >> _KIND_BITS == t) \
+                        and obj is not _FINISHED:
                     if type(obj) is _Undecodable:
                         raise obj.error
                     return obj
-                self._queue.append((self._src, self._mtag >> _KIND_BITS, obj))
+                if obj is not _FINISHED:
+                    self._queue.append((self._src, self._mtag >> _KIND_BITS, obj))
                 entry = self._await(s, t, None, True, "recv")
             else:
                 entry = self._await(s, t, timeout, True, "recv")
@@ -770,6 +927,7 @@ class Engine:
         self.check_timeout(what, timeout)
         entry = self._match(src, tag, remove) if self._queue else None
         if entry is None:
+            self._op, self._peer, self._tag = OP_RECV if remove else OP_PROBE, src, tag
             entry = self._await(src, tag, timeout, remove, what)
         obj = entry[2]
         if remove and type(obj) is _Undecodable:
@@ -780,16 +938,31 @@ class Engine:
     def _await(self, src: int, tag: int, timeout: float | None, remove: bool, what: str
                ) -> tuple[int, int, Any]:
         queue = self._queue
+        self._check_finished(src, tag, what)
         if timeout is None:  # block in MPI until the next frame
             while True:
                 self._probe(True)
                 entry = self._take_entry()
+                if entry[2] is _FINISHED:
+                    self._check_finished(src, tag, what)
+                    continue
                 if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
                     if not remove:
                         queue.append(entry)
                     return entry
                 queue.append(entry)
         deadline = time.monotonic() + max(0.0, timeout)
+        self._since = _now()
+        try:
+            return self._poll(src, tag, timeout, remove, what, deadline)
+        finally:
+            self._blocked_until_now()
+
+    @cython.annotation_typing(False)
+    def _poll(self, src: int, tag: int, timeout: float, remove: bool, what: str, deadline: float
+              ) -> tuple[int, int, Any]:
+        """:meth:`_await` with a timeout: probe, sleep a little, until ``deadline``."""
+        queue = self._queue
         delay = 2e-5
         while True:
             if not self._probe(False):
@@ -803,6 +976,9 @@ class Engine:
                 delay = min(2 * delay, 1e-3)
                 continue
             entry = self._take_entry()
+            if entry[2] is _FINISHED:
+                self._check_finished(src, tag, what)
+                continue
             if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
                 if not remove:
                     queue.append(entry)
@@ -827,6 +1003,11 @@ class Engine:
         if self._closed:
             return
         self._closed = True
+        self._op = OP_EXIT
+        for dest in range(self.n_node):  # the exit notice: an empty BARE message to every node
+            if dest != self.node_id:
+                self._sent[dest] += 1
+                self._isend_kept(b"", dest, BARE)
         self._flush_pending()
         # Reduce-scatter, not alltoall: MPICH's Ialltoall on one rank sends on the user's context.
         sent = np.array(self._sent, np.int64)
@@ -834,7 +1015,7 @@ class Engine:
         self.wait(self.comm.Ireduce_scatter_block(sent, expected, MPI.SUM), sent, expected)
         while self._n_received < expected[0]:
             self._probe(True)
-            self._queue.append(self._take_entry())
+            self._queue_taken()
         MPI.Request.Waitall([entry[0] for entry in self._pending])
         self._pending = []
         self._report_unreceived()
@@ -847,7 +1028,7 @@ class Engine:
                 self._pending = []
                 return
             if self._probe(False):
-                self._queue.append(self._take_entry())
+                self._queue_taken()
                 continue
             if time.monotonic() >= deadline:
                 break

@@ -14,17 +14,16 @@ At initialisation distrcomp also
   that ends by ``sys.exit(N)``, ``exit(N)`` or ``quit(N)`` with N not 0 (or a message) aborts
   the same way, with N as the error code (as mpi4py's ``python -m mpi4py`` does). Set the
   environment variable ``DISTRCOMP_ABORT_ON_ERROR=0`` to opt out of both;
-* registers :mod:`faulthandler` on ``SIGUSR1`` (the launcher's ``--timeout`` sends it), which
-  prints the stack of every thread to stderr;
+* answers ``SIGUSR1`` (the launcher sends it at ``--timeout`` and when asked) with a report of
+  where this node is blocked, its held messages and its stack (see :mod:`distrcomp.diag`), and
+  keeps the profile that ``distrcomp run --stats`` / ``--trace`` ask for;
 * registers an exit handler that delivers what is still in flight (see ``p2p.Engine.close``).
 """
 
 from __future__ import annotations
 
 import atexit
-import faulthandler
 import os
-import signal
 import stat
 import struct
 import sys
@@ -64,6 +63,7 @@ def get() -> World:
 def _init() -> World:
     from mpi4py import MPI
 
+    from . import diag
     from .p2p import new_engine
 
     comm = MPI.COMM_WORLD
@@ -72,8 +72,7 @@ def _init() -> World:
     world = World(MPI, comm, private, comm.Get_rank(), comm.Get_size(), new_engine(private))
     _install_excepthook(world)
     _watch_exits()
-    if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+    diag.install(world)
     atexit.register(_at_exit, world)
     return world
 
@@ -200,3 +199,6 @@ def _at_exit(world: World) -> None:
         # The others may wait in a collective or a recv for this node: they never would end.
         _abort_job(world, f"exited with status {status}", status)
     world.engine.close()
+    from . import diag
+
+    diag.at_exit()

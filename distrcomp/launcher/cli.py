@@ -58,7 +58,8 @@ examples:
   distrcomp run -n 4 examples/ring.py          4 nodes on this machine
   distrcomp run --peers peers.txt prog.py ARG  one node per slot in peers.txt
   distrcomp run -n 2 -- sh -c 'g++ main.cpp && ./a.out'
-  distrcomp run -n 4 --timeout 60 prog.py      stop after 60 s, print Python stacks
+  distrcomp run -n 4 --timeout 60 prog.py      stop after 60 s, say where each node waits
+  distrcomp run -n 4 --stats --trace t.json prog.py   communication profile and trace
   distrcomp run -n 4 --group prog.py           each node's output as one block
   distrcomp run -n 4 --output-dir logs prog.py also logs/node-<id>.out and .err
   distrcomp run -n 2 -x OMP_NUM_THREADS=2 --mpi-args "-bind-to core" prog.py
@@ -110,8 +111,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--peers", metavar="FILE",
                      help="peers file: one host per line (default: ./peers.txt if present)")
     run.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
-                     help="stop every node after SECONDS, print the stacks of Python nodes, "
-                          "exit 124")
+                     help="stop every node after SECONDS, exit 124; first say where each "
+                          "Python node is blocked and name the deadlock (also on SIGUSR1 to "
+                          "this command, without stopping)")
+    run.add_argument("--stats", action="store_true",
+                     help="at the end, print each node's messages, bytes and time blocked, "
+                          "and the bytes each node sent to each")
+    run.add_argument("--trace", metavar="FILE",
+                     help="write every send, arrival and wait of each node to FILE (Trace "
+                          "Event Format JSON: Perfetto, chrome://tracing, vizviewer)")
     layout = run.add_mutually_exclusive_group()
     layout.add_argument("--group", action="store_true",
                         help="print each node's whole output (stdout and stderr lines as they "
@@ -276,14 +284,14 @@ def _mpi_name(text: str) -> str:
 _RUN_FLAGS = {
     "--group": "group", "--no-tag": "no_tag", "-u": "unbuffered", "--unbuffered": "unbuffered",
     "--dry-run": "dry_run", "--no-check": "no_check", "--keep-files": "keep_files",
-    "--allow-run-as-root": "allow_run_as_root",
+    "--allow-run-as-root": "allow_run_as_root", "--stats": "stats",
 }
 _RUN_VALUES = {
     "-n": ("n", _positive_int), "--peers": ("peers", str), "--timeout": ("timeout", _positive_float),
     "--output-dir": ("output_dir", str), "--mpi-args": ("mpi_args", str), "--mpi": ("mpi", _mpi_name),
     "--legacy-master": ("legacy_master", str), "--ssh-config": ("ssh_config", str),
     "--launcher-address": ("launcher_address", str), "--files": ("files", str),
-    "--slurm": ("slurm", str),
+    "--slurm": ("slurm", str), "--trace": ("trace", str),
 }
 _RUN_APPEND = {"-x": "env"}
 _RUN_DEFAULTS = {"mpi_args": "", "files": ""}  # others: None for values, False for flags
@@ -634,13 +642,25 @@ def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, gro
     refusal = root_refusal(flavor, mpi_args)
     if refusal is not None and not args.dry_run:
         raise _UsageError(f"run: {refusal}")
-    env = {**env, **_buffering(args.unbuffered)}
+    env = {**env, **_buffering(args.unbuffered), **_profile_env(args)}
     spec = JobSpec(
         command=command, hosts=names, flavor=flavor, hostfile_text=hostfile_text,
         mpi_args=mpi_args, env=env, timeout=timeout, tagged=not args.no_tag,
-        grouped=grouped, output_dir=args.output_dir,
+        grouped=grouped, output_dir=args.output_dir, stats=args.stats, trace=args.trace,
     )
     return spec, names
+
+
+def _profile_env(args) -> dict[str, str]:
+    """What makes the nodes keep a profile (distrcomp.diag): ``--trace`` needs one with
+    events, ``--stats`` one without. Raises _UsageError if the trace file's directory is
+    missing."""
+    if args.trace is not None:
+        folder = os.path.dirname(os.path.abspath(args.trace))
+        if not os.path.isdir(folder):
+            raise _UsageError(f"--trace {args.trace}: directory {folder} does not exist")
+        return {"DISTRCOMP_PROFILE": "trace"}
+    return {"DISTRCOMP_PROFILE": "stats"} if args.stats else {}
 
 
 def _launch(args: argparse.Namespace, specs: list, names: list[str], labels: list[str] = (),

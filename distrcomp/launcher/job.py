@@ -28,7 +28,7 @@ import time
 from . import channel, procs, scratch, shm
 from .command import mpiexec_argv, node_argv
 from .flavor import Flavor
-from .relay import LineBuffer, Output, Sink
+from .relay import LineBuffer, Output, Sink, tag
 from .report import (
     EXIT_TIMEOUT,
     NodeResult,
@@ -38,6 +38,7 @@ from .report import (
     signal_name,
     summary,
 )
+from .reports import MARK, Reports, render
 from .spawn import Child, spawn
 
 __all__ = ["Job", "JobSpec", "forwarded_names"]
@@ -47,7 +48,7 @@ HANDSHAKE_TIMEOUT = 5.0  # an unauthenticated connection is dropped after this
 # connections in their handshake at once; one more pushes the oldest out (see channel.Waiting)
 MAX_UNAUTHENTICATED = 1024
 SHOWN_REJECTIONS = 3  # rejected connections named as they happen; the rest only counted
-DUMP_WAIT = 1.5  # after SIGUSR1 at the time limit, time given to faulthandler before stopping
+DUMP_WAIT = 5.0  # after asking the nodes for their reports, the longest wait for them
 STOP_WAIT = channel.STOP_GRACE + 3.0  # after telling nodes to stop, before mpiexec gets SIGTERM
 KILL_WAIT = 3.0  # after mpiexec got SIGTERM, before SIGKILL
 EXIT_WAIT = 10.0  # after every node reported, time mpiexec gets to exit on its own
@@ -141,6 +142,7 @@ class JobSpec:
         hostfile_text: str | None = None, mpi_args: list[str] | None = None,
         env: dict[str, str | None] | None = None, timeout: float | None = None,
         tagged: bool = True, grouped: bool = False, output_dir: str | None = None,
+        stats: bool = False, trace: str | None = None,
     ) -> None:
         self.command = command
         self.hosts = hosts
@@ -152,6 +154,8 @@ class JobSpec:
         self.tagged = tagged
         self.grouped = grouped
         self.output_dir = output_dir
+        self.stats = stats  # --stats: print the nodes' profile at the end
+        self.trace = trace  # --trace FILE: write it there as Trace Event Format JSON
         self.bind = "127.0.0.1"
         self.secret: str | None = None  # None: the job makes its own
         self.on_connected = None  # called once every node has connected
@@ -267,7 +271,9 @@ class Job:
         self.stop_reason: str | None = None  # "failure", "timeout" or "signal"
         self.stop_signal = 0
         self.stopped_at = 0.0
-        self.dump_until: float | None = None
+        self.dump_until: float | None = None  # the time limit's round of reports ends then
+        self.reports = Reports()
+        self.asked_until: float | None = None  # a round asked for by SIGUSR1 ends then
         self.timed_out: list[int] = []
         self.bye_at: float | None = None
         self.term_at: float | None = None
@@ -289,6 +295,8 @@ class Job:
         old_wakeup = _signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         for signum in _STOP_SIGNALS:
             _signal.signal(signum, self._on_signal)
+        previous[_signal.SIGUSR1] = _signal.getsignal(_signal.SIGUSR1)
+        _signal.signal(_signal.SIGUSR1, self._on_signal)  # report where every node is
         # A handler, so that mpiexec's exit wakes the loop through the wake-up socket at once.
         _signal.signal(_signal.SIGCHLD, _ignore)
         try:
@@ -381,7 +389,11 @@ class Job:
                 else:
                     wake.recv(512)
             while self.signals:
-                self._interrupted(self.signals.pop(0))
+                signum = self.signals.pop(0)
+                if signum == _signal.SIGUSR1:
+                    self._ask_reports(time.monotonic(), "distrcomp: SIGUSR1 received")
+                else:
+                    self._interrupted(signum)
             self.output.flush()
             if self._tick(time.monotonic()):
                 return
@@ -410,7 +422,12 @@ class Job:
         if timeout is not None and self.stop_reason is None and self.dump_until is None \
                 and now - self.start >= timeout:
             self._time_limit(now, timeout)
-        if self.dump_until is not None and now >= self.dump_until and self.stop_reason is None:
+        if self.asked_until is not None and (now >= self.asked_until or self.reports.complete()):
+            self.asked_until = None
+            self._print_reports()
+        if self.dump_until is not None and self.stop_reason is None \
+                and (now >= self.dump_until or self.reports.complete()):
+            self._print_reports()
             self._begin_stop("timeout", now)
         if self.stop_reason is None and now - self.start > CONNECT_TIMEOUT:
             for result in self.results:
@@ -495,6 +512,8 @@ class Job:
         if before <= _HOLD_HEAP_AFTER < self.relayed:
             _hold_heap()
         lines = stream.lines.feed(data)
+        if lines and MARK in lines and stream.name == "err":
+            lines = self.reports.take(stream.node, lines)
         if lines:
             self.output.lines(stream.node, stream.name, lines)
         return len(data)
@@ -513,6 +532,8 @@ class Job:
         self.open_streams[stream.node] -= 1
         self.selector.unregister(stream.fd)
         rest = stream.lines.finish()
+        if rest and MARK in rest and stream.name == "err":
+            rest = self.reports.take(stream.node, rest)
         if rest:
             self.output.lines(stream.node, stream.name, rest)
         stream.close()
@@ -725,15 +746,54 @@ class Job:
         running = [r for r in self.results if r.started and r.returncode is None and not r.lost]
         self.timed_out = [r.node for r in running]
         names = ", ".join(f"node {r.node} ({r.host})" for r in running) or "none"
-        self.output.note(
-            "err", f"distrcomp: time limit of {timeout:g} s exceeded; still running: {names}; "
-            "stacks of their Python threads follow (nodes that imported distrcomp)",
-        )
-        for result in running:
-            conn = self.by_node.get(result.node)
+        self._ask_reports(now, f"distrcomp: time limit of {timeout:g} s exceeded; still running: {names}")
+        self.dump_until, self.asked_until = now + DUMP_WAIT, None  # printed before stopping
+
+    def _ask_reports(self, now: float, why: str) -> None:
+        """Ask every running node where it is (see :mod:`distrcomp.diag`); the answers are
+        printed when all are in, or after DUMP_WAIT seconds."""
+        running = [r.node for r in self.results if r.started and r.returncode is None and not r.lost]
+        self.output.note("err", f"{why}; asking every running node where it is")
+        self.reports.ask(running)
+        for node in running:
+            conn = self.by_node.get(node)
             if conn is not None:
                 conn.send(channel.encode(channel.DUMP))
-        self.dump_until = now + DUMP_WAIT
+        self.asked_until = now + DUMP_WAIT
+
+    def _profile_lines(self) -> list[str]:
+        """``--stats``' table; ``--trace``: write the file, say where (or why not)."""
+        spec, profiles = self.spec, self.reports.profiles
+        lines: list[str] = []
+        if spec.stats:
+            from .stats import table
+
+            lines += table(profiles, spec.hosts)
+        if spec.trace is not None:
+            from .trace import write
+
+            try:
+                write(spec.trace, profiles, spec.hosts)
+                lines.append(f"distrcomp: trace of {len(profiles)} of {spec.n} nodes written to "
+                             f"{spec.trace}")
+            except OSError as exc:
+                lines.append(f"distrcomp: cannot write the trace to {spec.trace}: "
+                             f"{exc.strerror or exc}")
+        return lines
+
+    def _print_reports(self) -> None:
+        """The findings of the round of reports, then each node's details, tagged with it."""
+        self.asked_until = None
+        ended = {r.node: ("lost" if r.lost else f"exit code {r.returncode}")
+                 for r in self.results if r.returncode is not None or r.lost}
+        found, details = render(self.reports.finish_round(), ended, self.spec.n)
+        for line in self.reports.errors + found:
+            self.output.note("err", line)
+        self.reports.errors = []
+        for node, lines in details.items():
+            text = "".join(line + "\n" for line in lines).encode("utf-8", "replace")
+            self.output.launcher_lines(tag(node, self.spec.hosts[node]), text)
+        self.output.flush()
 
     def _interrupted(self, signum: int) -> None:
         now = time.monotonic()
@@ -850,7 +910,7 @@ class Job:
         elif self.mpiexec_rc:
             headline = f"distrcomp: mpiexec exited with code {self.mpiexec_rc}"
             code = self.mpiexec_rc
-        lines = list(self.notes)
+        lines = list(self.notes) + self.reports.errors + self._profile_lines()
         if self.rejected > SHOWN_REJECTIONS:
             lines.append(f"distrcomp: rejected {self.rejected} connections to the relay listener "
                          f"in all (the first {SHOWN_REJECTIONS} are named above): they did not "

@@ -15,7 +15,7 @@ import sys
 from conftest import ROOT
 
 ROW_KEYS = [
-    "latency_array8", "latency_dict", "latency_array8_pure", "latency_dict_pure",
+    "latency_array8", "latency_dict", "latency_array8_stats", "latency_array8_pure", "latency_dict_pure",
     "bandwidth_1MiB_vs_Send", "bandwidth_1MiB_vs_send",
     "bandwidth_16MiB_vs_Send", "bandwidth_16MiB_vs_send",
     "bandwidth_128MiB_vs_Send", "bandwidth_128MiB_vs_send",

@@ -119,11 +119,11 @@ def test_timeout_prints_stacks_and_exits_124(tmp_path):
     source = Path(program("blocked.py")).read_text().splitlines()
     recv_line = source.index("dc.recv(right)") + 1
     for node in (0, 1):
-        # faulthandler's dump of the thread blocked in distrcomp.recv (compiled where built, so
-        # the program's own line is the innermost Python frame), tagged with its node
+        # the node's report (distrcomp.diag): the call it is blocked in, then its stack (the
+        # program's line is the innermost Python frame where the engine is compiled), tagged
         tag = f"[node {node} \u00b7 localhost]"
-        assert f"{tag} Current thread" in done.stderr or f"{tag} Thread" in done.stderr, done
-        assert re.search(rf"{re.escape(tag)}\s+File .*blocked\.py\", line {recv_line} in <module>",
+        assert f"{tag} blocked in recv(from {1 - node})" in done.stderr, done
+        assert re.search(rf"{re.escape(tag)}\s+File .*blocked\.py\", line {recv_line}, in <module>",
                          done.stderr), done
     assert "nodes still running then: 0, 1" in done.stderr
     assert done.elapsed < 3 + FAULT_BOUND
