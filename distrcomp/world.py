@@ -7,11 +7,15 @@ collective: every node must reach it, as with ``MPI_Init`` itself.
 
 At initialisation distrcomp also
 
+* asks for ``MPI_THREAD_MULTIPLE`` (unless the program initialised MPI itself before), so that
+  any thread may send and receive; the engine checks the level MPI granted (``p2p``);
 * duplicates ``COMM_WORLD`` into a private communicator, so that its messages and a user's
   direct mpi4py calls (even ``recv(source=ANY_SOURCE)``) never see each other;
-* installs a ``sys.excepthook`` that, when ``n_node > 1``, prints the traceback and then calls
-  ``MPI_Abort`` so that the other nodes do not wait forever for a node that died. Set the
-  environment variable ``DISTRCOMP_ABORT_ON_ERROR=0`` to opt out;
+* installs a ``sys.excepthook`` and a ``threading.excepthook`` that, when ``n_node > 1``, print
+  the traceback and then call ``MPI_Abort`` so that the other nodes do not wait forever for a
+  node that died, whichever thread raised (a ``SystemExit`` in a thread other than the main
+  one ends only that thread, as in Python). Set the environment variable
+  ``DISTRCOMP_ABORT_ON_ERROR=0`` to opt out;
 * registers :mod:`faulthandler` on ``SIGUSR1`` (the launcher's ``--timeout`` sends it), which
   prints the stack of every thread to stderr;
 * registers an exit handler that delivers what is still in flight (see ``p2p.Engine.close``).
@@ -26,6 +30,7 @@ import signal
 import stat
 import struct
 import sys
+import threading
 import time
 from typing import Any, NamedTuple
 
@@ -60,6 +65,10 @@ def get() -> World:
 
 
 def _init() -> World:
+    if "mpi4py.MPI" not in sys.modules:  # MPI is initialised when mpi4py.MPI is first imported
+        import mpi4py
+
+        mpi4py.rc.thread_level = "multiple"
     from mpi4py import MPI
 
     from .p2p import new_engine
@@ -81,20 +90,33 @@ def _abort_on_error() -> bool:
 
 def _install_excepthook(world: World) -> None:
     previous = sys.excepthook
+    previous_in_thread = threading.excepthook
 
     def excepthook(etype: type, value: BaseException, tb: Any) -> None:
         previous(etype, value, tb)
-        if world.n_node > 1 and _abort_on_error():
-            sys.stderr.write(
-                f"distrcomp: node {world.node_id} of {world.n_node} raised {etype.__name__}; "
-                "aborting every node (DISTRCOMP_ABORT_ON_ERROR=0 turns this off)\n"
-            )
-            sys.stderr.flush()
-            sys.stdout.flush()
-            _let_output_drain()
-            world.comm.Abort(1)
+        _abort(world, etype, "")
+
+    def thread_excepthook(args: Any) -> None:
+        previous_in_thread(args)
+        if args.exc_type is not SystemExit:
+            name = args.thread.name if args.thread is not None else "a thread"
+            _abort(world, args.exc_type, f" in thread {name!r}")
 
     sys.excepthook = excepthook
+    threading.excepthook = thread_excepthook
+
+
+def _abort(world: World, etype: type, where: str) -> None:
+    """End the whole job after an uncaught exception (its traceback already printed)."""
+    if world.n_node > 1 and _abort_on_error():
+        sys.stderr.write(
+            f"distrcomp: node {world.node_id} of {world.n_node} raised {etype.__name__}{where}; "
+            "aborting every node (DISTRCOMP_ABORT_ON_ERROR=0 turns this off)\n"
+        )
+        sys.stderr.flush()
+        sys.stdout.flush()
+        _let_output_drain()
+        world.comm.Abort(1)
 
 
 def _let_output_drain(limit: float = 1.0) -> None:
