@@ -7,8 +7,9 @@ collective: every node must reach it, as with ``MPI_Init`` itself.
 
 At initialisation distrcomp also
 
-* asks for ``MPI_THREAD_MULTIPLE`` (unless the program initialised MPI itself before), so that
-  any thread may send and receive; the engine checks the level MPI granted (``p2p``);
+* initialises MPI through mpi4py, which asks for ``MPI_THREAD_MULTIPLE`` unless the program
+  lowered ``mpi4py.rc.thread_level`` (or initialised MPI itself): with it any thread may send
+  and receive; below it, the engine refuses calls from other threads than this one (``p2p``);
 * duplicates ``COMM_WORLD`` into a private communicator, so that its messages and a user's
   direct mpi4py calls (even ``recv(source=ANY_SOURCE)``) never see each other;
 * installs a ``sys.excepthook`` and a ``threading.excepthook`` that, when ``n_node > 1``, print
@@ -49,6 +50,7 @@ class World(NamedTuple):
 
 
 _world: World | None = None
+_initialising = threading.Lock()  # two threads' first uses must not both initialise
 
 
 def initialized() -> bool:
@@ -57,18 +59,17 @@ def initialized() -> bool:
 
 
 def get() -> World:
-    """Return the process's :class:`World`, initialising MPI on the first call (collective)."""
+    """Return the process's :class:`World`, initialising MPI on the first call (collective;
+    from any thread: a second thread's first use waits for the first one's)."""
     global _world
     if _world is None:
-        _world = _init()
+        with _initialising:
+            if _world is None:
+                _world = _init()
     return _world
 
 
 def _init() -> World:
-    if "mpi4py.MPI" not in sys.modules:  # MPI is initialised when mpi4py.MPI is first imported
-        import mpi4py
-
-        mpi4py.rc.thread_level = "multiple"
     from mpi4py import MPI
 
     from .p2p import new_engine
