@@ -41,11 +41,12 @@ Threads. Every method may be called from any thread (MPI is initialised at
 ``MPI_THREAD_MULTIPLE``, see :mod:`distrcomp.world`). One lock (``_lock``) guards the engine's
 state and is held only for short steps, never while waiting: posting a message's sends (its
 frame and payloads together, so each node's stream stays frame, payloads, frame, ...), the
-queue, the pending sends. Taking messages from MPI (probe, receive, decode, in arrival order) is
-the job of one thread at a time, the *taker* (``_taking``, tried without waiting): it may block
-in ``MPI_Mprobe`` without the GIL, puts what is not its own in the queue and wakes the threads
-waiting on ``_arrived``; a thread that finds another one taking waits there (or, in ``wait``,
-polls its request). So a blocking call in one thread never stops another from sending or from
+queue, the pending sends (a C lock in the compiled build: no Python call on a message's path).
+Taking messages from MPI (probe, receive, decode, in arrival order) is the job of one thread at
+a time, the *taker* (a second lock, tried without waiting): it may block in ``MPI_Mprobe``
+without the GIL, puts what is not its own in the queue and wakes the threads waiting on
+``_arrived``; a thread that finds another one taking waits there (or, in ``wait``, polls its
+request). So a blocking call in one thread never stops another from sending or from
 getting its messages, and every message is taken once, in the order its sender sent it.
 
 Why a probe and not a receive kept posted for any node: with MPICH's UCX device between hosts,
@@ -98,6 +99,14 @@ if cython.compiled:
     from cython.cimports.cpython.bytes import PyBytes_AS_STRING, PyBytes_FromStringAndSize
     from cython.cimports.cpython.exc import PyErr_CheckSignals
     from cython.cimports.cpython.long import PyLong_AsLongAndOverflow
+    from cython.cimports.cpython.pythread import (
+        NOWAIT_LOCK,
+        WAIT_LOCK,
+        PyThread_acquire_lock,
+        PyThread_allocate_lock,
+        PyThread_release_lock,
+        PyThread_type_lock,
+    )
     from cython.cimports.libc.string import memcpy
     from cython.cimports.mpi4py import MPI as cMPI
     from cython.cimports.mpi4py.libmpi import (
@@ -278,14 +287,15 @@ class Engine:
     _message: object  # mpi4py's Message (the source's build)
     _msg: MPI_Message  # the same as a handle (the compiled build)
     _handle: MPI_Comm  # comm's handle (the compiled build)
-    # Threads (see the module docstring): the lock of the state, the waiters for messages, the
-    # taker's role (its acquire and release, bound once), how many threads wait on _arrived.
+    # Threads (see the module docstring): the lock of the state and the taker's role, C locks in
+    # the compiled build (_mutex, _taker), threading's in the source's (_lock, _taking); the
+    # threads waiting for messages wait on _arrived (a condition with a lock of its own), and
+    # _waiting counts them (changed holding _arrived's lock).
+    _mutex: PyThread_type_lock
+    _taker: PyThread_type_lock
     _lock: object
+    _taking: object
     _arrived: object
-    _acquire: object
-    _release: object
-    _try_taking: object
-    _stop_taking: object
     _waiting: cython.Py_ssize_t
     _threads: cython.bint  # MPI allows calls from any thread (MPI_THREAD_MULTIPLE)
     _owner: cython.long  # the thread that made the engine (the only one allowed otherwise)
@@ -313,11 +323,14 @@ class Engine:
         self._scratch = bytearray(0)
         if cython.compiled:
             self._handle = cython.cast(cMPI.Comm, comm).ob_mpi
-        self._lock = threading.Lock()
-        self._acquire, self._release = self._lock.acquire, self._lock.release
-        self._arrived = threading.Condition(self._lock)
-        taking = threading.Lock()
-        self._try_taking, self._stop_taking = taking.acquire, taking.release
+        if cython.compiled:
+            self._mutex = PyThread_allocate_lock()
+            self._taker = PyThread_allocate_lock()
+            if not self._mutex or not self._taker:
+                raise MemoryError("cannot allocate the engine's locks")
+        else:
+            self._lock, self._taking = threading.Lock(), threading.Lock()
+        self._arrived = threading.Condition()
         self._waiting = 0
         self._threads = MPI.Query_thread() >= MPI.THREAD_MULTIPLE
         self._owner = threading.get_ident()
@@ -357,6 +370,51 @@ class Engine:
                             f"got {type(timeout).__name__}")
         if not timeout >= 0:
             raise ValueError(f"{what}: timeout={timeout} must be a number of seconds >= 0, or None")
+
+    # ----------------------------------------------------------------- threads
+    @cython.cfunc
+    @cython.inline
+    def _lock_state(self) -> cython.int:
+        """Take the lock of the engine's state (without the GIL while another thread holds it)."""
+        if cython.compiled:
+            if not PyThread_acquire_lock(self._mutex, NOWAIT_LOCK):
+                with cython.nogil:
+                    PyThread_acquire_lock(self._mutex, WAIT_LOCK)
+        else:
+            self._lock.acquire()
+        return 0
+
+    @cython.cfunc
+    @cython.inline
+    def _unlock_state(self) -> cython.int:
+        if cython.compiled:
+            PyThread_release_lock(self._mutex)
+        else:
+            self._lock.release()
+        return 0
+
+    @cython.cfunc
+    @cython.inline
+    def _start_taking(self) -> cython.bint:
+        """Become the thread that takes messages from MPI, unless another one is; True if so."""
+        if cython.compiled:
+            return PyThread_acquire_lock(self._taker, NOWAIT_LOCK) != 0
+        return self._taking.acquire(False)
+
+    @cython.cfunc
+    def _release_taking(self) -> cython.int:
+        """Stop being the taker; wake the waiting threads, one of which may take now."""
+        if cython.compiled:
+            PyThread_release_lock(self._taker)
+        else:
+            self._taking.release()
+        if self._waiting:
+            self._wake()
+        return 0
+
+    def _wake(self) -> None:
+        with self._arrived:
+            self._arrived.notify_all()
 
     def check_thread(self, what: str) -> None:
         """Raise DistrCompError if this thread may not call MPI: the MPI library was initialised
@@ -412,15 +470,15 @@ class Engine:
         # Posted under the lock, waited for (a large array's data) after it.
         unsent: object = _NOT_SENT
         if type(obj) is _ndarray:
-            self._acquire()
+            self._lock_state()
             try:
                 if self._repeats(d, obj):
                     unsent = self._send_repeat(d, t, obj)
             finally:
-                self._release()
+                self._unlock_state()
         if unsent is _NOT_SENT:
             frame, payloads, owned = encode(obj)
-            self._acquire()
+            self._lock_state()
             try:
                 if is_array_frame(frame):  # forgotten until posted: an interrupted send must not leave it
                     self._dtypes_to[d] = None
@@ -429,7 +487,7 @@ class Engine:
                 else:
                     unsent = self._post(d, t, frame, payloads, owned)
             finally:
-                self._release()
+                self._unlock_state()
         if unsent is not None:
             self._await_payloads(d, unsent)
 
@@ -570,9 +628,12 @@ class Engine:
             try:
                 self.wait(requests[index])
             except BaseException:  # an interrupt: the payloads still go; keep them alive until sent
-                with self._lock:
+                self._lock_state()
+                try:
                     for late, payload in zip(requests[index:], payloads[index:]):
                         self._keep(late, payload, dest)
+                finally:
+                    self._unlock_state()
                 raise
 
     @cython.cfunc
@@ -622,8 +683,11 @@ class Engine:
                     if cython.compiled:  # compiled code runs no signal handler by itself
                         PyErr_CheckSignals()
         except BaseException:
-            with self._lock:
+            self._lock_state()
+            try:
                 self._abandon(request, keep)
+            finally:
+                self._unlock_state()
             raise
 
     def _abandon(self, request: Any, keep: tuple) -> None:
@@ -640,7 +704,7 @@ class Engine:
     def _accept(self) -> cython.bint:
         """Take one message that has arrived into the queue, unless another thread is taking
         (see the module docstring); True if one was taken."""
-        if not self._try_taking(False):
+        if not self._start_taking():
             return False
         try:
             if not self._probe(False):
@@ -653,25 +717,13 @@ class Engine:
     @cython.cfunc
     def _enqueue(self, entry: tuple) -> cython.int:
         """Queue a message the taker took (before it lets go of taking: arrival order is kept)."""
-        self._acquire()
+        self._lock_state()
         try:
             self._queue.append(entry)
-            if self._waiting:
-                self._arrived.notify_all()
         finally:
-            self._release()
-        return 0
-
-    @cython.cfunc
-    def _release_taking(self) -> cython.int:
-        """Stop being the taker; wake the waiting threads, one of which may take now."""
-        self._stop_taking()
+            self._unlock_state()
         if self._waiting:
-            self._acquire()
-            try:
-                self._arrived.notify_all()
-            finally:
-                self._release()
+            self._wake()
         return 0
 
     @cython.cfunc
@@ -890,7 +942,7 @@ class Engine:
             self.check_thread("recv")
         # The usual case: nothing queued, no other thread taking; this one blocks in MPI for the
         # next frame, and most often it is the one.
-        if timeout is None and not self._queue and self._try_taking(False):
+        if timeout is None and not self._queue and self._start_taking():
             obj = _NOT_SENT
             try:
                 if not self._queue:  # none queued by another thread meanwhile
@@ -938,23 +990,32 @@ class Engine:
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         delay = 2e-5
         while True:
-            with self._arrived:
-                while True:
-                    entry = self._match(src, tag, remove)
-                    if entry is not None:
-                        return entry
-                    if self._try_taking(False):
-                        break
+            # Under the state lock: the message is queued, or this thread becomes the taker, or
+            # it waits on _arrived, counted before the lock is let go (so that a taker that
+            # queues a message or stops taking after this check wakes it).
+            self._lock_state()
+            try:
+                entry = self._match(src, tag, remove)
+                if entry is not None:
+                    return entry
+                taking = self._start_taking()
+                if not taking:
                     remaining = None
                     if deadline is not None:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
                             raise self._timed_out(src, tag, timeout, what)
+                    self._arrived.acquire()
                     self._waiting += 1
-                    try:
-                        self._arrived.wait(remaining)
-                    finally:
-                        self._waiting -= 1
+            finally:
+                self._unlock_state()
+            if not taking:
+                try:
+                    self._arrived.wait(remaining)
+                finally:
+                    self._waiting -= 1
+                    self._arrived.release()
+                continue
             try:
                 entry = self._take_until(src, tag, remove, deadline is None)
             finally:
@@ -992,12 +1053,15 @@ class Engine:
         self._closed = True
         self._flush_pending()
         # Reduce-scatter, not alltoall: MPICH's Ialltoall on one rank sends on the user's context.
-        with self._lock:
+        self._lock_state()
+        try:
             sent = np.array(self._sent, np.int64)
+        finally:
+            self._unlock_state()
         expected = np.zeros(1, np.int64)
         self.wait(self.comm.Ireduce_scatter_block(sent, expected, MPI.SUM), sent, expected)
         while self._n_received < expected[0]:
-            if self._try_taking(False):  # block in MPI for the next message
+            if self._start_taking():  # block in MPI for the next message
                 try:
                     if self._n_received < expected[0]:
                         self._probe(True)
@@ -1011,8 +1075,11 @@ class Engine:
                         self._arrived.wait(0.01)
                     finally:
                         self._waiting -= 1
-        with self._lock:
+        self._lock_state()
+        try:
             pending, self._pending = self._pending, []
+        finally:
+            self._unlock_state()
         MPI.Request.Waitall([entry[0] for entry in pending])
         self._report_unreceived()
 
@@ -1020,17 +1087,23 @@ class Engine:
         limit = _exit_timeout()
         deadline = time.monotonic() + limit
         while True:
-            with self._lock:
+            self._lock_state()
+            try:
                 if not self._pending or MPI.Request.Testall([entry[0] for entry in self._pending]):
                     self._pending = []
                     return
+            finally:
+                self._unlock_state()
             if self._accept():
                 continue
             if time.monotonic() >= deadline:
                 break
             time.sleep(1e-3)
-        with self._lock:
+        self._lock_state()
+        try:
             self._purge()
+        finally:
+            self._unlock_state()
         if self._pending:
             messages = {(entry[2], entry[3]) for entry in self._pending}
             counts = Counter(dest for dest, _ in messages)
@@ -1041,8 +1114,11 @@ class Engine:
             )
 
     def _report_unreceived(self) -> None:
-        with self._lock:
+        self._lock_state()
+        try:
             self._warn_unreceived()
+        finally:
+            self._unlock_state()
 
     def _warn_unreceived(self) -> None:
         if self._queue:

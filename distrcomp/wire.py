@@ -151,7 +151,9 @@ def encode(obj: Any) -> tuple[bytes, list[Any], bool]:
         stream = pickle.dumps(obj, 5, buffer_callback=out_of_band.append)
     except Exception as exc:
         raise TypeError(f"cannot pickle object of type {type(obj).__qualname__}: {exc}") from exc
-    if _IN_BAND_ARRAY in stream:  # numpy pickled an array in-band, which may lose its byte order
+    # numpy pickled an array in-band, which may lose its byte order (find: `in` first tries
+    # the operand as an int, and a failed try costs more than the search)
+    if stream.find(_IN_BAND_ARRAY) >= 0:
         stream, out_of_band = _pickle_arrays_out_of_band(obj)
     if not out_of_band and len(stream) <= FRAME_MAX:
         return stream, [], True
