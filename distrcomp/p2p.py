@@ -441,9 +441,11 @@ class Engine:
         numpy arrays travel as raw buffers (dtype, shape and C/Fortran order kept; a
         non-contiguous array is copied once): a small one (up to 16 KiB with its head) is copied
         and ``send`` returns at once; a large one is handed to MPI in place, uncopied, and ``send``
-        returns when MPI has taken it. An array with the dtype (the same object), shape and memory
-        order of the last array sent to ``dest``, contiguous and under 2 GiB, goes as one MPI
-        message of its data alone (else a small head goes before it).
+        returns when MPI has taken it. An array with the dtype (the same object, a plain one:
+        no fields, no metadata), shape and memory order of the last array sent to ``dest``,
+        contiguous and under 2 GiB, goes as one MPI message of its data alone (else a small head
+        goes before it). Every array arrives with exactly its own dtype (byte order, fields,
+        offsets, ``align``, metadata).
         Other objects are pickled with the standard library's pickle (protocol 5, arrays inside
         them out-of-band, never copied into the pickle stream). Order is kept per (sender,
         receiver, tag), arrays and other objects mixed. ``dest`` may be this node itself.
