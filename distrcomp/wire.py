@@ -153,7 +153,7 @@ def encode(obj: Any) -> tuple[bytes, list[Any], bool]:
         raise TypeError(f"cannot pickle object of type {type(obj).__qualname__}: {exc}") from exc
     # numpy pickled an array in-band, which may lose its byte order (find: `in` first tries
     # the operand as an int, and a failed try costs more than the search)
-    if stream.find(_IN_BAND_ARRAY) >= 0:
+    if len(stream) > _IN_BAND_MIN and stream.find(_IN_BAND_ARRAY) >= 0:
         stream, out_of_band = _pickle_arrays_out_of_band(obj)
     if not out_of_band and len(stream) <= FRAME_MAX:
         return stream, [], True
@@ -165,6 +165,10 @@ def encode(obj: Any) -> tuple[bytes, list[Any], bool]:
 # When the function's name is in a stream, the object is pickled again with every plain
 # ndarray out of band (a false match, a string holding the name, only costs that second pass).
 _IN_BAND_ARRAY = b"_reconstruct"
+# Shorter streams hold no in-band array, and skip the search (the usual small dict): one names
+# the function, its module, ndarray, and the dtype with its state (at least 140 bytes with
+# numpy 1.25-2.x; tests/unit/test_wire_dtypes.py checks this bound).
+_IN_BAND_MIN = 100
 
 
 def _reduce_array(array: np.ndarray) -> Any:

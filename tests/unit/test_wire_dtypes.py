@@ -109,3 +109,13 @@ def test_a_string_that_looks_like_numpys_in_band_reconstructor_still_roundtrips(
     obj = {"name": "_reconstruct", "w": np.arange(3)}
     assert send(obj)["name"] == "_reconstruct"
     assert pickle.loads(pickle.dumps(obj))["name"] == "_reconstruct"
+
+
+@pytest.mark.parametrize("array", [
+    np.empty((), "M8"), np.empty(0, "m8"), np.empty((), "M8[s]"), np.empty(0, object),
+    np.zeros(4, "?")[::2], np.empty((2, 3), "u1")[:, ::2],
+], ids=["M8-0d", "m8-empty", "M8[s]-0d", "object-empty", "bool-strided", "u1-2d-strided"])
+def test_every_in_band_array_pickle_is_longer_than_the_streams_that_skip_the_search(array):
+    stream = pickle.dumps(array, 5, buffer_callback=lambda buffer: None)
+    if wire._IN_BAND_ARRAY in stream:
+        assert len(stream) > wire._IN_BAND_MIN
