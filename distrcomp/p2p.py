@@ -287,12 +287,13 @@ class Engine:
     _message: object  # mpi4py's Message (the source's build)
     _msg: MPI_Message  # the same as a handle (the compiled build)
     _handle: MPI_Comm  # comm's handle (the compiled build)
-    # Threads (see the module docstring): the lock of the state and the taker's role, C locks in
-    # the compiled build (_mutex, _taker), threading's in the source's (_lock, _taking); the
+    # Threads (see the module docstring): the lock of the state and the taker's role, a C lock
+    # and a flag set holding the GIL in the compiled build (_mutex, _taker), threading's locks
+    # in the source's (_lock, _taking); the
     # threads waiting for messages wait on _arrived (a condition with a lock of its own), and
     # _waiting counts them (changed holding _arrived's lock).
     _mutex: PyThread_type_lock
-    _taker: PyThread_type_lock
+    _taker: cython.bint
     _lock: object
     _taking: object
     _arrived: object
@@ -325,9 +326,9 @@ class Engine:
             self._handle = cython.cast(cMPI.Comm, comm).ob_mpi
         if cython.compiled:
             self._mutex = PyThread_allocate_lock()
-            self._taker = PyThread_allocate_lock()
-            if not self._mutex or not self._taker:
-                raise MemoryError("cannot allocate the engine's locks")
+            self._taker = False
+            if not self._mutex:
+                raise MemoryError("cannot allocate the engine's lock")
         else:
             self._lock, self._taking = threading.Lock(), threading.Lock()
         self._arrived = threading.Condition()
@@ -397,15 +398,18 @@ class Engine:
     @cython.inline
     def _start_taking(self) -> cython.bint:
         """Become the thread that takes messages from MPI, unless another one is; True if so."""
-        if cython.compiled:
-            return PyThread_acquire_lock(self._taker, NOWAIT_LOCK) != 0
+        if cython.compiled:  # no Python code runs between the test and the store: the GIL is held
+            if self._taker:
+                return False
+            self._taker = True
+            return True
         return self._taking.acquire(False)
 
     @cython.cfunc
     def _release_taking(self) -> cython.int:
         """Stop being the taker; wake the waiting threads, one of which may take now."""
         if cython.compiled:
-            PyThread_release_lock(self._taker)
+            self._taker = False
         else:
             self._taking.release()
         if self._waiting:
