@@ -41,7 +41,8 @@ Threads. Every method may be called from any thread (MPI is initialised at
 ``MPI_THREAD_MULTIPLE``, see :mod:`distrcomp.world`). One lock (``_lock``) guards the engine's
 state and is held only for short steps, never while waiting: posting a message's sends (its
 frame and payloads together, so each node's stream stays frame, payloads, frame, ...), the
-queue, the pending sends (a C lock in the compiled build: no Python call on a message's path).
+queue, the pending sends (in the compiled build a flag set holding the GIL: nothing but a test
+and a store on a message's path).
 Taking messages from MPI (probe, receive, decode, in arrival order) is the job of one thread at
 a time, the *taker* (a second lock, tried without waiting): it may block in ``MPI_Mprobe``
 without the GIL, puts what is not its own in the queue and wakes the threads waiting on
@@ -99,14 +100,6 @@ if cython.compiled:
     from cython.cimports.cpython.bytes import PyBytes_AS_STRING, PyBytes_FromStringAndSize
     from cython.cimports.cpython.exc import PyErr_CheckSignals
     from cython.cimports.cpython.long import PyLong_AsLongAndOverflow
-    from cython.cimports.cpython.pythread import (
-        NOWAIT_LOCK,
-        WAIT_LOCK,
-        PyThread_acquire_lock,
-        PyThread_allocate_lock,
-        PyThread_release_lock,
-        PyThread_type_lock,
-    )
     from cython.cimports.libc.string import memcpy
     from cython.cimports.mpi4py import MPI as cMPI
     from cython.cimports.mpi4py.libmpi import (
@@ -287,12 +280,12 @@ class Engine:
     _message: object  # mpi4py's Message (the source's build)
     _msg: MPI_Message  # the same as a handle (the compiled build)
     _handle: MPI_Comm  # comm's handle (the compiled build)
-    # Threads (see the module docstring): the lock of the state and the taker's role, a C lock
-    # and a flag set holding the GIL in the compiled build (_mutex, _taker), threading's locks
-    # in the source's (_lock, _taking); the
+    # Threads (see the module docstring): the lock of the state and the taker's role, flags set
+    # holding the GIL in the compiled build (_busy, _taker), threading's locks in the source's
+    # (_lock, _taking); the
     # threads waiting for messages wait on _arrived (a condition with a lock of its own), and
     # _waiting counts them (changed holding _arrived's lock).
-    _mutex: PyThread_type_lock
+    _busy: cython.bint
     _taker: cython.bint
     _lock: object
     _taking: object
@@ -325,10 +318,7 @@ class Engine:
         if cython.compiled:
             self._handle = cython.cast(cMPI.Comm, comm).ob_mpi
         if cython.compiled:
-            self._mutex = PyThread_allocate_lock()
-            self._taker = False
-            if not self._mutex:
-                raise MemoryError("cannot allocate the engine's lock")
+            self._busy = self._taker = False
         else:
             self._lock, self._taking = threading.Lock(), threading.Lock()
         self._arrived = threading.Condition()
@@ -378,9 +368,12 @@ class Engine:
     def _lock_state(self) -> cython.int:
         """Take the lock of the engine's state (without the GIL while another thread holds it)."""
         if cython.compiled:
-            if not PyThread_acquire_lock(self._mutex, NOWAIT_LOCK):
-                with cython.nogil:
-                    PyThread_acquire_lock(self._mutex, WAIT_LOCK)
+            # A flag set holding the GIL: no Python code runs between its test and its store. A
+            # thread that finds it set gives the GIL and the core away until it is cleared (no
+            # section holding it waits for anything).
+            while self._busy:
+                _yield_core()
+            self._busy = True
         else:
             self._lock.acquire()
         return 0
@@ -389,7 +382,7 @@ class Engine:
     @cython.inline
     def _unlock_state(self) -> cython.int:
         if cython.compiled:
-            PyThread_release_lock(self._mutex)
+            self._busy = False
         else:
             self._lock.release()
         return 0
