@@ -51,7 +51,7 @@ def test_a_system_exit_in_a_thread_ends_only_that_thread(tmp_path):
     """)
     done = run_job(2, prog, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n").count("still here") == 2
+    assert done.stdout.count("still here") == 2  # two ranks' lines may interleave under mpiexec
 
 
 def test_calls_from_another_thread_are_refused_below_mpi_thread_multiple(tmp_path):
