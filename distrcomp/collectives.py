@@ -9,14 +9,19 @@ Objects travel in the wire format of :mod:`distrcomp.wire`: numpy arrays as raw 
 (``Ibcast`` / ``Igatherv`` / ``Iscatterv`` of their bytes), other objects pickled. ``reduce``
 and ``allreduce`` of arrays with a native numeric dtype use MPI's own reduction
 (``Iallreduce`` / ``Ireduce``); anything else is reduced in Python, in node order.
+
+Any thread may call a collective. One collective is several MPI collectives in a row, so a
+node runs one at a time (a second thread's call waits for the first to end); which thread's
+comes first is the program's to decide, and must give the same order on every node.
 """
 
 from __future__ import annotations
 
 import functools
 import operator
+import threading
 from collections.abc import Sequence
-from typing import Any, Callable, Union
+from typing import Any, Callable, TypeVar, Union
 
 import numpy as np
 
@@ -29,7 +34,23 @@ Op = Union[str, Callable[[Any, Any], Any]]
 
 _PY_OPS = {"sum": operator.add, "prod": operator.mul, "max": max, "min": min}
 
+F = TypeVar("F", bound=Callable[..., Any])
 
+_running = threading.RLock()  # held by the thread running a collective (reduce calls gather)
+
+
+def _one_at_a_time(function: F) -> F:
+    """``function``, run holding ``_running`` (see the module docstring)."""
+
+    @functools.wraps(function)
+    def collective(*args: Any, **kwargs: Any) -> Any:
+        with _running:
+            return function(*args, **kwargs)
+
+    return collective  # type: ignore[return-value]
+
+
+@_one_at_a_time
 def barrier() -> None:
     """Block until every node has called ``barrier``."""
     world = get()
@@ -37,6 +58,7 @@ def barrier() -> None:
     world.engine.wait(world.private.Ibarrier())
 
 
+@_one_at_a_time
 def bcast(obj: Any = None, root: int = 0) -> Any:
     """Return ``root``'s ``obj`` on every node; blocking.
 
@@ -128,6 +150,7 @@ def _gather(obj: Any, root: int | None) -> list[Any] | None:
     return [_decode_flat(f, d) for f, d in zip(frames, datas)]
 
 
+@_one_at_a_time
 def gather(obj: Any, root: int = 0) -> list[Any] | None:
     """Return, at ``root``, the list of every node's ``obj`` in node order; None elsewhere.
 
@@ -140,6 +163,7 @@ def gather(obj: Any, root: int = 0) -> list[Any] | None:
     return _gather(obj, root)
 
 
+@_one_at_a_time
 def allgather(obj: Any) -> list[Any]:
     """Return, on every node, the list of every node's ``obj`` in node order (copies); blocking."""
     get().engine.collective("allgather", -1)
@@ -148,6 +172,7 @@ def allgather(obj: Any) -> list[Any]:
     return result
 
 
+@_one_at_a_time
 def scatter(objs: Sequence[Any] | None = None, root: int = 0) -> Any:
     """Give node ``i`` a copy of ``objs[i]``, where ``objs`` is ``root``'s sequence; blocking.
 
@@ -214,6 +239,7 @@ def _native_numeric(obj: Any) -> bool:
     )
 
 
+@_one_at_a_time
 def allreduce(obj: Any, op: Op = "sum") -> Any:
     """Combine every node's ``obj`` with ``op`` and return the result on every node; blocking.
 
@@ -234,6 +260,7 @@ def allreduce(obj: Any, op: Op = "sum") -> Any:
     return functools.reduce(py, _gather(obj, None))
 
 
+@_one_at_a_time
 def reduce(obj: Any, op: Op = "sum", root: int = 0) -> Any:
     """Like :func:`allreduce`, but only ``root`` gets the result; the others get None."""
     world = get()

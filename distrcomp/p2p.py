@@ -37,6 +37,19 @@ each other; so the next message from a node that an any-tag probe matches is alw
 heads from each node in the order they were sent, so the head it keeps for a node when a
 ``REPEAT`` arrives is the one its sender compared with.
 
+Threads. Every method may be called from any thread (MPI is initialised at
+``MPI_THREAD_MULTIPLE``, see :mod:`distrcomp.world`). One lock (``_lock``) guards the engine's
+state and is held only for short steps, never while waiting: posting a message's sends (its
+frame and payloads together, so each node's stream stays frame, payloads, frame, ...), the
+queue, the pending sends (in the compiled build a flag set holding the GIL: nothing but a test
+and a store on a message's path).
+Taking messages from MPI (probe, receive, decode, in arrival order) is the job of one thread at
+a time, the *taker* (a second lock, tried without waiting): it may block in ``MPI_Mprobe``
+without the GIL, puts what is not its own in the queue and wakes the threads waiting on
+``_arrived``; a thread that finds another one taking waits there (or, in ``wait``, polls its
+request). So a blocking call in one thread never stops another from sending or from
+getting its messages, and every message is taken once, in the order its sender sent it.
+
 Why a probe and not a receive kept posted for any node: with MPICH's UCX device between hosts,
 a posted any-source receive together with large sends in both directions hangs (reproduced in
 raw mpi4py: tests/cluster/programs/p2p_pattern.py); matched probes do not.
@@ -50,6 +63,7 @@ import operator
 import os
 import pickle
 import sys
+import threading
 import time
 from collections import Counter, deque
 from typing import Any
@@ -64,7 +78,15 @@ from mpi4py import MPI
 from . import buffers
 from .errors import DistrCompError, MessageDecodeError
 from .tags import ANY_SOURCE, ANY_TAG
-from .wire import BARE_PICKLE, FRAME_MAX, decode, describe, encode, is_array_frame
+from .wire import (
+    BARE_PICKLE,
+    FRAME_MAX,
+    decode,
+    describe,
+    encode,
+    has_pickled_dtype,
+    is_array_frame,
+)
 
 if cython.compiled:
     from cython.cimports import numpy as cnp
@@ -306,6 +328,19 @@ class Engine:
     _on_send = cython.declare(object, visibility="readonly")  # trace: (dest, tag, bytes)
     _on_take = cython.declare(object, visibility="readonly")  # trace: (src, tag, bytes)
     _on_block = cython.declare(object, visibility="readonly")  # trace: (op, peer, tag, t0, t1)
+    # Threads (see the module docstring): the lock of the state and the taker's role, flags set
+    # holding the GIL in the compiled build (_busy, _taker), threading's locks in the source's
+    # (_lock, _taking); the
+    # threads waiting for messages wait on _arrived (a condition with a lock of its own), and
+    # _waiting counts them (changed holding _arrived's lock).
+    _busy: cython.bint
+    _taker: cython.bint
+    _lock: object
+    _taking: object
+    _arrived: object
+    _waiting: cython.Py_ssize_t
+    _threads: cython.bint  # MPI allows calls from any thread (MPI_THREAD_MULTIPLE)
+    _owner: cython.long  # the thread that made the engine (the only one allowed otherwise)
 
     def __init__(self, comm: Any) -> None:
         self.comm = comm
@@ -330,6 +365,14 @@ class Engine:
         self._scratch = bytearray(0)
         if cython.compiled:
             self._handle = cython.cast(cMPI.Comm, comm).ob_mpi
+        if cython.compiled:
+            self._busy = self._taker = False
+        else:
+            self._lock, self._taking = threading.Lock(), threading.Lock()
+        self._arrived = threading.Condition()
+        self._waiting = 0
+        self._threads = MPI.Query_thread() >= MPI.THREAD_MULTIPLE
+        self._owner = threading.get_ident()
         self._op, self._peer, self._tag, self._since, self._nbytes = 0, 0, 0, 0.0, 0
         self._collective, self._n_collective = None, 0
         self._finished = [False] * self.n_node
@@ -364,8 +407,9 @@ class Engine:
     # ------------------------------------------------------------------ checks
     @cython.annotation_typing(False)  # the checks below raise the documented errors
     def check_node(self, what: str, node: int, allow_any: bool = False) -> None:
-        """Raise ValueError unless ``node`` is a node id (or ANY_SOURCE when allowed)."""
-        if type(node) is not int and not hasattr(node, "__index__"):
+        """Raise ValueError unless ``node`` is a node id (or ANY_SOURCE when allowed); TypeError
+        unless it is an integer (``int`` or has ``__index__``), and for a ``bool``."""
+        if isinstance(node, (bool, np.bool_)) or (type(node) is not int and not hasattr(node, "__index__")):
             raise TypeError(f"{what} must be an int node id, got {type(node).__name__}")
         if allow_any and node == ANY_SOURCE:
             return
@@ -374,8 +418,9 @@ class Engine:
 
     @cython.annotation_typing(False)  # the checks below raise the documented errors
     def check_tag(self, what: str, tag: int, allow_any: bool = False) -> None:
-        """Raise ValueError unless ``0 <= tag <= max_tag`` (or ANY_TAG when allowed)."""
-        if type(tag) is not int and not hasattr(tag, "__index__"):
+        """Raise ValueError unless ``0 <= tag <= max_tag`` (or ANY_TAG when allowed); TypeError
+        unless it is an integer (``int`` or has ``__index__``), and for a ``bool``."""
+        if isinstance(tag, (bool, np.bool_)) or (type(tag) is not int and not hasattr(tag, "__index__")):
             raise TypeError(f"{what}: tag must be an int, got {type(tag).__name__}")
         if allow_any and tag == ANY_TAG:
             return
@@ -395,6 +440,70 @@ class Engine:
         if not timeout >= 0:
             raise ValueError(f"{what}: timeout={timeout} must be a number of seconds >= 0, or None")
 
+    # ----------------------------------------------------------------- threads
+    @cython.cfunc
+    @cython.inline
+    def _lock_state(self) -> cython.int:
+        """Take the lock of the engine's state (without the GIL while another thread holds it)."""
+        if cython.compiled:
+            # A flag set holding the GIL: no Python code runs between its test and its store. A
+            # thread that finds it set gives the GIL and the core away until it is cleared (no
+            # section holding it waits for anything).
+            while self._busy:
+                _yield_core()
+            self._busy = True
+        else:
+            self._lock.acquire()
+        return 0
+
+    @cython.cfunc
+    @cython.inline
+    def _unlock_state(self) -> cython.int:
+        if cython.compiled:
+            self._busy = False
+        else:
+            self._lock.release()
+        return 0
+
+    @cython.cfunc
+    @cython.inline
+    def _start_taking(self) -> cython.bint:
+        """Become the thread that takes messages from MPI, unless another one is; True if so."""
+        if cython.compiled:  # no Python code runs between the test and the store: the GIL is held
+            if self._taker:
+                return False
+            self._taker = True
+            return True
+        return self._taking.acquire(False)
+
+    @cython.cfunc
+    def _release_taking(self) -> cython.int:
+        """Stop being the taker; wake the waiting threads, one of which may take now."""
+        if cython.compiled:
+            self._taker = False
+        else:
+            self._taking.release()
+        if self._waiting:
+            self._wake()
+        return 0
+
+    def _wake(self) -> None:
+        with self._arrived:
+            self._arrived.notify_all()
+
+    def check_thread(self, what: str) -> None:
+        """Raise DistrCompError if this thread may not call MPI: the MPI library was initialised
+        below ``MPI_THREAD_MULTIPLE`` and this is not the thread that initialised distrcomp."""
+        if self._threads or threading.get_ident() == self._owner:
+            return
+        levels = {MPI.THREAD_SINGLE: "MPI_THREAD_SINGLE", MPI.THREAD_FUNNELED: "MPI_THREAD_FUNNELED",
+                  MPI.THREAD_SERIALIZED: "MPI_THREAD_SERIALIZED"}
+        level = levels.get(MPI.Query_thread(), str(MPI.Query_thread()))
+        raise DistrCompError(
+            f"{what}: node {self.node_id} was called from a thread other than the one that "
+            f"initialised distrcomp, but MPI was initialised at {level}; calls from several "
+            "threads need MPI_THREAD_MULTIPLE (leave mpi4py.rc.thread_level at its default)")
+
     # -------------------------------------------------------------------- send
     @cython.annotation_typing(False)  # the checks below raise the documented errors
     @cython.locals(d=cython.long, t=cython.long)
@@ -407,9 +516,11 @@ class Engine:
         numpy arrays travel as raw buffers (dtype, shape and C/Fortran order kept; a
         non-contiguous array is copied once): a small one (up to 16 KiB with its head) is copied
         and ``send`` returns at once; a large one is handed to MPI in place, uncopied, and ``send``
-        returns when MPI has taken it. An array with the dtype (the same object), shape and memory
-        order of the last array sent to ``dest``, contiguous and under 2 GiB, goes as one MPI
-        message of its data alone (else a small head goes before it).
+        returns when MPI has taken it. An array with the dtype (the same object, a plain one:
+        no fields, no metadata), shape and memory order of the last array sent to ``dest``,
+        contiguous and under 2 GiB, goes as one MPI message of its data alone (else a small head
+        goes before it). Every array arrives with exactly its own dtype (byte order, fields,
+        offsets, ``align``, metadata).
         Other objects are pickled with the standard library's pickle (protocol 5, arrays inside
         them out-of-band, never copied into the pickle stream). Order is kept per (sender,
         receiver, tag), arrays and other objects mixed. ``dest`` may be this node itself.
@@ -420,6 +531,7 @@ class Engine:
         TypeError, naming the type, if ``obj`` cannot be pickled (raised before anything is sent).
         A KeyboardInterrupt (or a signal handler's exception) while ``send`` waits propagates; the
         message is still delivered, so an array being sent must then not be changed until it is.
+        Any thread may call ``send``; order is kept per (sending thread, receiver, tag).
         """
         # The full checks (which also accept any integer-like value) only when the quick ones fail.
         d = _quick_int(dest)
@@ -430,16 +542,31 @@ class Engine:
         if not 0 <= t <= self.max_tag:
             self.check_tag("send", tag)
             t = _index(tag)
-        if type(obj) is _ndarray and self._repeats(d, obj):
-            self._send_repeat(d, t, obj)
-            return
-        frame, payloads, owned = encode(obj)
-        if is_array_frame(frame):  # forgotten until sent: an interrupted send must not leave it
-            self._dtypes_to[d] = None
-            self._post(d, t, frame, payloads, owned)
-            self._note_head(d, obj)
-        else:
-            self._post(d, t, frame, payloads, owned)
+        if not self._threads:
+            self.check_thread("send")
+        # Posted under the lock, waited for (a large array's data) after it.
+        unsent: object = _NOT_SENT
+        if type(obj) is _ndarray:
+            self._lock_state()
+            try:
+                if self._repeats(d, obj):
+                    unsent = self._send_repeat(d, t, obj)
+            finally:
+                self._unlock_state()
+        if unsent is _NOT_SENT:
+            frame, payloads, owned = encode(obj)
+            self._lock_state()
+            try:
+                if is_array_frame(frame):  # forgotten until posted: an interrupted send must not leave it
+                    self._dtypes_to[d] = None
+                    unsent = self._post(d, t, frame, payloads, owned)
+                    self._note_head(d, obj, frame)
+                else:
+                    unsent = self._post(d, t, frame, payloads, owned)
+            finally:
+                self._unlock_state()
+        if unsent is not None:
+            self._await_payloads(d, t, unsent)
 
     @cython.cfunc
     def _repeats(self, dest: cython.int, array: Any) -> cython.bint:
@@ -471,10 +598,12 @@ class Engine:
         return flags.c_contiguous
 
     @cython.cfunc
-    def _note_head(self, dest: cython.int, obj: Any) -> cython.int:
+    def _note_head(self, dest: cython.int, obj: Any, frame: bytes) -> cython.int:
         """Remember the array head just sent to ``dest`` for :meth:`_repeats` (or forget the
-        last one: the receiver keeps only the last array head)."""
-        if type(obj) is _ndarray and obj.nbytes <= _REPEAT_MAX:
+        last one: the receiver keeps only the last array head). Not one that pickles its dtype:
+        such a dtype may be changed in place (``dtype.names = ...``), so an array of it is
+        never described by an earlier head."""
+        if type(obj) is _ndarray and obj.nbytes <= _REPEAT_MAX and not has_pickled_dtype(frame):
             flags = obj.flags
             self._dtypes_to[dest] = obj.dtype
             self._shapes_to[dest] = obj.shape
@@ -485,9 +614,10 @@ class Engine:
         return 0
 
     @cython.cfunc
-    def _send_repeat(self, dest: cython.int, tag: cython.long, array: Any) -> cython.int:
+    def _send_repeat(self, dest: cython.int, tag: cython.long, array: Any) -> object:
         """Send ``array``'s data alone, in its memory order, as ``REPEAT``: copied when it is
-        small (``send`` returns at once), else from the array's memory, waited for."""
+        small (``send`` returns at once), else from the array's memory, to be waited for (see
+        :meth:`_post_payloads`, whose result this returns). Called holding the lock."""
         mtag: cython.int = tag << _KIND_BITS | REPEAT
         self._sent[dest] += 1
         if self._profile:
@@ -504,25 +634,25 @@ class Engine:
                 if request is not None:  # MPI still reads it: it stays with the request
                     self._keep(request, scratch, dest)
                     self._scratch = bytearray(0)
-                return 0
+                return None
         elif array.nbytes <= FRAME_MAX:
             self._isend_kept(array.tobytes("A"), dest, mtag)  # in memory order, C or Fortran
-            return 0
-        self._send_payloads(dest, mtag, [array.ravel("K").view(np.uint8)], False)
-        return 0
+            return None
+        return self._post_payloads(dest, mtag, [array.ravel("K").view(np.uint8)], False)
 
     @cython.cfunc
     def _post(self, dest: cython.int, tag: cython.long, frame: bytes, payloads: list,
-              owned: cython.bint) -> cython.int:
-        """Start sending an encoded message: the frame, then its payloads (see ``encode``)."""
+              owned: cython.bint) -> object:
+        """Start sending an encoded message: the frame, then its payloads (see ``encode``).
+        Called holding the lock; returns what :meth:`_post_payloads` returns (or None)."""
         mtag: cython.int = tag << _KIND_BITS | (BARE if frame[0] == BARE_PICKLE else FRAMED)
         self._sent[dest] += 1
         if self._profile:
             self._note_sent(dest, tag, len(frame) + sum(memoryview(p).nbytes for p in payloads))
         self._isend_kept(frame, dest, mtag)
         if payloads:
-            self._send_payloads(dest, mtag | PAYLOAD, payloads, owned)
-        return 0
+            return self._post_payloads(dest, mtag | PAYLOAD, payloads, owned)
+        return None
 
     @cython.cfunc
     def _note_sent(self, dest: cython.int, tag: cython.long, nbytes: cython.Py_ssize_t) -> cython.int:
@@ -567,28 +697,39 @@ class Engine:
             return request
 
     @cython.cfunc
-    def _send_payloads(self, dest: cython.int, mtag: cython.int, payloads: list,
-                       owned: cython.bint) -> cython.int:
+    def _post_payloads(self, dest: cython.int, mtag: cython.int, payloads: list,
+                       owned: cython.bint) -> object:
+        """Start sending ``payloads``; None when they are the engine's own (kept until sent),
+        else ``(requests, payloads)`` for :meth:`_await_payloads` (after the lock is let go)."""
         comm = self.comm
         requests = [comm.Isend(payload, dest, mtag) for payload in payloads]
         if owned:
             for request, payload in zip(requests, payloads):
                 self._keep(request, payload, dest)
-            return 0
+            return None
+        return requests, payloads
+
+    def _await_payloads(self, dest: int, tag: int, unsent: tuple) -> None:
+        """Wait until the payloads :meth:`_post_payloads` started are sent (the caller's memory)."""
+        requests, payloads = unsent
         index: cython.Py_ssize_t
-        self._op, self._peer, self._tag = OP_SEND, dest, mtag >> _KIND_BITS
+        self._op, self._peer, self._tag = OP_SEND, dest, tag
         self._nbytes = sum(memoryview(payload).nbytes for payload in payloads)
         for index in range(len(requests)):
             try:
                 self.wait(requests[index])
             except BaseException:  # an interrupt: the payloads still go; keep them alive until sent
-                for late, payload in zip(requests[index:], payloads[index:]):
-                    self._keep(late, payload, dest)
+                self._lock_state()
+                try:
+                    for late, payload in zip(requests[index:], payloads[index:]):
+                        self._keep(late, payload, dest)
+                finally:
+                    self._unlock_state()
                 raise
-        return 0
 
     @cython.cfunc
     def _keep(self, request: Any, buffer: Any, dest: cython.int) -> cython.int:
+        """Keep ``buffer`` alive until ``request`` (sending it) completes. Holding the lock."""
         self._pending.append((request, buffer, dest, self._sent[dest]))
         if len(self._pending) >= self._purge_at:
             self._purge()
@@ -617,21 +758,28 @@ class Engine:
         operation goes on in MPI: the request and the buffers in ``keep`` (those MPI may still
         use that the request does not hold itself: mpi4py's reduction requests do not hold their
         receive buffer) are then kept by the engine (see :meth:`_abandon`).
+
+        Any thread may wait; messages are taken by whichever thread is taking (see the module
+        docstring), by this one when none is.
         """
+        if not self._threads:
+            self.check_thread("wait")
         try:
             for _ in range(_SPIN_POLLS):
                 if request.Test():
                     return
             self._since = _now()
             while not request.Test():
-                if self._probe(False):
-                    self._queue_taken()
-                else:
+                if not self._accept():
                     _yield_core()
                     if cython.compiled:  # compiled code runs no signal handler by itself
                         PyErr_CheckSignals()
         except BaseException:
-            self._abandon(request, keep)
+            self._lock_state()
+            try:
+                self._abandon(request, keep)
+            finally:
+                self._unlock_state()
             raise
         finally:
             if self._since:
@@ -642,15 +790,68 @@ class Engine:
         and MPI may still use the buffers (a collective goes on once the other nodes join it).
         Otherwise the request would be freed while active (erroneous for a collective) and a
         buffer could go back to :mod:`distrcomp.buffers` and be handed out while MPI writes it.
-        Those already completed are dropped here."""
+        Those already completed are dropped here. Holding the lock."""
         self._interrupted = [entry for entry in self._interrupted if not entry[0].Test()]
         self._interrupted.append((request, keep))
 
     # ----------------------------------------------------------------- receive
     @cython.cfunc
+    def _accept(self) -> cython.bint:
+        """Take one message that has arrived into the queue, unless another thread is taking
+        (see the module docstring); True if one was taken."""
+        if not self._start_taking():
+            return False
+        try:
+            if not self._probe(False):
+                return False
+            self._enqueue(self._take_entry())
+            return True
+        finally:
+            self._release_taking()
+
+    @cython.cfunc
+    def _enqueue(self, entry: tuple) -> cython.int:
+        """Queue a message the taker took (before it lets go of taking: arrival order is kept).
+        An exit notice is not queued (taking it marked its node finished); the threads waiting
+        are woken all the same, since what they wait for may now be impossible."""
+        if entry[2] is _FINISHED:
+            if self._waiting:
+                self._wake()
+            return 0
+        self._lock_state()
+        try:
+            self._queue.append(entry)
+        finally:
+            self._unlock_state()
+        if self._waiting:
+            self._wake()
+        return 0
+
+    @cython.cfunc
+    def _take_until(self, src: cython.long, tag: cython.long, remove: cython.bint,
+                    block: cython.bint, what: str) -> object:
+        """As the taker, take messages until one from ``src`` with ``tag`` comes and return it
+        (queued too unless ``remove``), queueing the others; without ``block``, return None
+        once no more has arrived. Raises DistrCompError (``what`` naming the caller) once an
+        exit notice makes the message impossible (see :meth:`_check_finished`)."""
+        while self._probe(block):
+            entry = self._take_entry()
+            if entry[2] is _FINISHED:
+                self._check_finished(src, tag, what)
+                continue
+            if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
+                if not remove:
+                    self._enqueue(entry)
+                return entry
+            self._enqueue(entry)
+        return None
+
+    @cython.cfunc
     def _probe(self, block: cython.bint) -> cython.bint:
         """Find the next message from any node with any tag (waiting for one if ``block``):
-        sets ``_src``, ``_mtag``, ``_count`` and the matched message; False if none is here."""
+        sets ``_src``, ``_mtag``, ``_count`` and the matched message; False if none is here.
+        Only the taker calls this, and what follows up to the decoded message (see the module
+        docstring)."""
         if cython.compiled:
             flag: cython.int = 1
             n: cython.int = 0
@@ -710,14 +911,6 @@ class Engine:
             if self._profile == 2:
                 self._on_block(self._op, self._peer, self._tag, self._since, now)
         self._since = 0.0
-        return 0
-
-    @cython.cfunc
-    def _queue_taken(self) -> cython.int:
-        """Take the probed message into the queue (an exit notice only marks its node)."""
-        entry = self._take_entry()
-        if entry[2] is not _FINISHED:
-            self._queue.append(entry)
         return 0
 
     @cython.cfunc
@@ -836,11 +1029,14 @@ class Engine:
         received, or an ``_Undecodable``. An array head is kept as the head of ``REPEAT``
         messages from ``src`` (even if it cannot be decoded: then neither can they)."""
         if is_array_frame(frame):
-            try:
-                dtype, shape, order, nbytes, _ = describe(frame)
-                self._heads_from[src] = _Head(dtype, shape, order, nbytes)
-            except Exception as exc:  # noqa: BLE001 - decode raises it again below
-                self._heads_from[src] = exc
+            if has_pickled_dtype(frame):  # its sender never repeats it (see Engine._note_head)
+                self._heads_from[src] = None
+            else:
+                try:
+                    dtype, shape, order, nbytes, _ = describe(frame)
+                    self._heads_from[src] = _Head(dtype, shape, order, nbytes)
+                except Exception as exc:  # noqa: BLE001 - decode raises it again below
+                    self._heads_from[src] = exc
         self._fill_src = src
         self._fill_mtag = tag << _KIND_BITS | PAYLOAD
         try:
@@ -857,6 +1053,8 @@ class Engine:
     # -------------------------------------------------------------------- recv
     @cython.cfunc
     def _match(self, src: cython.int, tag: cython.long, remove: cython.bint) -> object:
+        """The first queued message from ``src`` with ``tag`` (removed if ``remove``), or None.
+        Holding the lock."""
         queue = self._queue
         for index, entry in enumerate(queue):
             if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
@@ -881,6 +1079,7 @@ class Engine:
         Raises ValueError for a ``src`` outside ``range(n_node)`` (other than ``ANY_SOURCE``), a bad
         ``tag`` or a negative (or NaN) ``timeout``; TypeError for a ``timeout`` that is not a number;
         MessageDecodeError if the message arrived but cannot be unpickled here.
+        Any thread may call ``recv``; each message is returned by exactly one call.
         """
         s = _quick_int(src)
         t = _quick_int(tag)
@@ -892,24 +1091,31 @@ class Engine:
             t = _index(tag)
         if timeout is not None:
             self.check_timeout("recv", timeout)
-        entry = self._match(s, t, True) if self._queue else None
-        if entry is None:
-            self._op, self._peer, self._tag = OP_RECV, s, t
-            if self._n_finished:
-                self._check_finished(s, t, "recv")
-            if timeout is None:  # block in MPI for the next frame, and most often it is the one
-                self._probe(True)
-                obj = self._take()
-                if (s < 0 or self._src == s) and (t < 0 or self._mtag >> _KIND_BITS == t) \
-                        and obj is not _FINISHED:
-                    if type(obj) is _Undecodable:
-                        raise obj.error
-                    return obj
-                if obj is not _FINISHED:
-                    self._queue.append((self._src, self._mtag >> _KIND_BITS, obj))
-                entry = self._await(s, t, None, True, "recv")
-            else:
-                entry = self._await(s, t, timeout, True, "recv")
+        if not self._threads:
+            self.check_thread("recv")
+        # The usual case: nothing queued, no other thread taking; this one blocks in MPI for the
+        # next frame, and most often it is the one.
+        if timeout is None and not self._queue and self._start_taking():
+            obj = _NOT_SENT
+            try:
+                if not self._queue:  # none queued by another thread meanwhile
+                    self._op, self._peer, self._tag = OP_RECV, s, t
+                    if self._n_finished:
+                        self._check_finished(s, t, "recv")
+                    self._probe(True)
+                    obj = self._take()
+                    if obj is _FINISHED or not (
+                            (s < 0 or self._src == s) and (t < 0 or self._mtag >> _KIND_BITS == t)):
+                        self._enqueue((self._src, self._mtag >> _KIND_BITS, obj))
+                        obj = _NOT_SENT
+            finally:
+                self._release_taking()
+            if obj is not _NOT_SENT:
+                if type(obj) is _Undecodable:
+                    raise obj.error
+                return obj
+        self._op, self._peer, self._tag = OP_RECV, s, t
+        entry = self._await(s, t, timeout, True, "recv")
         obj = entry[2]
         if type(obj) is _Undecodable:
             raise obj.error
@@ -925,10 +1131,10 @@ class Engine:
         that is not None or a number of seconds >= 0. ``what`` names the caller in errors.
         """
         self.check_timeout(what, timeout)
-        entry = self._match(src, tag, remove) if self._queue else None
-        if entry is None:
-            self._op, self._peer, self._tag = OP_RECV if remove else OP_PROBE, src, tag
-            entry = self._await(src, tag, timeout, remove, what)
+        if not self._threads:
+            self.check_thread(what)
+        self._op, self._peer, self._tag = OP_RECV if remove else OP_PROBE, src, tag
+        entry = self._await(src, tag, timeout, remove, what)
         obj = entry[2]
         if remove and type(obj) is _Undecodable:
             raise obj.error
@@ -937,53 +1143,67 @@ class Engine:
     @cython.annotation_typing(False)  # the checks below raise the documented errors
     def _await(self, src: int, tag: int, timeout: float | None, remove: bool, what: str
                ) -> tuple[int, int, Any]:
-        queue = self._queue
-        self._check_finished(src, tag, what)
-        if timeout is None:  # block in MPI until the next frame
-            while True:
-                self._probe(True)
-                entry = self._take_entry()
-                if entry[2] is _FINISHED:
-                    self._check_finished(src, tag, what)
-                    continue
-                if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
-                    if not remove:
-                        queue.append(entry)
-                    return entry
-                queue.append(entry)
-        deadline = time.monotonic() + max(0.0, timeout)
+        """Return the first message from ``src`` with ``tag``, queued or to come: from the queue,
+        else taking messages from MPI when no other thread is (blocking in MPI when there is no
+        timeout), else waiting for the thread that is. Raises TimeoutError after ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        if deadline is None:  # the blocking probe counts the time blocked itself
+            return self._await_loop(src, tag, timeout, remove, what, deadline)
         self._since = _now()
         try:
-            return self._poll(src, tag, timeout, remove, what, deadline)
+            return self._await_loop(src, tag, timeout, remove, what, deadline)
         finally:
             self._blocked_until_now()
 
-    @cython.annotation_typing(False)
-    def _poll(self, src: int, tag: int, timeout: float, remove: bool, what: str, deadline: float
-              ) -> tuple[int, int, Any]:
-        """:meth:`_await` with a timeout: probe, sleep a little, until ``deadline``."""
-        queue = self._queue
+    @cython.annotation_typing(False)  # the timeout as the caller gave it, in the message
+    def _await_loop(self, src: int, tag: int, timeout: float | None, remove: bool, what: str,
+                    deadline: float | None) -> tuple[int, int, Any]:
+        """:meth:`_await`'s loop, until ``deadline`` (monotonic seconds) or without one."""
         delay = 2e-5
         while True:
-            if not self._probe(False):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"{what}: node {self.node_id} waited {timeout} s for a message from "
-                        f"{_who(src)} with {_which(tag)}; none arrived"
-                    )
-                time.sleep(min(delay, remaining))
-                delay = min(2 * delay, 1e-3)
-                continue
-            entry = self._take_entry()
-            if entry[2] is _FINISHED:
+            # Under the state lock: the message is queued, or this thread becomes the taker, or
+            # it waits on _arrived, counted before the lock is let go (so that a taker that
+            # queues a message or stops taking after this check wakes it).
+            self._lock_state()
+            try:
+                entry = self._match(src, tag, remove)
+                if entry is not None:
+                    return entry
                 self._check_finished(src, tag, what)
+                taking = self._start_taking()
+                if not taking:
+                    remaining = None
+                    if deadline is not None:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise self._timed_out(src, tag, timeout, what)
+                    self._arrived.acquire()
+                    self._waiting += 1
+            finally:
+                self._unlock_state()
+            if not taking:
+                try:
+                    self._arrived.wait(remaining)
+                finally:
+                    self._waiting -= 1
+                    self._arrived.release()
                 continue
-            if (src < 0 or entry[0] == src) and (tag < 0 or entry[1] == tag):
-                if not remove:
-                    queue.append(entry)
+            try:
+                entry = self._take_until(src, tag, remove, deadline is None, what)
+            finally:
+                self._release_taking()
+            if entry is not None:
                 return entry
-            queue.append(entry)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:  # everything arrived so far was taken, and none of it matched
+                raise self._timed_out(src, tag, timeout, what)
+            time.sleep(min(delay, remaining))
+            delay = min(2 * delay, 1e-3)
+
+    @cython.annotation_typing(False)  # the timeout as the caller gave it, in the message
+    def _timed_out(self, src: int, tag: int, timeout: float, what: str) -> TimeoutError:
+        return TimeoutError(f"{what}: node {self.node_id} waited {timeout} s for a message from "
+                            f"{_who(src)} with {_which(tag)}; none arrived")
 
     # -------------------------------------------------------------------- exit
     def close(self) -> None:
@@ -1004,36 +1224,67 @@ class Engine:
             return
         self._closed = True
         self._op = OP_EXIT
-        for dest in range(self.n_node):  # the exit notice: an empty BARE message to every node
-            if dest != self.node_id:
-                self._sent[dest] += 1
-                self._isend_kept(b"", dest, BARE)
+        self._lock_state()
+        try:
+            for dest in range(self.n_node):  # the exit notice: an empty BARE message to each node
+                if dest != self.node_id:
+                    self._sent[dest] += 1
+                    self._isend_kept(b"", dest, BARE)
+        finally:
+            self._unlock_state()
         self._flush_pending()
         # Reduce-scatter, not alltoall: MPICH's Ialltoall on one rank sends on the user's context.
-        sent = np.array(self._sent, np.int64)
+        self._lock_state()
+        try:
+            sent = np.array(self._sent, np.int64)
+        finally:
+            self._unlock_state()
         expected = np.zeros(1, np.int64)
         self.wait(self.comm.Ireduce_scatter_block(sent, expected, MPI.SUM), sent, expected)
         while self._n_received < expected[0]:
-            self._probe(True)
-            self._queue_taken()
-        MPI.Request.Waitall([entry[0] for entry in self._pending])
-        self._pending = []
+            if self._start_taking():  # block in MPI for the next message
+                try:
+                    if self._n_received < expected[0]:
+                        self._probe(True)
+                        self._enqueue(self._take_entry())
+                finally:
+                    self._release_taking()
+            else:  # another thread is taking: it counts what it takes
+                with self._arrived:
+                    self._waiting += 1
+                    try:
+                        self._arrived.wait(0.01)
+                    finally:
+                        self._waiting -= 1
+        self._lock_state()
+        try:
+            pending, self._pending = self._pending, []
+        finally:
+            self._unlock_state()
+        MPI.Request.Waitall([entry[0] for entry in pending])
         self._report_unreceived()
 
     def _flush_pending(self) -> None:
         limit = _exit_timeout()
         deadline = time.monotonic() + limit
-        while self._pending:
-            if MPI.Request.Testall([entry[0] for entry in self._pending]):
-                self._pending = []
-                return
-            if self._probe(False):
-                self._queue_taken()
+        while True:
+            self._lock_state()
+            try:
+                if not self._pending or MPI.Request.Testall([entry[0] for entry in self._pending]):
+                    self._pending = []
+                    return
+            finally:
+                self._unlock_state()
+            if self._accept():
                 continue
             if time.monotonic() >= deadline:
                 break
             time.sleep(1e-3)
-        self._purge()
+        self._lock_state()
+        try:
+            self._purge()
+        finally:
+            self._unlock_state()
         if self._pending:
             messages = {(entry[2], entry[3]) for entry in self._pending}
             counts = Counter(dest for dest, _ in messages)
@@ -1044,11 +1295,21 @@ class Engine:
             )
 
     def _report_unreceived(self) -> None:
+        self._lock_state()
+        try:
+            self._warn_unreceived()
+        finally:
+            self._unlock_state()
+
+    def _warn_unreceived(self) -> None:
         if self._queue:
             counts = Counter((entry[0], entry[1]) for entry in self._queue)
             where = ", ".join(f"{n} from node {s} (tag {t})" for (s, t), n in sorted(counts.items()))
             _warn(f"node {self.node_id} is exiting with {len(self._queue)} message(s) never received: {where}")
             self._queue.clear()
+
+
+_NOT_SENT = object()  # send and recv: "not done yet" (None is a result)
 
 
 def _undecodable(src: int, tag: int, exc: BaseException) -> _Undecodable:

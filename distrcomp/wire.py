@@ -31,21 +31,34 @@ A message is a *frame* of at most ``FRAME_MAX`` bytes, followed by zero or more 
       [body]      inline when it fits, else the first payload
 
   ``body`` is the out-of-band buffer lengths (int64 each) followed by a pickle-5 stream.
-  Buffers that pickle hands out of band (numpy arrays inside containers) follow as their own
-  payloads, never copied into the stream.
+  Buffers that pickle hands out of band follow as their own payloads, never copied into the
+  stream: every ``numpy.ndarray`` inside a container whose dtype holds no Python objects (a
+  non-contiguous one is first copied into C order), with its exact dtype. Object arrays (and
+  ndarray subclasses) are pickled in-band, as numpy pickles them.
+
+A dtype is named by ``dtype.str`` only when that says everything about it (no fields, no
+metadata); any other dtype is pickled whole (field names, offsets, metadata, the ``align``
+flag, byte order). The caches below hold only dtypes named by ``dtype.str``: those cannot
+change (``dtype.names = ...`` renames a structured dtype in place) and no other dtype that
+compares equal to one differs from it (``==`` and ``hash`` ignore metadata and ``align``), and
+each cache entry is used only for the very dtype object it was made for.
 """
 
 from __future__ import annotations
 
+import copyreg
+import io
 import pickle
 import struct
-from typing import Any, Callable
+from collections import ChainMap
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
 from . import buffers
 
-__all__ = ["BARE_PICKLE", "FRAME_MAX", "decode", "describe", "encode", "is_array_frame", "pickle_frame"]
+__all__ = ["BARE_PICKLE", "FRAME_MAX", "decode", "describe", "encode", "has_pickled_dtype",
+           "is_array_frame", "pickle_frame"]
 
 FRAME_MAX = 16384
 
@@ -57,14 +70,16 @@ _ARRAY_HEAD = "<BBHHHq"
 _HEADS = [struct.Struct(f"{_ARRAY_HEAD}{ndim}q") for ndim in range(65)]  # head + shape, per ndim
 _PICKLE_HEAD = struct.Struct("<BBxxIq")
 
-_dtype_codes: dict = {}  # dtype -> (code bytes, flag), or None when arrays of it are pickled
-_code_dtypes: dict = {}  # code bytes -> dtype (a pickled code never looks like a dtype.str)
+_dtype_codes: dict = {}  # dtype -> (dtype, code bytes), for dtypes named by dtype.str
+_code_dtypes: dict = {}  # dtype.str code bytes -> dtype
 
 # A program sends the same few shapes again and again, and for a small array building or
 # reading a head costs more than the data: heads of C-ordered arrays by (dtype, shape), and what
-# each array head received says. Each is emptied when it reaches _KEPT entries.
-_c_heads: dict = {}  # (dtype, shape) -> head, of arrays sent inline
-_payload_heads: dict = {}  # (dtype, shape) -> head, of arrays sent as a payload
+# each array head received says; only for dtypes named by dtype.str (see the module docstring),
+# and a sender's entry only for the dtype object it was made for (the first item of the value).
+# Each is emptied when it reaches _KEPT entries.
+_c_heads: dict = {}  # (dtype, shape) -> (dtype, head), of arrays sent inline
+_payload_heads: dict = {}  # (dtype, shape) -> (dtype, head), of arrays sent as a payload
 _described: dict = {}  # head -> (dtype, shape, order, nbytes, inline)
 _KEPT = 256
 
@@ -72,24 +87,30 @@ Fill = Callable[[Any], None]
 
 
 def _dtype_code(dtype: np.dtype) -> tuple[bytes, int] | None:
-    """How a dtype is named in a frame; None if arrays of it hold Python objects (pickled)."""
-    if dtype in _dtype_codes:
-        return _dtype_codes[dtype]
+    """How a dtype is named in a frame: ``(code, flag)``; None if arrays of it hold Python
+    objects (they are pickled)."""
+    known = _dtype_codes.get(dtype)
+    if known is not None and known[0] is dtype:
+        return known[1], 0
     if dtype.hasobject or dtype.kind == "T":
-        entry = None
-    elif dtype.fields is None and dtype.subdtype is None and np.dtype(dtype.str) == dtype:
-        entry = (dtype.str.encode(), 0)
-    else:
-        entry = (pickle.dumps(dtype, protocol=5), _DTYPE_PICKLED)
-    _dtype_codes[dtype] = entry
-    return entry
+        return None
+    if (dtype.fields is None and dtype.subdtype is None and dtype.metadata is None
+            and np.dtype(dtype.str) == dtype):
+        code = dtype.str.encode()
+        if len(_dtype_codes) >= _KEPT:
+            _dtype_codes.clear()
+        _dtype_codes[dtype] = (dtype, code)
+        return code, 0
+    return pickle.dumps(dtype, protocol=5), _DTYPE_PICKLED  # never kept: see the module docstring
 
 
 def _dtype_of(code: bytes, flag: int) -> np.dtype:
+    """The dtype a frame's code names; a pickled one is unpickled anew (a new object) each time."""
+    if flag:
+        return pickle.loads(code)
     dtype = _code_dtypes.get(code)
     if dtype is None:
-        dtype = pickle.loads(code) if flag else np.dtype(code.decode())
-        _code_dtypes[code] = dtype
+        dtype = _code_dtypes[code] = np.dtype(code.decode())
     return dtype
 
 
@@ -110,15 +131,16 @@ def encode(obj: Any) -> tuple[bytes, list[Any], bool]:
     Raises TypeError, naming the type, if ``obj`` cannot be pickled.
     """
     if type(obj) is np.ndarray:
+        dtype = obj.dtype
         if obj.flags.c_contiguous:
-            key = (obj.dtype, obj.shape)
-            head = _c_heads.get(key)
-            if head is not None:
-                return head + obj.tobytes(), [], True
-            head = _payload_heads.get(key)
-            if head is not None:
-                return head, [_bytes_of(obj, False)], False
-        dtype_code = _dtype_codes.get(obj.dtype) or _dtype_code(obj.dtype)
+            key = (dtype, obj.shape)
+            kept = _c_heads.get(key)
+            if kept is not None and kept[0] is dtype:
+                return kept[1] + obj.tobytes(), [], True
+            kept = _payload_heads.get(key)
+            if kept is not None and kept[0] is dtype:
+                return kept[1], [_bytes_of(obj, False)], False
+        dtype_code = _dtype_code(dtype)
         if dtype_code is not None:
             encoded = _encode_array(obj, *dtype_code)
             if encoded is not None:
@@ -129,14 +151,67 @@ def encode(obj: Any) -> tuple[bytes, list[Any], bool]:
         stream = pickle.dumps(obj, 5, buffer_callback=out_of_band.append)
     except Exception as exc:
         raise TypeError(f"cannot pickle object of type {type(obj).__qualname__}: {exc}") from exc
+    # numpy pickled an array in-band, which may lose its byte order (find: `in` first tries
+    # the operand as an int, and a failed try costs more than the search)
+    if len(stream) > _IN_BAND_MIN and stream.find(_IN_BAND_ARRAY) >= 0:
+        stream, out_of_band = _pickle_arrays_out_of_band(obj)
     if not out_of_band and len(stream) <= FRAME_MAX:
         return stream, [], True
     return pickle_frame(stream, out_of_band)
 
 
+# numpy pickles an ndarray in-band (its bytes in the stream, rebuilt by this function) when it
+# is not contiguous or its dtype is datetime64/timedelta64, and then rebuilds it native-endian.
+# When the function's name is in a stream, the object is pickled again with every plain
+# ndarray out of band (a false match, a string holding the name, only costs that second pass).
+_IN_BAND_ARRAY = b"_reconstruct"
+# Shorter streams hold no in-band array, and skip the search (the usual small dict): one names
+# the function, its module, ndarray, and the dtype with its state (at least 140 bytes with
+# numpy 1.25-2.x; tests/unit/test_wire_dtypes.py checks this bound).
+_IN_BAND_MIN = 100
+
+
+def _reduce_array(array: np.ndarray) -> Any:
+    """How :class:`_ArraysOutOfBand` pickles an ndarray: its bytes out of band, its dtype exact."""
+    if array.dtype.hasobject:
+        return array.__reduce_ex__(5)
+    fortran = not array.flags.c_contiguous and array.flags.f_contiguous
+    if not (fortran or array.flags.c_contiguous):
+        array = np.ascontiguousarray(array)
+    data = pickle.PickleBuffer(_bytes_of(array, fortran))
+    return _array_from_buffer, (data, array.dtype, array.shape, "F" if fortran else "C")
+
+
+class _ArraysOutOfBand(pickle.Pickler):
+    """A pickler that sends every ``numpy.ndarray`` without Python objects out of band, with
+    its exact dtype (numpy's own pickling keeps out of band only contiguous arrays of some
+    dtypes); every other type as ``pickle.dumps`` would (copyreg's table included)."""
+
+    dispatch_table: ClassVar[ChainMap] = ChainMap({np.ndarray: _reduce_array}, copyreg.dispatch_table)
+
+
+def _array_from_buffer(data: Any, dtype: np.dtype, shape: tuple[int, ...], order: str) -> np.ndarray:
+    """The array :class:`_ArraysOutOfBand` pickled: ``data`` (its bytes) viewed as ``dtype``."""
+    return np.frombuffer(data, np.uint8).view(dtype).reshape(shape, order=order)
+
+
+def _pickle_arrays_out_of_band(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    """``obj``'s pickle-5 stream and out-of-band buffers, every plain ndarray out of band."""
+    out_of_band: list[pickle.PickleBuffer] = []
+    stream = io.BytesIO()
+    _ArraysOutOfBand(stream, 5, buffer_callback=out_of_band.append).dump(obj)
+    return stream.getvalue(), out_of_band
+
+
 def is_array_frame(frame: Any) -> bool:
     """True when ``frame`` is an ``ARRAY`` frame (its head, with or without inline data)."""
     return frame[0] == _ARRAY
+
+
+def has_pickled_dtype(frame: Any) -> bool:
+    """True when the ``ARRAY`` frame ``frame`` names its dtype by a pickle, not ``dtype.str``
+    (see the module docstring): then no other array shares its dtype object."""
+    return bool(frame[1] & _DTYPE_PICKLED)
 
 
 def describe(frame: Any) -> tuple[np.dtype, tuple[int, ...], str, int, int]:
@@ -173,11 +248,11 @@ def _encode_array(array: np.ndarray, code: bytes, dflag: int) -> tuple[bytes, li
         return None
     head = _HEADS[ndim].pack(_ARRAY, flags, ndim, len(code), head_len, nbytes, *array.shape) + code
     head = head.ljust(head_len, b"\0")
-    if not fortran:
+    if not fortran and not dflag:
         kept = _c_heads if inline else _payload_heads
         if len(kept) >= _KEPT:
             kept.clear()
-        kept[array.dtype, array.shape] = head
+        kept[array.dtype, array.shape] = (array.dtype, head)
     if not inline:
         return head, [_bytes_of(array, fortran)], owned
     # Small arrays are copied into the frame: one message, and the caller's array is free.
@@ -259,13 +334,12 @@ def _describe(head: bytes) -> tuple[np.dtype, tuple[int, ...], str, int, int]:
     layout = _HEADS[head[2] | head[3] << 8]
     _, flags, _, code_len, _, nbytes, *shape = layout.unpack_from(head)
     code = head[layout.size : layout.size + code_len]
-    dtype = _code_dtypes.get(code)
-    if dtype is None:  # not `or`: a dtype without fields is falsy (its len() is 0)
-        dtype = _dtype_of(code, flags & _DTYPE_PICKLED)
+    dtype = _dtype_of(code, flags & _DTYPE_PICKLED)
     described = (dtype, tuple(shape), "F" if flags & _FORTRAN else "C", nbytes, flags & _INLINE)
-    if len(_described) >= _KEPT:
-        _described.clear()
-    _described[head] = described
+    if not flags & _DTYPE_PICKLED:  # a pickled dtype is unpickled anew for each array
+        if len(_described) >= _KEPT:
+            _described.clear()
+        _described[head] = described
     return described
 
 

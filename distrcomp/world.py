@@ -7,13 +7,18 @@ collective: every node must reach it, as with ``MPI_Init`` itself.
 
 At initialisation distrcomp also
 
+* initialises MPI through mpi4py, which asks for ``MPI_THREAD_MULTIPLE`` unless the program
+  lowered ``mpi4py.rc.thread_level`` (or initialised MPI itself): with it any thread may send
+  and receive; below it, the engine refuses calls from other threads than this one (``p2p``);
 * duplicates ``COMM_WORLD`` into a private communicator, so that its messages and a user's
   direct mpi4py calls (even ``recv(source=ANY_SOURCE)``) never see each other;
-* installs a ``sys.excepthook`` that, when ``n_node > 1``, prints the traceback and then calls
-  ``MPI_Abort`` so that the other nodes do not wait forever for a node that died. A program
-  that ends by ``sys.exit(N)``, ``exit(N)`` or ``quit(N)`` with N not 0 (or a message) aborts
-  the same way, with N as the error code (as mpi4py's ``python -m mpi4py`` does). Set the
-  environment variable ``DISTRCOMP_ABORT_ON_ERROR=0`` to opt out of both;
+* installs a ``sys.excepthook`` and a ``threading.excepthook`` that, when ``n_node > 1``, print
+  the traceback and then call ``MPI_Abort`` so that the other nodes do not wait forever for a
+  node that died, whichever thread raised (a ``SystemExit`` in a thread other than the main
+  one ends only that thread, as in Python). A program that ends by ``sys.exit(N)``,
+  ``exit(N)`` or ``quit(N)`` in its main thread with N not 0 (or a message) aborts the same
+  way, with N as the error code (as mpi4py's ``python -m mpi4py`` does). Set the environment
+  variable ``DISTRCOMP_ABORT_ON_ERROR=0`` to opt out of both;
 * answers ``SIGUSR1`` (the launcher sends it at ``--timeout`` and when asked) with a report of
   where this node is blocked, its held messages and its stack (see :mod:`distrcomp.diag`), and
   keeps the profile that ``distrcomp run --stats`` / ``--trace`` ask for;
@@ -27,6 +32,7 @@ import os
 import stat
 import struct
 import sys
+import threading
 import time
 from typing import Any, NamedTuple
 
@@ -45,6 +51,7 @@ class World(NamedTuple):
 
 
 _world: World | None = None
+_initialising = threading.Lock()  # two threads' first uses must not both initialise
 
 
 def initialized() -> bool:
@@ -53,10 +60,13 @@ def initialized() -> bool:
 
 
 def get() -> World:
-    """Return the process's :class:`World`, initialising MPI on the first call (collective)."""
+    """Return the process's :class:`World`, initialising MPI on the first call (collective;
+    from any thread: a second thread's first use waits for the first one's)."""
     global _world
     if _world is None:
-        _world = _init()
+        with _initialising:
+            if _world is None:
+                _world = _init()
     return _world
 
 
@@ -83,12 +93,20 @@ def _abort_on_error() -> bool:
 
 def _install_excepthook(world: World) -> None:
     previous = sys.excepthook
+    previous_in_thread = threading.excepthook
 
     def excepthook(etype: type, value: BaseException, tb: Any) -> None:
         previous(etype, value, tb)
         _abort_job(world, f"raised {etype.__name__}", 1)
 
+    def thread_excepthook(args: Any) -> None:
+        previous_in_thread(args)
+        if args.exc_type is not SystemExit:
+            name = args.thread.name if args.thread is not None else "a thread"
+            _abort_job(world, f"raised {args.exc_type.__name__} in thread {name!r}", 1)
+
     sys.excepthook = excepthook
+    threading.excepthook = thread_excepthook
 
 
 def _abort_job(world: World, what: str, code: int) -> None:

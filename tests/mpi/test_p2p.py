@@ -180,6 +180,31 @@ def test_bad_node_ids_and_tags_raise_value_error_and_the_next_call_works(dc):
 
 
 @pytest.mark.mpi
+@pytest.mark.parametrize("flag", [True, False, np.True_], ids=["True", "False", "np.True_"])
+def test_a_bool_is_neither_a_node_id_nor_a_tag(dc, flag):
+    # send(True, x) went to node 1 and send(0, x, tag=True) with tag 1.
+    right, left = ring(dc)
+    calls = {
+        "send: dest must be an int node id": lambda: dc.send(flag, "x"),
+        "send: tag must be an int": lambda: dc.send(right, "x", flag),
+        "recv: src must be an int node id": lambda: dc.recv(flag, timeout=0),
+        "recv: tag must be an int": lambda: dc.recv(left, flag, timeout=0),
+        "recv_any: tag must be an int": lambda: dc.recv_any(flag, timeout=0),
+        "probe: src must be an int node id": lambda: dc.probe(flag, timeout=0),
+        "probe: tag must be an int": lambda: dc.probe(left, flag, timeout=0),
+        "bcast: root must be an int node id": lambda: dc.bcast("x", root=flag),
+        "gather: root must be an int node id": lambda: dc.gather("x", root=flag),
+        "scatter: root must be an int node id": lambda: dc.scatter(None, root=flag),
+        "reduce: root must be an int node id": lambda: dc.reduce(1, root=flag),
+    }
+    for message, call in calls.items():
+        with pytest.raises(TypeError, match=f"^{message}, got {type(flag).__name__}"):
+            call()
+    dc.send(right, "fine")
+    assert dc.recv(left, timeout=T) == "fine"
+
+
+@pytest.mark.mpi
 def test_a_bad_timeout_is_named_and_the_next_call_works(dc):
     # A negative timeout was taken as "waited -1 s", a string failed inside a comparison
     # ("'>' not supported between instances of 'str' and 'float'").
