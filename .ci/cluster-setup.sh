@@ -18,14 +18,4 @@ if [ "${#need[@]}" -eq 0 ]; then
     exit 0
 fi
 
-# Keep the package's maintainer scripts from starting sshd on the machine itself.
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-    chmod 755 /usr/sbin/policy-rc.d
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-fi
-
-echo "cluster-setup: installing ${need[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+bash "$(dirname "$0")/apt-install.sh" cluster-setup "${need[@]}"

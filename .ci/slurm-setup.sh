@@ -18,15 +18,4 @@ if [ "${#need[@]}" -eq 0 ]; then
     exit 0
 fi
 
-# No init system here, and none wanted: keep the packages' maintainer scripts from starting
-# munged, slurmctld or slurmd on the machine itself.
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-    chmod 755 /usr/sbin/policy-rc.d
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-fi
-
-echo "slurm-setup: installing ${need[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get -o DPkg::Lock::Timeout=1200 update -qq
-apt-get -o DPkg::Lock::Timeout=1200 install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+bash "$(dirname "$0")/apt-install.sh" slurm-setup "${need[@]}"

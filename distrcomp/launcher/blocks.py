@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import os
 
-from .relay import Sink, escape_controls
+from .relay import Sink, write_block
 
 __all__ = ["Blocks", "header"]
 
 _SPOOL = 8 << 20  # a node's block beyond this goes to a temporary file
-_CHUNK = 1 << 16
 
 
 def header(host: str) -> bytes:
@@ -48,7 +47,7 @@ class Blocks:
         self._hosts = hosts
         self._commands = commands
         self._out = stdout
-        self._escape = os.isatty(stdout.fd)  # on a terminal, as tagged output (relay.escape_controls)
+        self._escape = os.isatty(stdout.fd)  # on a terminal, as tagged output (relay.write_block)
         self._spools = [tempfile.SpooledTemporaryFile(_SPOOL) for _ in hosts]  # noqa: SIM115
         self._ended = [0] * len(hosts)
         self._shown = [False] * len(hosts)
@@ -76,17 +75,7 @@ class Blocks:
         self._shown[node] = True
         spool = self._spools[node]
         self._out.write(header(self._hosts[node]))
-        spool.seek(0)
-        while True:
-            chunk = spool.read(_CHUNK)
-            if not chunk:
-                break
-            # cut on a line boundary so that each write holds whole lines
-            cut = chunk.rfind(b"\n") + 1
-            if 0 < cut < len(chunk):
-                spool.seek(cut - len(chunk), os.SEEK_CUR)
-                chunk = chunk[:cut]
-            self._out.write(escape_controls(chunk) if self._escape else chunk)
+        write_block(spool, self._out, self._escape)
         self._out.write(b"\n")
         self._out.flush()
         spool.seek(0)

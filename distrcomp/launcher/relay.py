@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .blocks import Blocks
 del TYPE_CHECKING
 
-__all__ = ["MAX_LINE", "LineBuffer", "Output", "Sink", "escape_controls", "tag"]
+__all__ = ["MAX_LINE", "LineBuffer", "Output", "Sink", "escape_controls", "tag", "write_block"]
 
 MAX_LINE = 4 << 20  # a line longer than this is forwarded in pieces rather than held in memory
 _FLUSH_AT = 1 << 16
@@ -279,22 +279,27 @@ class Output:
             self._sinks["out"].write(
                 f"--------(Node {log.node} {log.host} return)--------\n".encode()
             )
-            block = log.block
-            assert block is not None
-            block.seek(0)
-            while True:
-                chunk = block.read(_FLUSH_AT)
-                if not chunk:
-                    break
-                # cut on a line boundary so that each write holds whole lines
-                cut = chunk.rfind(b"\n") + 1
-                if 0 < cut < len(chunk):
-                    block.seek(cut - len(chunk), os.SEEK_CUR)
-                    chunk = chunk[:cut]
-                self._sinks["out"].write(escape_controls(chunk) if self._escape["out"] else chunk)
+            assert log.block is not None
+            write_block(log.block, self._sinks["out"], self._escape["out"])
             self._sinks["out"].write(b"\n")
             self.flush()
             log.shown = True
+
+
+def write_block(block: IO[bytes], sink: Sink, escape: bool) -> None:
+    """Write the whole of ``block`` (a file of whole lines, read from its start) to ``sink`` in
+    writes of whole lines, each at most ~64 KiB (one line longer than that in pieces); with
+    ``escape``, as :func:`escape_controls` shows them."""
+    block.seek(0)
+    while True:
+        chunk = block.read(_FLUSH_AT)
+        if not chunk:
+            return
+        cut = chunk.rfind(b"\n") + 1
+        if 0 < cut < len(chunk):
+            block.seek(cut - len(chunk), os.SEEK_CUR)
+            chunk = chunk[:cut]
+        sink.write(escape_controls(chunk) if escape else chunk)
 
 
 def _tag_after_newlines(prefix: bytes, data: bytes) -> bytes:
