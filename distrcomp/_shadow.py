@@ -23,7 +23,7 @@ class _CType:
         return self
 
 
-int = long = longlong = bint = Py_ssize_t = p_void = _CType()
+int = long = longlong = double = bint = Py_ssize_t = p_void = _CType()
 
 
 def declare(ctype: Any = None, value: Any = None, **visibility: Any) -> Any:

@@ -169,8 +169,9 @@ def test_a_dry_run_prints_a_script_that_runs_as_printed(tmp_path):
     (tmp_path / "peers.txt").write_text("localhost slots=2\n")
     (tmp_path / "prog.py").write_text(
         "import os, sys\n"
-        "print('rank', os.environ.get('PMI_RANK') or os.environ['OMPI_COMM_WORLD_RANK'], "
-        "sys.argv[1:], os.environ['GREETING'])\n")
+        "rank = os.environ.get('PMI_RANK') or os.environ['OMPI_COMM_WORLD_RANK']\n"
+        "# one write per line: bare mpiexec may mix the pieces of two ranks' lines\n"
+        "os.write(1, f\"rank {rank} {sys.argv[1:]} {os.environ['GREETING']}\\n\".encode())\n")
     dry = launch(tmp_path, "run", "--dry-run", "-x", "GREETING=hi there", "prog.py", "a b")
     assert dry.returncode == 0, dry
     ran = subprocess.run(["sh", "-c", dry.stdout], cwd=tmp_path, capture_output=True, text=True,
