@@ -17,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from cluster.conftest import DistrcompRun
 from cluster.hosts import netns_processes
 from cluster.test_faults_across import WAITER, _await_ready, _user_process
 from tagged import tagged_lines
@@ -238,3 +239,22 @@ def test_the_relay_refuses_a_forged_replayed_or_foreign_munge_credential(slurm, 
         # munged refuses a credential it has decoded before, whatever it carries
         f"refused unmunge on {socket.gethostname()}: credential replayed",
         "refused credential of uid 65534, not the launcher's 0", ""], (client, server)
+
+
+def test_a_node_that_cannot_make_a_munge_credential_never_starts_and_says_why(
+        slurm, login_env, tmp_path, no_leftovers):
+    # a munge that fails on every node (as without munged): each wrapper says so, naming its
+    # node and host; the command never starts
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "munge").write_text("#!/bin/sh\necho 'munge: Error: Failed to access munged' >&2\n"
+                                "exit 1\n")
+    (fake / "munge").chmod(0o755)
+    env = {**login_env, "PATH": f"{fake}:{login_env['PATH']}"}
+    job = DistrcompRun(slurm.in_launcher(["salloc", "-N3", *RUN, RING]), env, tmp_path).wait()
+    assert job.returncode != 0, job
+    assert job.stdout == "", job
+    for node in range(3):
+        assert (f"distrcomp node {node}: munge on dcsl-h{node + 1}: munge: Error: Failed to "
+                "access munged") in job.stderr, job
+    assert "Traceback" not in job.stderr, job
