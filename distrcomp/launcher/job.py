@@ -41,6 +41,11 @@ from .report import (
 from .reports import MARK, Reports, render
 from .spawn import Child, spawn
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up, see above)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+del TYPE_CHECKING
+
 __all__ = ["Job", "JobSpec", "forwarded_names"]
 
 CONNECT_TIMEOUT = 60.0  # every node must have connected by then
@@ -189,7 +194,8 @@ class JobSpec:
 
 def forwarded_names(env: dict[str, str | None]) -> list[str]:
     """Variables forwarded to every node: the relay's, then those of ``env``. The secret's own
-    variable only when ``env`` names no file holding it (a job with remote hosts, .jobkey)."""
+    variable only when ``env`` names no file holding it (a job with remote hosts, .jobkey) and
+    does not say the nodes use MUNGE (inside a Slurm allocation, .munge)."""
     secret = next((name for name in (channel.ENV_MUNGE, channel.ENV_SECRET_FILE) if name in env),
                   channel.ENV_SECRET)
     fixed = [channel.ENV_ADDRESS, secret, channel.ENV_JOB]
@@ -200,7 +206,8 @@ class _Conn:
     """One connection to the relay listener: first a handshake, then a node's control frames
     (an output stream's connection becomes a :class:`_Stream` once authenticated)."""
 
-    def __init__(self, sock: _socket.socket, peer: str, secret: str, verify=None) -> None:
+    def __init__(self, sock: _socket.socket, peer: str, secret: str,
+                 verify: Callable[[bytes, bytes], None] | None = None) -> None:
         self.sock = sock
         self.peer = peer
         self.handshake: channel.ServerHandshake | None = channel.ServerHandshake(secret, verify)

@@ -195,8 +195,7 @@ class _Relay:
 
     def __init__(
         self, node: int, address: str, secret: str | Callable[[bytes], bytes],
-        command: list[str], stub: int,
-        inherited: Sequence[int],
+        command: list[str], stub: int, inherited: Sequence[int],
     ) -> None:
         self.node = node
         self.address = address

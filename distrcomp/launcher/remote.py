@@ -5,7 +5,8 @@ Order of events (:class:`Remote`): :meth:`Remote.plan` checks what can be checke
 touching the network (files exist, the address is this machine's) and :meth:`Remote.apply`
 writes the result into the job's spec; then, inside :meth:`Remote.prepared`, the pre-flight
 (every remote host answers ssh, in parallel), the job's key (how a node proves it belongs to
-the job: written on each remote host over ssh, never given to the MPI, see :mod:`.jobkey`), the
+the job: written on each remote host over ssh, never given to the MPI, see :mod:`.jobkey`;
+inside a Slurm allocation, a MUNGE credential instead, see :mod:`.munge`), the
 shipping, the job, and always the removal of the key and the shipped files. Any failure before
 the job raises :class:`RemoteError` (exit 2, nothing
 launched).
