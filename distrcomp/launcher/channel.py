@@ -22,6 +22,17 @@ see :mod:`.jobkey`), because the MPI forwards the environment over plain TCP::
                       HMAC(secret, "node" | nonces | id | stream)
     launcher → node   HMAC(secret, "launcher" | nonces | id | stream)
 
+Inside a Slurm allocation there is no ssh, so the secret never leaves the launcher's machine:
+the nodes get only :data:`ENV_MUNGE` and answer the same greeting with a MUNGE credential
+(:mod:`.munge`) whose payload is :func:`munge_payload` (the launcher's nonce, node id and
+stream, in hex), which the launcher checks with a verifier it is given::
+
+    node → launcher   node id (u32), stream (u8), length (u16), credential (length bytes)
+    launcher → node   ACCEPTED
+
+In that mode the launcher does not prove itself to the node: a node that reached a listener
+other than the launcher's would hand it its output.
+
 Proofs are compared with :func:`hmac.compare_digest`. A peer that fails, stalls or sends too
 much is dropped before it can send a single frame. After that, on the ``CONTROL`` stream,
 frames are ``kind`` (u8), ``length`` (u32, big-endian) and ``length`` bytes of payload; on the
@@ -37,6 +48,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: every no
 if TYPE_CHECKING:
     import _socket
     import socket
+    from collections.abc import Callable
 del TYPE_CHECKING
 # socket only where a node's wrapper connects: the launcher uses socket's C part, _socket (see
 # .job), and this module is on its way to starting mpiexec.
@@ -47,6 +59,7 @@ __all__ = [
     "DUMP",
     "ENV_ADDRESS",
     "ENV_JOB",
+    "ENV_MUNGE",
     "ENV_NODE",
     "ENV_SECRET",
     "ENV_SECRET_FILE",
@@ -69,6 +82,7 @@ __all__ = [
     "exit_returncode",
     "format_address",
     "keepalive",
+    "munge_payload",
     "new_secret",
     "parse_address",
     "preload",
@@ -80,6 +94,9 @@ ENV_ADDRESS = "DISTRCOMP_RELAY"  # host:port of the launcher's listener
 ENV_SECRET = "DISTRCOMP_RELAY_SECRET"  # hex; removed from the environment of the user's command
 # a job across hosts: the path of the file holding the secret instead (.jobkey); also removed
 ENV_SECRET_FILE = "DISTRCOMP_RELAY_SECRET_FILE"
+# inside a Slurm allocation, instead of the secret: nodes prove themselves with MUNGE; the
+# value is the munged socket's path ("" for MUNGE's default). Also removed.
+ENV_MUNGE = "DISTRCOMP_RELAY_MUNGE"
 ENV_JOB = "DISTRCOMP_JOB"  # unique job id; every process of the job carries it
 # "<job id>.<node id>", set by the node wrapper for its command: every process the command
 # starts carries it, also one that leaves its process group (setsid, a daemon), so that the
@@ -103,6 +120,9 @@ _NONCE = 32
 _MAC = 32
 _HEADER = struct.Struct(">BI")
 _WHO = struct.Struct(">IB")  # node id, stream
+_LENGTH = struct.Struct(">H")  # of a MUNGE credential
+MAX_CREDENTIAL = 4096  # a credential for a 74-byte payload is about 200
+ACCEPTED = b"DCOK"  # the launcher's reply to a valid MUNGE credential
 _FD = struct.Struct("i")  # a descriptor in SCM_RIGHTS, as the C int it is
 KEEPALIVE_IDLE = 5  # seconds of silence on a connection before the first probe
 KEEPALIVE_INTERVAL = 5  # between unanswered probes; after 3 the connection is dead
@@ -248,17 +268,28 @@ class FrameReader:
         return frames
 
 
+def munge_payload(launcher_nonce: bytes, node: int, stream: int) -> bytes:
+    """What a node's MUNGE credential must carry for this greeting, node and stream."""
+    return (launcher_nonce + _WHO.pack(node, stream)).hex().encode()
+
+
 class ServerHandshake:
     """The launcher's side of one connection's handshake, fed bytes as they arrive.
 
     Send :attr:`greeting` first. :meth:`feed` returns None while the node's proof is
     incomplete, then the authenticated ``(node id, stream)``; send :attr:`reply` after that.
+
+    With ``verify`` (inside a Slurm allocation) the node proves itself with a MUNGE
+    credential instead of the secret: ``verify(credential, payload)`` must return if the
+    credential is valid and carries ``payload``, else raise ChannelError saying why.
     """
 
     SIZE = _WHO.size + _NONCE + _MAC  # what the node sends; never more before the reply
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str,
+                 verify: Callable[[bytes, bytes], None] | None = None) -> None:
         self._secret = secret
+        self._verify = verify
         self._nonce = os.urandom(_NONCE)
         self._buffer = b""
         self.greeting = MAGIC + self._nonce
@@ -268,6 +299,8 @@ class ServerHandshake:
         """Consume handshake bytes. Raises ChannelError if the proof is wrong or too long, or
         names a stream that does not exist."""
         self._buffer += data
+        if self._verify is not None:
+            return self._feed_credential()
         if len(self._buffer) > self.SIZE:
             raise ChannelError("peer sent data before being authenticated")
         if len(self._buffer) < self.SIZE:
@@ -281,6 +314,26 @@ class ServerHandshake:
         if stream not in (CONTROL, OUT, ERR):
             raise ChannelError(f"unknown stream {stream}")
         self.reply = _proof(self._secret, b"launcher", self._nonce, node_nonce, node, stream)
+        return node, stream
+
+    def _feed_credential(self) -> tuple[int, int] | None:
+        head = _WHO.size + _LENGTH.size
+        if len(self._buffer) < head:
+            return None
+        (length,) = _LENGTH.unpack_from(self._buffer, _WHO.size)
+        if length > MAX_CREDENTIAL:
+            raise ChannelError(f"credential of {length} bytes exceeds the limit of "
+                               f"{MAX_CREDENTIAL}")
+        if len(self._buffer) > head + length:
+            raise ChannelError("peer sent data before being authenticated")
+        if len(self._buffer) < head + length:
+            return None
+        node, stream = _WHO.unpack_from(self._buffer)
+        if stream not in (CONTROL, OUT, ERR):
+            raise ChannelError(f"unknown stream {stream}")
+        assert self._verify is not None
+        self._verify(self._buffer[head:], munge_payload(self._nonce, node, stream))
+        self.reply = ACCEPTED
         return node, stream
 
 
@@ -335,14 +388,17 @@ class Waiting:
 
 
 def connect(
-    address: str, secret: str, node: int, stream: int = CONTROL, timeout: float = 30.0
+    address: str, secret: str | Callable[[bytes], bytes], node: int, stream: int = CONTROL,
+    timeout: float = 30.0,
 ) -> socket.socket:
     """Node side: connect to the launcher at ``address`` (``host:port``, or ``unix:PATH``) as
-    ``stream`` of ``node``.
+    ``stream`` of ``node``, proving it with ``secret`` or, inside a Slurm allocation, with the
+    credential that ``secret(payload)`` makes (see :mod:`.munge`).
 
     Blocking, at most about ``timeout`` seconds. Returns the authenticated socket (blocking,
     no timeout). Raises ChannelError naming the address if the launcher is unreachable or
-    does not prove it knows the secret.
+    does not prove it knows the secret (or refuses the credential); whatever ``secret``
+    raises if it cannot make a credential.
     """
     import socket
 
@@ -365,6 +421,13 @@ def connect(
         if greeting[:len(MAGIC)] != MAGIC:
             raise ChannelError(f"{address} is not a distrcomp launcher")
         launcher_nonce = greeting[len(MAGIC):]
+        if not isinstance(secret, str):
+            credential = secret(munge_payload(launcher_nonce, node, stream))
+            sock.sendall(_WHO.pack(node, stream) + _LENGTH.pack(len(credential)) + credential)
+            if _recv_exactly(sock, len(ACCEPTED)) != ACCEPTED:
+                raise ChannelError(f"the listener at {address} did not accept the credential")
+            sock.settimeout(None)
+            return sock
         node_nonce = os.urandom(_NONCE)
         sock.sendall(
             _WHO.pack(node, stream) + node_nonce

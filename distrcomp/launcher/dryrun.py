@@ -25,8 +25,8 @@ __all__ = ["script"]
 
 _DIRECTORY = '"$dir"'
 # what only the node wrapper reads
-_WRAPPER_ONLY = {channel.ENV_ADDRESS, channel.ENV_SECRET, channel.ENV_SECRET_FILE, channel.ENV_JOB,
-                 channel.ENV_WORKDIR, channel.ENV_SLOTS}
+_WRAPPER_ONLY = {channel.ENV_ADDRESS, channel.ENV_SECRET, channel.ENV_SECRET_FILE, channel.ENV_MUNGE,
+                 channel.ENV_JOB, channel.ENV_WORKDIR, channel.ENV_SLOTS}
 
 
 def _here_document(path: str, text: str) -> list[str]:

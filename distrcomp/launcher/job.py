@@ -41,6 +41,11 @@ from .report import (
 from .reports import MARK, Reports, render
 from .spawn import Child, spawn
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up, see above)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+del TYPE_CHECKING
+
 __all__ = ["Job", "JobSpec", "forwarded_names"]
 
 CONNECT_TIMEOUT = 60.0  # every node must have connected by then
@@ -158,6 +163,9 @@ class JobSpec:
         self.trace = trace  # --trace FILE: write it there as Trace Event Format JSON
         self.bind = "127.0.0.1"
         self.secret: str | None = None  # None: the job makes its own
+        # inside a Slurm allocation: checks a node's MUNGE credential instead of the secret
+        # (see channel.ServerHandshake)
+        self.verify = None
         self.on_connected = None  # called once every node has connected
         self.site_args: list[str] = []
         self.unreached_hint: str | None = None
@@ -186,8 +194,10 @@ class JobSpec:
 
 def forwarded_names(env: dict[str, str | None]) -> list[str]:
     """Variables forwarded to every node: the relay's, then those of ``env``. The secret's own
-    variable only when ``env`` names no file holding it (a job with remote hosts, .jobkey)."""
-    secret = channel.ENV_SECRET_FILE if channel.ENV_SECRET_FILE in env else channel.ENV_SECRET
+    variable only when ``env`` names no file holding it (a job with remote hosts, .jobkey) and
+    does not say the nodes use MUNGE (inside a Slurm allocation, .munge)."""
+    secret = next((name for name in (channel.ENV_MUNGE, channel.ENV_SECRET_FILE) if name in env),
+                  channel.ENV_SECRET)
     fixed = [channel.ENV_ADDRESS, secret, channel.ENV_JOB]
     return fixed + [name for name in env if name not in fixed]
 
@@ -196,10 +206,11 @@ class _Conn:
     """One connection to the relay listener: first a handshake, then a node's control frames
     (an output stream's connection becomes a :class:`_Stream` once authenticated)."""
 
-    def __init__(self, sock: _socket.socket, peer: str, secret: str) -> None:
+    def __init__(self, sock: _socket.socket, peer: str, secret: str,
+                 verify: Callable[[bytes, bytes], None] | None = None) -> None:
         self.sock = sock
         self.peer = peer
-        self.handshake: channel.ServerHandshake | None = channel.ServerHandshake(secret)
+        self.handshake: channel.ServerHandshake | None = channel.ServerHandshake(secret, verify)
         self.node: int | None = None
         self.frames = channel.FrameReader()
         self.fds: list[int] = []  # descriptors received, not yet claimed by a STREAMS frame
@@ -340,8 +351,8 @@ class Job:
         env = dict(os.environ)
         env.update({name: value for name, value in spec.env.items() if value is not None})
         env[channel.ENV_ADDRESS] = address
-        if channel.ENV_SECRET_FILE in spec.env:  # across hosts: never in the MPI's hands
-            env.pop(channel.ENV_SECRET, None)
+        if channel.ENV_SECRET_FILE in spec.env or channel.ENV_MUNGE in spec.env:
+            env.pop(channel.ENV_SECRET, None)  # across hosts: never in the MPI's hands
         else:
             env[channel.ENV_SECRET] = self.secret
         env[channel.ENV_JOB] = self.job_id
@@ -483,7 +494,7 @@ class Job:
             if sock.family != _socket.AF_UNIX:
                 channel.keepalive(sock)  # a vanished host becomes a lost node, not a hang
             where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "a local process"
-            conn = _Conn(sock, where, self.secret)
+            conn = _Conn(sock, where, self.secret, self.spec.verify)
             assert conn.handshake is not None
             conn.send(conn.handshake.greeting)
             self.conns[sock] = conn

@@ -36,13 +36,14 @@ This module is started once per node, so it imports only what the relay needs.
 
 from __future__ import annotations
 
+import functools
 import os
 import selectors
 import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import channel, pipesize, procs, subreaper
 from .spawn import Child, spawn_command
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         address = os.environ.pop(channel.ENV_ADDRESS)
-        secret = channel.take_secret(os.environ)
+        secret = _take_proof(os.environ)
     except KeyError as exc:
         sys.stderr.write(f"distrcomp node: {exc.args[0]} is not set; start nodes with distrcomp run\n")
         return 2
@@ -97,6 +98,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _take_proof(environ: dict[str, str]) -> str | Callable[[bytes], bytes]:
+    """The job's secret (:func:`.channel.take_secret`), or inside a Slurm allocation the
+    function that makes a MUNGE credential for a payload; the variables are removed."""
+    munge_socket = environ.pop(channel.ENV_MUNGE, None)
+    if munge_socket is None:
+        return channel.take_secret(environ)
+    environ.pop(channel.ENV_SECRET, None)
+    from . import munge
+
+    return functools.partial(munge.encode, socket_path=munge_socket or None)
 
 
 def _rank() -> int | None:
@@ -181,8 +194,8 @@ class _Relay:
     reports the exit status. One per node."""
 
     def __init__(
-        self, node: int, address: str, secret: str, command: list[str], stub: int,
-        inherited: Sequence[int],
+        self, node: int, address: str, secret: str | Callable[[bytes], bytes],
+        command: list[str], stub: int, inherited: Sequence[int],
     ) -> None:
         self.node = node
         self.address = address

@@ -5,7 +5,8 @@ Order of events (:class:`Remote`): :meth:`Remote.plan` checks what can be checke
 touching the network (files exist, the address is this machine's) and :meth:`Remote.apply`
 writes the result into the job's spec; then, inside :meth:`Remote.prepared`, the pre-flight
 (every remote host answers ssh, in parallel), the job's key (how a node proves it belongs to
-the job: written on each remote host over ssh, never given to the MPI, see :mod:`.jobkey`), the
+the job: written on each remote host over ssh, never given to the MPI, see :mod:`.jobkey`;
+inside a Slurm allocation, a MUNGE credential instead, see :mod:`.munge`), the
 shipping, the job, and always the removal of the key and the shipped files. Any failure before
 the job raises :class:`RemoteError` (exit 2, nothing
 launched).
@@ -17,7 +18,7 @@ import _signal  # signal's C part: signal.py imports enum (see .job)
 import os
 import sys
 
-from .channel import ENV_SECRET_FILE, ENV_SLOTS, ENV_WORKDIR
+from .channel import ENV_MUNGE, ENV_SECRET_FILE, ENV_SLOTS, ENV_WORKDIR
 from .flavor import Flavor
 
 TYPE_CHECKING = False
@@ -225,10 +226,12 @@ class Remote:
             # too, so that a bare `python` is the launcher's, not the remote login shell's.
             spec.env.setdefault("PATH", None)
             # The secret goes over ssh, never in the environment the MPI forwards (.jobkey).
-            # Inside a Slurm allocation there is no ssh: it stays in the environment, which
-            # Slurm carries to the nodes (docs/slurm.md says what that exposes).
+            # Inside a Slurm allocation there is no ssh: nodes prove themselves with MUNGE
+            # and the secret stays here (.munge).
             if self.allocation is None:
                 self._give_key(spec)
+            else:
+                self._use_munge(spec)
             spec.unreached_hint = (
                 f"distrcomp: the nodes were told to connect back to {self.launcher.address} "
                 f"({self.address_reason}); if the hosts cannot reach it, choose another with "
@@ -264,6 +267,23 @@ class Remote:
             earlier.on_connected = None
         spec.on_connected = self.key.start_removal
         self._specs.append(spec)
+
+    def _use_munge(self, spec) -> None:
+        """Make ``spec``'s nodes prove themselves with a MUNGE credential, checked here with
+        ``unmunge`` through the munged socket Slurm uses. Raises RemoteError if this machine
+        has no ``unmunge``."""
+        import functools
+        import shutil
+
+        from . import munge
+
+        if shutil.which("unmunge") is None:
+            raise RemoteError("inside a Slurm allocation nodes prove they belong to the job "
+                              "with MUNGE, but unmunge is not installed on this machine "
+                              "(Debian/Ubuntu: apt install munge)")
+        socket_path = munge.slurm_socket()
+        spec.env[ENV_MUNGE] = socket_path or ""
+        spec.verify = functools.partial(munge.decode, socket_path=socket_path)
 
     @property
     def ssh_program(self) -> str | None:

@@ -12,10 +12,12 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
+from cluster.conftest import DistrcompRun
 from cluster.hosts import netns_processes
 from cluster.test_faults_across import WAITER, _await_ready, _user_process
 from tagged import tagged_lines
@@ -202,3 +204,57 @@ def test_timeout_group_and_output_dir_hold_under_slurm(on_login, tmp_path, no_le
     assert job.stderr.count('waiter.py", line') >= 3, job
     for node in range(3):
         assert f"ready dcsl-h{node + 1}" in (tmp_path / "logs" / f"node-{node}.out").read_text()
+
+
+SLURM_PROGRAMS = Path(__file__).resolve().parent / "programs"
+
+
+def test_no_process_of_the_job_holds_the_relay_secret(on_login, no_leftovers):
+    # inside an allocation the nodes prove themselves with MUNGE: the secret is in no
+    # environment Slurm carries (mpiexec's, srun's, the MPI's proxies', the wrappers')
+    job = on_login("salloc", "-N3", *RUN, str(SLURM_PROGRAMS / "job_environ.py"))
+    assert job.returncode == 0, job
+    lines = {text.split(" ", 1)[0]: text.split()[1:] for _, _, text in tagged_lines(job.stdout)}
+    seen = set(lines["seen"])
+    assert {"python", "srun"} <= seen, job  # the scan found the job's processes
+    assert seen & {"mpiexec", "mpiexec.hydra", "mpirun", "prterun", "prte"}, job
+    assert lines["secret"] == [], job
+
+
+def test_the_relay_refuses_a_forged_replayed_or_foreign_munge_credential(slurm, on_login):
+    # the relay's handshake as distrcomp run does it on the login node; credentials made on a
+    # node by its munged. (Not inside a job: its relay stops listening once every node is in.)
+    address = "10.77.0.1:47123"
+    server = on_login("python", str(SLURM_PROGRAMS / "relay_once.py"), address, "4", start=True)
+    try:
+        client = on_login("srun", "-N1", "-w", "dcsl-h2", "python",
+                          str(SLURM_PROGRAMS / "forge.py"), address, timeout=90)
+    finally:
+        server.wait(60)
+    assert client.returncode == 0, (client, server)
+    assert client.stdout.split("\n") == ["right accepted", "forged refused", "replayed refused",
+                                          "nobody refused", ""], (client, server)
+    assert server.stdout.split("\n") == [
+        "accepted 0 0", "refused credential for another challenge",
+        # munged refuses a credential it has decoded before, whatever it carries
+        f"refused unmunge on {socket.gethostname()}: credential replayed",
+        "refused credential of uid 65534, not the launcher's 0", ""], (client, server)
+
+
+def test_a_node_that_cannot_make_a_munge_credential_never_starts_and_says_why(
+        slurm, login_env, tmp_path, no_leftovers):
+    # a munge that fails on every node (as without munged): each wrapper says so, naming its
+    # node and host; the command never starts
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "munge").write_text("#!/bin/sh\necho 'munge: Error: Failed to access munged' >&2\n"
+                                "exit 1\n")
+    (fake / "munge").chmod(0o755)
+    env = {**login_env, "PATH": f"{fake}:{login_env['PATH']}"}
+    job = DistrcompRun(slurm.in_launcher(["salloc", "-N3", *RUN, RING]), env, tmp_path).wait()
+    assert job.returncode != 0, job
+    assert job.stdout == "", job
+    for node in range(3):
+        assert (f"distrcomp node {node}: munge on dcsl-h{node + 1}: munge: Error: Failed to "
+                "access munged") in job.stderr, job
+    assert "Traceback" not in job.stderr, job

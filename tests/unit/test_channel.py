@@ -241,3 +241,130 @@ def test_waiting_expires_in_order_of_arrival():
     assert waiting.expired(now=5.0005) == [0]
     assert waiting.expired(now=5.1) == list(range(1, 100))
     assert len(waiting) == 900
+
+
+# -- inside a Slurm allocation: a MUNGE credential instead of the secret -----------------------
+# A fake MUNGE: the "credential" is the payload behind a prefix, and the verifier checks that
+# prefix and payload, as unmunge checks the real ones (see tests/slurm for those).
+
+
+def _fake_credential(payload: bytes) -> bytes:
+    return b"CRED:" + payload
+
+
+def _fake_verify(credential: bytes, payload: bytes) -> None:
+    if credential != b"CRED:" + payload:
+        raise ChannelError("credential for another challenge")
+
+
+def _serve_munge_once(result: dict) -> tuple[socket.socket, threading.Thread, str]:
+    def serve(conn: socket.socket) -> None:
+        handshake = ServerHandshake(channel.new_secret(), verify=_fake_verify)
+        conn.sendall(handshake.greeting)
+        try:
+            node = None
+            while node is None:
+                data = conn.recv(4096)
+                if not data:
+                    result["error"] = "closed"
+                    return
+                node = handshake.feed(data)
+            conn.sendall(handshake.reply)
+            result["node"] = node
+            result["frames"] = FrameReader().feed(conn.recv(4096))
+        except ChannelError as exc:
+            result["error"] = str(exc)
+
+    return _listen_once(serve)
+
+
+def _credential_says(handshake: ServerHandshake, node: int, stream: int, credential: bytes
+                     ) -> bytes:
+    return (node.to_bytes(4, "big") + bytes([stream]) + len(credential).to_bytes(2, "big")
+            + credential)
+
+
+@pytest.mark.parametrize("stream", [channel.CONTROL, channel.OUT, channel.ERR])
+def test_a_credential_for_this_challenge_node_and_stream_authenticates(stream):
+    result: dict = {}
+    listener, thread, address = _serve_munge_once(result)
+    sock = channel.connect(address, _fake_credential, node=4, stream=stream)
+    sock.sendall(channel.encode(channel.OUT, b"hello\n"))
+    thread.join(10)
+    sock.close()
+    listener.close()
+    assert result["node"] == (4, stream)
+    assert result["frames"] == [(channel.OUT, b"hello\n")]
+
+
+def test_the_payload_binds_challenge_node_and_stream():
+    handshake = ServerHandshake(channel.new_secret(), verify=_fake_verify)
+    nonce = handshake.greeting[len(channel.MAGIC):]
+    payloads = {channel.munge_payload(nonce, 1, channel.OUT),
+                channel.munge_payload(nonce, 2, channel.OUT),
+                channel.munge_payload(nonce, 1, channel.ERR),
+                channel.munge_payload(b"x" * 32, 1, channel.OUT)}
+    assert len(payloads) == 4
+
+
+def test_a_credential_for_another_challenge_or_node_is_refused():
+    first = ServerHandshake(channel.new_secret(), verify=_fake_verify)
+    second = ServerHandshake(channel.new_secret(), verify=_fake_verify)
+    # made for the first connection's challenge, replayed on the second
+    credential = _fake_credential(
+        channel.munge_payload(first.greeting[len(channel.MAGIC):], 0, channel.CONTROL))
+    with pytest.raises(ChannelError, match="another challenge"):
+        second.feed(_credential_says(second, 0, channel.CONTROL, credential))
+    # the right challenge, claimed for another node
+    with pytest.raises(ChannelError, match="another challenge"):
+        first.feed(_credential_says(first, 1, channel.CONTROL, credential))
+
+
+def test_a_credential_handshake_is_fed_in_pieces_and_limits_its_size():
+    handshake = ServerHandshake(channel.new_secret(), verify=_fake_verify)
+    nonce = handshake.greeting[len(channel.MAGIC):]
+    data = _credential_says(handshake, 2, channel.ERR,
+                            _fake_credential(channel.munge_payload(nonce, 2, channel.ERR)))
+    assert [handshake.feed(data[i:i + 3]) for i in range(0, len(data), 3)][-1] == (2, channel.ERR)
+    assert handshake.reply == channel.ACCEPTED
+    too_long = ServerHandshake(channel.new_secret(), verify=_fake_verify)
+    with pytest.raises(ChannelError, match="exceeds the limit"):
+        too_long.feed(_credential_says(too_long, 0, 0, b"x" * (channel.MAX_CREDENTIAL + 1)))
+    extra = ServerHandshake(channel.new_secret(), verify=_fake_verify)
+    with pytest.raises(ChannelError, match="before being authenticated"):
+        extra.feed(_credential_says(extra, 0, 0, b"x") + b"more")
+    unknown = ServerHandshake(channel.new_secret(), verify=_fake_verify)
+    with pytest.raises(ChannelError, match="unknown stream 7"):
+        unknown.feed(_credential_says(unknown, 0, 7, b"x"))
+
+
+def test_a_node_whose_credential_is_refused_gets_a_channel_error():
+    result: dict = {}
+    listener, thread, address = _serve_munge_once(result)
+    with pytest.raises(ChannelError, match="closed the connection"):
+        channel.connect(address, lambda payload: b"CRED:forged", node=0, timeout=5)
+    thread.join(10)
+    listener.close()
+    assert result == {"error": "credential for another challenge"}
+
+
+def test_munge_missing_on_a_node_is_a_sentence_naming_the_host(monkeypatch):
+    from distrcomp.launcher import munge
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(munge.MungeError, match=f"munge is not installed on {socket.gethostname()}"):
+        munge.encode(b"payload")
+
+
+def test_the_munged_socket_is_the_one_slurm_conf_names(tmp_path, monkeypatch):
+    from distrcomp.launcher import munge
+
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("# AuthInfo=socket=/not/this\nClusterName=x\n"
+                    "AuthInfo=cred_expire=30, socket=/run/m/munge.sock  # comment\n")
+    assert munge.slurm_socket(str(conf)) == "/run/m/munge.sock"
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    assert munge.slurm_socket() == "/run/m/munge.sock"
+    conf.write_text("AuthType=auth/munge\n")
+    assert munge.slurm_socket() is None
+    assert munge.slurm_socket(str(tmp_path / "missing.conf")) is None
