@@ -31,7 +31,12 @@ def slurm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
           ) -> Iterator[SlurmCluster]:
     """The Slurm cluster, up for the whole session and torn down after it (also on failure,
     Ctrl-C, SIGTERM and at exit)."""
-    cluster = SlurmCluster(share=[tmp_path_factory.getbasetemp()])
+    # The nodes have a /tmp of their own: what they must see at the same path as here (pytest's
+    # temp root, this checkout and this venv, when they are under /tmp, as in CI's clean clone)
+    # is bind-mounted into it, as a cluster's shared file system would provide.
+    root = Path(__file__).resolve().parents[2]
+    share = [tmp_path_factory.getbasetemp(), root, Path(sys.prefix)]
+    cluster = SlurmCluster(share=list(dict.fromkeys(path.resolve() for path in share)))
     request.addfinalizer(_interrupt_on_sigterm())
     request.addfinalizer(cluster.down)
     try:
