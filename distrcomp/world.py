@@ -120,8 +120,14 @@ def _abort_job(world: World, what: str, code: int) -> None:
         sys.stderr.flush()
         sys.stdout.flush()
         _let_output_drain()
+        _aborted.append(code)
         world.comm.Abort(code)
 
+
+# Set once this process has called MPI_Abort: MPICH's MPI_Abort can return into Python's exit,
+# whose exit handler must then do nothing (its exit notice would tell the other nodes, still
+# alive until the MPI kills them, that this node finished normally).
+_aborted: list[int] = []
 
 # (the SystemExit raised by the last sys.exit / exit / quit, the outermost frame of its thread,
 # that frame's last instruction then)
@@ -210,7 +216,7 @@ def _let_output_drain(limit: float = 1.0) -> None:
 
 
 def _at_exit(world: World) -> None:
-    if world.MPI.Is_finalized():
+    if world.MPI.Is_finalized() or _aborted:
         return
     status = _failed_exit()
     if status:
