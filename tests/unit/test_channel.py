@@ -30,12 +30,13 @@ def _listen_once(serve) -> tuple[socket.socket, threading.Thread, str]:
     return listener, thread, channel.format_address("127.0.0.1", listener.getsockname()[1])
 
 
-def _serve_once(secret: str, result: dict) -> tuple[socket.socket, threading.Thread, str]:
-    """A one-connection launcher side on loopback; ``result`` gets ``(node id, stream)`` or the
-    error."""
+def _serve_once(secret: str, result: dict, verify=None
+                ) -> tuple[socket.socket, threading.Thread, str]:
+    """A one-connection launcher side on loopback (checking credentials with ``verify`` if
+    given); ``result`` gets ``(node id, stream)`` or the error."""
 
     def serve(conn: socket.socket) -> None:
-        handshake = ServerHandshake(secret)
+        handshake = ServerHandshake(secret, verify=verify)
         conn.sendall(handshake.greeting)
         try:
             node = None
@@ -258,24 +259,7 @@ def _fake_verify(credential: bytes, payload: bytes) -> None:
 
 
 def _serve_munge_once(result: dict) -> tuple[socket.socket, threading.Thread, str]:
-    def serve(conn: socket.socket) -> None:
-        handshake = ServerHandshake(channel.new_secret(), verify=_fake_verify)
-        conn.sendall(handshake.greeting)
-        try:
-            node = None
-            while node is None:
-                data = conn.recv(4096)
-                if not data:
-                    result["error"] = "closed"
-                    return
-                node = handshake.feed(data)
-            conn.sendall(handshake.reply)
-            result["node"] = node
-            result["frames"] = FrameReader().feed(conn.recv(4096))
-        except ChannelError as exc:
-            result["error"] = str(exc)
-
-    return _listen_once(serve)
+    return _serve_once(channel.new_secret(), result, verify=_fake_verify)
 
 
 def _credential_says(handshake: ServerHandshake, node: int, stream: int, credential: bytes
