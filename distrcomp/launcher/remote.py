@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from .address import LauncherAddress
     from .jobkey import JobKey
+    from .scratch import Scratch
     from .slurm import Allocation, SbcastStage
     from .staging import Stage
 del TYPE_CHECKING
@@ -115,7 +116,8 @@ class Remote:
         self.stage: Stage | SbcastStage | None = None
         self.key: JobKey | None = None
         self._specs: list = []  # those apply() set up
-        self.scratch: str | None = None
+        self.scratch: str | None = None  # the ssh wrapper's directory (see .scratch)
+        self._scratch: Scratch | None = None
         # Inside a Slurm allocation the MPI reaches the nodes through Slurm, files go by sbcast
         self.allocation: Allocation | None = None
 
@@ -214,9 +216,11 @@ class Remote:
         (the commands of a legacy master.py) may share one Remote: one wrapper, one staging."""
         if self.remote_hosts:
             if self.allocation is None and self.scratch is None:
-                import tempfile
+                # watched like the job's own: never left behind, even by a SIGKILLed launcher
+                from . import scratch
 
-                self.scratch = tempfile.mkdtemp(prefix="distrcomp-ssh-")
+                self._scratch = scratch.make()
+                self.scratch = self._scratch.path
             if self.scratch is not None:
                 spec.site_args += self.flavor.ssh_args(os.path.join(self.scratch, "ssh"))
             assert self.launcher is not None
@@ -301,11 +305,9 @@ class Remote:
 
     def discard(self) -> None:
         """Remove the local scratch directory (after a dry run)."""
-        if self.scratch is not None:
-            import shutil
-
-            shutil.rmtree(self.scratch, ignore_errors=True)
-            self.scratch = None
+        if self._scratch is not None:
+            self._scratch.remove()
+            self._scratch = self.scratch = None
 
     def prepared(self) -> Remote:
         """``with site.prepared(): JOB``: pre-flight, the job's key and shipping, then the body
