@@ -17,8 +17,9 @@ At initialisation distrcomp also
   node that died, whichever thread raised (a ``SystemExit`` in a thread other than the main
   one ends only that thread, as in Python). A program that ends by ``sys.exit(N)``,
   ``exit(N)`` or ``quit(N)`` in its main thread with N not 0 (or a message) aborts the same
-  way, with N as the error code (as mpi4py's ``python -m mpi4py`` does). Set the environment
-  variable ``DISTRCOMP_ABORT_ON_ERROR=0`` to opt out of both;
+  way, with N as the error code (as mpi4py's ``python -m mpi4py`` does); under ``distrcomp
+  run``, a bare ``raise SystemExit(N)`` too (see :mod:`distrcomp.runscript`). Set the
+  environment variable ``DISTRCOMP_ABORT_ON_ERROR=0`` to opt out of both;
 * answers ``SIGUSR1`` (the launcher sends it at ``--timeout`` and when asked) with a report of
   where this node is blocked, its held messages and its stack (see :mod:`distrcomp.diag`), and
   keeps the profile that ``distrcomp run --stats`` / ``--trace`` ask for;
@@ -130,14 +131,14 @@ def _abort_job(world: World, what: str, code: int) -> None:
 _aborted: list[int] = []
 
 # (the SystemExit raised by the last sys.exit / exit / quit, the outermost frame of its thread,
-# that frame's last instruction then)
+# that frame's last instruction then; or the SystemExit that ended the program, None, -1)
 _exits: list[tuple[SystemExit, Any, int]] = []
 
 
 def _watch_exits() -> None:
     """Make ``sys.exit``, ``exit`` and ``quit`` remember the SystemExit they raise, which the
     exit handler needs: Python tells it nothing of how the program ended. (A bare
-    ``raise SystemExit(N)`` is not seen.)"""
+    ``raise SystemExit(N)`` is seen only under ``distrcomp run``: :mod:`distrcomp.runscript`.)"""
     import builtins
 
     def exit(status: object = None) -> None:
@@ -152,6 +153,12 @@ def _watch_exits() -> None:
         quitter = getattr(builtins, name, None)
         if quitter is not None:
             setattr(builtins, name, _Quitter(quitter))
+
+
+def ended_by(error: SystemExit) -> None:
+    """Tell the exit handler that ``error`` ended the program (:mod:`distrcomp.runscript` sees
+    every SystemExit that reaches the script's top, however it was raised)."""
+    _exits[:] = [(error, None, -1)]
 
 
 def _remember(error: SystemExit) -> None:
@@ -186,7 +193,7 @@ def _failed_exit() -> int:
     if not _exits:
         return 0
     error, outermost, lasti = _exits[0]
-    if outermost.f_lasti != lasti or error.code is None:
+    if (outermost is not None and outermost.f_lasti != lasti) or error.code is None:
         return 0
     if isinstance(error.code, int):
         return error.code & 0xFF

@@ -524,24 +524,24 @@ def _say(notes: list[str]) -> None:
 def _prepared(command: list[str], words: list[str], env: dict[str, str | None],
               notes: list[str], files: Sequence[str] = ()) -> list[str]:
     """``command`` (``words`` as the nodes run them) checked before launch when it runs a
-    Python script (``prog.py``, ``python -B prog.py``): see :func:`_check_script`. When the
-    script imports ``message`` and the old library's ``message.py`` lies beside it (or among
-    ``files``), the command runs it with the drop-in instead, and a line added to ``notes``
-    says so (printed once nothing can stop the launch for bad input)."""
-    from .script import python_script, shadowing_message, with_dropin
+    Python script (``prog.py``, ``python -B prog.py``), see :func:`_check_script`, and changed
+    to run the script through :mod:`distrcomp.runscript`, which sees any ``SystemExit`` that
+    ends it (a bare ``raise SystemExit(3)`` on one node then ends the job). When the script
+    imports ``message`` and the old library's ``message.py`` lies beside it (or among
+    ``files``), it runs with the drop-in instead, and a line added to ``notes`` says so
+    (printed once nothing can stop the launch for bad input)."""
+    from ..runscript import command as script_command
+    from .script import python_script, shadowing_message
 
     index = python_script(words)
     if index is None or not os.path.isfile(words[index]):
         return command
     script = words[index]
-    if not _check_script(script, env):
-        return command
-    old = shadowing_message(script, files)
-    if old is None:
-        return command
-    notes.append(f"{old} is the old DistrComp library's message module; {script} runs with "
-                 "distrcomp's drop-in message module instead")
-    return with_dropin(command, index + len(command) - len(words))
+    old = shadowing_message(script, files) if _check_script(script, env) else None
+    if old is not None:
+        notes.append(f"{old} is the old DistrComp library's message module; {script} runs with "
+                     "distrcomp's drop-in message module instead")
+    return script_command(command, index + len(command) - len(words), dropin=old is not None)
 
 
 def _check_script(script: str, env: dict[str, str | None]) -> bool:

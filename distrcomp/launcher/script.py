@@ -14,7 +14,7 @@
 
 * :func:`is_old_message` / :func:`shadowing_message`: the old library's own ``message.py``
   (recognised by its content) lying beside a script, where Python would import it before the
-  drop-in; :func:`with_dropin` runs such a script with the drop-in all the same.
+  drop-in; :mod:`distrcomp.runscript` runs such a script with the drop-in all the same.
 
 Files in, values or messages out; scripts are compiled or parsed, never run. ``distrcomp run``
 calls this for every Python script, so it imports little (no ``ast`` unless the script may
@@ -28,15 +28,13 @@ import os
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the launcher's start-up)
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from types import CodeType
     from typing import Union
 
     PathLike = Union[str, "os.PathLike[str]"]
 del TYPE_CHECKING
 
-__all__ = ["compat_dir", "dropin_main", "is_old_message", "is_python", "py2_problem",
-           "python_script", "shadowing_message", "syntax_reason", "uses_legacy_message",
-           "with_compat_path", "with_dropin"]
+__all__ = ["compat_dir", "is_old_message", "is_python", "py2_problem", "python_script",
+           "shadowing_message", "syntax_reason", "uses_legacy_message", "with_compat_path"]
 
 
 # --------------------------------------------------------------------------- the command
@@ -210,45 +208,6 @@ def shadowing_message(script: PathLike, files: Sequence[str] = ()) -> str | None
         if is_old_message(candidate):
             return candidate
     return None
-
-
-# Run in the node's ``python -c``: the script's code, compiled by dropin_main, executed in
-# ``__main__`` itself, so that the script runs as ``python script.py`` would run it.
-_DROPIN_BOOT = "exec(__import__('distrcomp.launcher.script', fromlist=['_']).dropin_main())"
-
-
-def with_dropin(command: Sequence[str], index: int) -> list[str]:
-    """``command`` (a Python interpreter, its options, the script at ``index``, its arguments)
-    changed to run the script with the drop-in ``message`` module first on ``sys.path``.
-
-    ``python -B job.py ARG`` becomes ``python -B -c BOOT job.py ARG``: the interpreter and its
-    options are kept; :func:`dropin_main` then runs ``job.py`` as ``python job.py`` would (the
-    same ``sys.argv``, ``__file__``, ``__name__ == "__main__"``, the script's directory on
-    ``sys.path``), except that ``import message`` finds the drop-in before a ``message.py``
-    lying beside the script. Tracebacks show one extra line (``File "<string>", line 1``).
-    """
-    return [*command[:index], "-c", _DROPIN_BOOT, *command[index:]]
-
-
-def dropin_main() -> CodeType:
-    """In a node started by :func:`with_dropin`: set up ``sys.argv``, ``sys.path`` and
-    ``__main__.__file__`` for the script ``sys.argv[1]`` and return its compiled code.
-
-    ``sys.path`` starts with :func:`compat_dir`, then the script's directory (unless the
-    interpreter was told not to add it: ``-P``, ``-I``). Raises OSError if the script cannot
-    be read, SyntaxError if it does not compile, as ``python script.py`` would.
-    """
-    import sys
-
-    import __main__
-
-    script = sys.argv[1]
-    del sys.argv[0]
-    if not getattr(sys.flags, "safe_path", False) and not sys.flags.isolated:
-        sys.path[0] = os.path.dirname(os.path.realpath(script))  # where python script.py looks
-    sys.path.insert(0, compat_dir())
-    __main__.__file__ = script
-    return compile(_read_bytes(script), script, "exec", dont_inherit=True)
 
 
 # --------------------------------------------------------------------------- Python 2 scripts

@@ -51,6 +51,52 @@ def test_sys_exit_while_the_others_wait_in_barrier_ends_the_job_with_its_status(
     assert done.elapsed < FAULT_BOUND
 
 
+@pytest.mark.parametrize("n", [2, 4])
+def test_a_bare_raise_systemexit_while_the_others_wait_ends_the_job_with_its_status(tmp_path, n):
+    # Python tells an exit handler nothing of the status: the exiting node's exit handshake
+    # then waited for the others, which waited in barrier() for it, and the job hung forever
+    (tmp_path / "prog.py").write_text(
+        "import distrcomp as dc\n"
+        "def give_up():\n    raise SystemExit(3)\n"
+        "if dc.node_id == 1:\n    give_up()\n"
+        "dc.barrier()\n")
+    done = launch(tmp_path, "run", "-n", str(n), "prog.py", timeout=FAULT_BOUND * 2)
+    assert done.returncode == 3, done
+    assert f"node 1 of {n} exited with status 3; aborting every node with code 3" in done.stderr, done
+    assert "distrcomp: node 1 (localhost) failed: called MPI_Abort with error code 3" \
+        in done.stderr, done
+    assert done.elapsed < FAULT_BOUND
+
+
+def test_a_script_runs_as_python_runs_it_and_its_traceback_is_its_own(tmp_path):
+    # distrcomp run starts a script through distrcomp.runscript (see the test above): what the
+    # script sees of itself, and its traceback, are those of python prog.py
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "helper.py").write_text("WHERE = 'beside the script'\n")
+    (tmp_path / "lib" / "prog.py").write_text(
+        "import os, pickle, sys, __main__\n"
+        "import helper\n"
+        "class Point:\n    pass\n"
+        "names = sorted(k for k in globals() if not k.startswith('__'))\n"
+        "assert pickle.loads(pickle.dumps(Point())).__class__ is Point\n"
+        "line = (f'{__name__} {__file__} {sys.argv} {helper.WHERE} {sys.path[0] == os.path.dirname(os.path.abspath(__file__))} '\n"
+        "        f'{__main__.__dict__ is globals()} {names}\\n')\n"
+        "os.write(1, line.encode())\n"
+        "def fails():\n    raise ValueError('as python shows it')\n"
+        "fails()\n")
+    done = launch(tmp_path, "run", "-n", "1", "--no-tag", "lib/prog.py", "a", "b",
+                  timeout=FAULT_BOUND * 2)
+    assert done.returncode == 1, done
+    assert done.stdout == ("__main__ lib/prog.py ['lib/prog.py', 'a', 'b'] beside the script True "
+                           "True ['Point', 'helper', 'os', 'pickle', 'sys']\n"), done
+    assert done.stderr.startswith(
+        "Traceback (most recent call last):\n"
+        '  File "lib/prog.py", line 12, in <module>\n'
+        "    fails()\n"
+        '  File "lib/prog.py", line 11, in fails\n'), done
+    assert "ValueError: as python shows it\n" in done.stderr, done
+
+
 def test_exception_calls_abort_and_names_the_node(tmp_path):
     done = launch(tmp_path, "run", "-n", "3", program("raises.py"), timeout=FAULT_BOUND * 2)
     assert done.returncode == 1, done  # MPI_Abort's error code

@@ -16,8 +16,8 @@ from distrcomp.launcher.script import (
     is_old_message,
     python_script,
     shadowing_message,
-    with_dropin,
 )
+from distrcomp.runscript import command as script_command
 
 pytest.importorskip("fissix", reason="distrcomp migrate needs fissix (the legacy extra)")
 from distrcomp.migrate import MigrateError, migrate
@@ -50,8 +50,8 @@ def test_python_script_skips_the_interpreters_options(words, index):
     assert python_script(words) == index
 
 
-def test_with_dropin_keeps_the_interpreter_and_its_options():
-    command = with_dropin(["python", "-B", "-X", "dev", "job.py", "a"], 4)
+def test_the_script_runner_keeps_the_interpreter_and_its_options():
+    command = script_command(["python", "-B", "-X", "dev", "job.py", "a"], 4, dropin=True)
     assert command[:3] == ["python", "-B", "-X"] and command[3:5] == ["dev", "-c"]
     assert command[6:] == ["job.py", "a"]
 
