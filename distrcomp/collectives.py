@@ -10,6 +10,10 @@ Objects travel in the wire format of :mod:`distrcomp.wire`: numpy arrays as raw 
 and ``allreduce`` of arrays with a native numeric dtype use MPI's own reduction
 (``Iallreduce`` / ``Ireduce``); anything else is reduced in Python, in node order.
 
+A collective that a node which has finished never called (its exit notice says how many it
+called) raises :class:`~distrcomp.errors.DistrCompError` on the nodes waiting in it, naming
+that node, instead of waiting forever.
+
 Any thread may call a collective. One collective is several MPI collectives in a row, so a
 node runs one at a time (a second thread's call waits for the first to end); which thread's
 comes first is the program's to decide, and must give the same order on every node.

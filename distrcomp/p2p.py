@@ -315,9 +315,12 @@ class Engine:
     _nbytes = cython.declare(cython.Py_ssize_t, visibility="readonly")
     _collective = cython.declare(object, visibility="readonly")
     _n_collective = cython.declare(cython.long, visibility="readonly")
-    # The nodes whose exit notice arrived (they have entered their exit handshake: close).
+    # The nodes whose exit notice arrived (they have entered their exit handshake: close), and
+    # how many collectives each had called then (the notice's tag).
     _finished = cython.declare(list, visibility="readonly")
     _n_finished: cython.int
+    _collectives_of: list
+    _exit_comm: object  # the exit handshake's own duplicate of comm (see close)
     # distrcomp.diag's profile (--stats, --trace): 0 off (the default), 1 count, 2 also trace.
     _profile = cython.declare(cython.int, visibility="readonly")
     _msgs_to = cython.declare(cython.longlong[:], visibility="readonly")  # per node, by send
@@ -377,6 +380,10 @@ class Engine:
         self._collective, self._n_collective = None, 0
         self._finished = [False] * self.n_node
         self._n_finished = 0
+        self._collectives_of = [0] * self.n_node
+        # A communicator of its own: on comm, a node's exit handshake (a reduce-scatter) would
+        # match another node's barrier or bcast, which then returned as if it had completed.
+        self._exit_comm = comm.Dup()
         self._profile = 0
         zeros = pyarray.array("q", [0]) * self.n_node
         self._msgs_to, self._bytes_to = zeros, zeros[:]
@@ -771,6 +778,8 @@ class Engine:
             self._since = _now()
             while not request.Test():
                 if not self._accept():
+                    if self._n_finished and self._op == OP_COLLECTIVE:
+                        self._check_collective()
                     _yield_core()
                     if cython.compiled:  # compiled code runs no signal handler by itself
                         PyErr_CheckSignals()
@@ -965,7 +974,7 @@ class Engine:
         if kind == BARE:
             data = self._mrecv_bytes()
             if self._count == 0:  # an empty pickle: the exit notice of node src (close)
-                return self._note_finished(src)
+                return self._note_finished(src, tag)
             try:
                 return _loads(data)
             except Exception as exc:  # noqa: BLE001 - kept; the recv that asks for this message raises it
@@ -975,13 +984,28 @@ class Engine:
         return self._decode(frame, src, tag)
 
     @cython.cfunc
-    def _note_finished(self, src: cython.int) -> object:
+    def _note_finished(self, src: cython.int, collectives: cython.long) -> object:
         if not self._finished[src]:
             self._finished[src] = True
             self._n_finished += 1
+            self._collectives_of[src] = collectives
         if self._profile:
             self._msgs_from[src] -= 1
         return _FINISHED
+
+    @cython.cfunc
+    def _check_collective(self) -> cython.int:
+        """Raise DistrCompError if a node that has finished never called the collective this
+        node waits in (it had called fewer collectives than this one's number): the collective
+        can never complete."""
+        src: cython.int
+        for src in range(self.n_node):
+            if self._finished[src] and self._collectives_of[src] < self._n_collective:
+                raise DistrCompError(
+                    f"{self._collective} #{self._n_collective}: node {self.node_id} waits for every "
+                    f"node to call it, but node {src} has finished after calling "
+                    f"{self._collectives_of[src]} collective(s)")
+        return 0
 
     @cython.cfunc
     def _check_finished(self, src: cython.long, tag: cython.long, what: str) -> cython.int:
@@ -1226,10 +1250,13 @@ class Engine:
         self._op = OP_EXIT
         self._lock_state()
         try:
-            for dest in range(self.n_node):  # the exit notice: an empty BARE message to each node
+            # the exit notice: an empty BARE message to each node, whose tag says how many
+            # collectives this node called (_check_collective)
+            notice: cython.int = (min(self._n_collective, self.max_tag) << _KIND_BITS) | BARE
+            for dest in range(self.n_node):
                 if dest != self.node_id:
                     self._sent[dest] += 1
-                    self._isend_kept(b"", dest, BARE)
+                    self._isend_kept(b"", dest, notice)
         finally:
             self._unlock_state()
         self._flush_pending()
@@ -1240,7 +1267,7 @@ class Engine:
         finally:
             self._unlock_state()
         expected = np.zeros(1, np.int64)
-        self.wait(self.comm.Ireduce_scatter_block(sent, expected, MPI.SUM), sent, expected)
+        self.wait(self._exit_comm.Ireduce_scatter_block(sent, expected, MPI.SUM), sent, expected)
         while self._n_received < expected[0]:
             if self._start_taking():  # block in MPI for the next message
                 try:

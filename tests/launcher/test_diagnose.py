@@ -121,6 +121,18 @@ def test_recv_from_any_node_when_all_others_finished_raises(tmp_path):
             "other node has finished and sent no such message") in done.stderr, done
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_a_collective_that_a_finished_node_never_calls_raises(tmp_path, n):
+    # node 1's exit handshake (a reduce-scatter on the same communicator) matched the others'
+    # bcast and barrier, which returned as if every node had called them; the job then hung
+    done = launch(tmp_path, "run", "-n", str(n), program("stuck.py"), str(tmp_path),
+                  "collective_finished", timeout=BOUND)
+    assert done.returncode == 1, done
+    assert "passed the barrier" not in done.stdout, done
+    assert re.search(r"DistrCompError: (bcast #2|barrier #3): node 0 waits for every node to call "
+                     r"it, but node 1 has finished after calling 1 collective\(s\)", done.stderr), done
+
+
 def stats_rows(stderr: str) -> tuple[dict[int, list[str]], dict[int, list[int]]]:
     """The --stats table's rows and the byte matrix's, by node."""
     lines = stderr.splitlines()

@@ -7,7 +7,8 @@
 * ``order``: the last node calls bcast where the others call barrier;
 * ``compute``: node 0 sends 64 MiB to node 1, which computes (sleeps) instead of receiving;
 * ``from_finished``: node 1 ends normally, node 0 then waits for a second message from it;
-* ``any_finished``: every node but 0 ends, node 0 waits for a message from any node.
+* ``any_finished``: every node but 0 ends, node 0 waits for a message from any node;
+* ``collective_finished``: node 1 ends after one barrier, the others call bcast and barrier.
 """
 
 import os
@@ -58,3 +59,9 @@ elif scenario == "from_finished":
 elif scenario == "any_finished" and me == 0:
     time.sleep(0.5)
     dc.recv(dc.ANY_SOURCE)
+elif scenario == "collective_finished":
+    dc.barrier()
+    if me != 1:
+        dc.bcast("x", root=0)
+        dc.barrier()
+        os.write(1, f"node {me} passed the barrier\n".encode())
