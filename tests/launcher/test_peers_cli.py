@@ -10,6 +10,8 @@ import sys
 import pytest
 from jobtools import ROOT, installed_command, launch
 
+from distrcomp.runscript import command as script_command
+
 BAD_PEERS = [
     # (file content, line, reason)
     (b"", 1, "no host in the file (the file is empty)"),
@@ -145,20 +147,21 @@ def test_hostfile_and_dry_run_for_both_mpis(tmp_path, flavor, hostfile):
     assert "export OMP_NUM_THREADS=2" in lines
     assert lines[-2] == "# mpiexec command line (7 nodes):"
     argv = shlex.split(lines[-1])
-    # the command as given, without the node wrapper, which needs the launcher running
-    assert argv[-3:] == [sys.executable, "prog.py", "arg 1"]
+    # the command as given, through distrcomp.runscript (which sees a SystemExit), without the
+    # node wrapper, which needs the launcher running
+    assert argv[-5:] == script_command([sys.executable, "prog.py", "arg 1"], 1)
     # output to a pipe and no PYTHONUNBUFFERED of the test's own: the nodes buffer, none is sent;
     # nothing of the relay is forwarded
     names = "OMP_NUM_THREADS,PATH"
     assert argv[argv.index("-launcher-exec" if flavor == "mpich" else "plm_ssh_agent") + 1] \
         == "$dir/ssh"
     if flavor == "mpich":
-        assert argv[1:-3] == ["-f", "$dir/hostfile", "-n", "7", "-envlist", names,
+        assert argv[1:-5] == ["-f", "$dir/hostfile", "-n", "7", "-envlist", names,
                               "-launcher", "ssh", "-launcher-exec", "$dir/ssh",
                               "-localhost", "127.0.0.1", "--verbose"]
     else:
         env = [arg for name in names.split(",") for arg in ("-x", name)]
-        assert argv[1:-3] == ["--oversubscribe", "--hostfile", "$dir/hostfile", "--map-by",
+        assert argv[1:-5] == ["--oversubscribe", "--hostfile", "$dir/hostfile", "--map-by",
                               "slot", "-n", "7", *env, "--mca", "plm_ssh_agent", "$dir/ssh",
                               "--verbose"]
     assert "never run" not in dry.stdout + dry.stderr
