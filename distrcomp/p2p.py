@@ -58,6 +58,7 @@ raw mpi4py: tests/cluster/programs/p2p_pattern.py); matched probes do not.
 from __future__ import annotations
 
 import array as pyarray
+import functools
 import numbers
 import operator
 import os
@@ -70,7 +71,10 @@ from typing import Any
 
 try:
     import cython
-except ImportError:  # Cython is not installed: this runs as plain Python
+
+    if not cython.compiled:  # Cython's own pure-Python module: _shadow does the same, faster
+        raise ImportError
+except ImportError:  # running as plain Python
     from . import _shadow as cython
 import numpy as np
 from mpi4py import MPI
@@ -371,7 +375,16 @@ class Engine:
         if cython.compiled:
             self._busy = self._taker = False
         else:
-            self._lock, self._taking = threading.Lock(), threading.Lock()
+            # Re-entrant locks, let go entirely (_release_save, as threading.Condition does):
+            # an exception from a signal handler (Ctrl-C's KeyboardInterrupt) can come between
+            # taking one and the ``try`` that lets it go. The thread then still owns it, and
+            # its next call takes it again and lets it go; a plain Lock stayed taken and every
+            # later call waited forever. (The compiled build runs no signal handler there.)
+            self._lock, self._taking = threading.RLock(), threading.RLock()
+            # The methods below, bound to the locks' own (C) methods: a call through a Python
+            # method costs more than the lock itself, several times per message.
+            self._lock_state, self._unlock_state = self._lock.acquire, self._lock._release_save
+            self._start_taking = functools.partial(self._taking.acquire, False)
         self._arrived = threading.Condition()
         self._waiting = 0
         self._threads = MPI.Query_thread() >= MPI.THREAD_MULTIPLE
@@ -460,7 +473,7 @@ class Engine:
                 _yield_core()
             self._busy = True
         else:
-            self._lock.acquire()
+            self._lock.acquire()  # (bound in __init__ in this build)
         return 0
 
     @cython.cfunc
@@ -469,7 +482,7 @@ class Engine:
         if cython.compiled:
             self._busy = False
         else:
-            self._lock.release()
+            self._lock._release_save()  # (bound in __init__ in this build)
         return 0
 
     @cython.cfunc
@@ -481,7 +494,7 @@ class Engine:
                 return False
             self._taker = True
             return True
-        return self._taking.acquire(False)
+        return self._taking.acquire(False)  # (bound in __init__ in this build)
 
     @cython.cfunc
     def _release_taking(self) -> cython.int:
@@ -489,7 +502,7 @@ class Engine:
         if cython.compiled:
             self._taker = False
         else:
-            self._taking.release()
+            self._taking._release_save()
         if self._waiting:
             self._wake()
         return 0
@@ -1034,13 +1047,14 @@ class Engine:
         (which distrcomp never sends), the data is still received and the message is
         undecodable."""
         head = self._heads_from[src]
-        if type(head) is not _Head or cython.cast(_Head, head).nbytes != self._count:
+        known: _Head = head if type(head) is _Head else None  # typed: no cast, in either build
+        if known is None or known.nbytes != self._count:
             self._mrecv(bytearray(self._count))
-            if head is None or type(head) is _Head:
+            if head is None or known is not None:
                 head = ValueError(f"an array without an array head before it ({self._count} bytes)")
             return _undecodable(src, tag, head)
         try:
-            array = cython.cast(_Head, head).new_array()
+            array = known.new_array()
         except Exception as exc:  # noqa: BLE001 - the data is still received; the recv that asks raises
             self._mrecv(bytearray(self._count))
             return _undecodable(src, tag, exc)
