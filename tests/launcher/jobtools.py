@@ -163,7 +163,8 @@ class Launch:
         self.mark = uuid.uuid4().hex
         # the launcher decides the nodes' buffering unless the test says otherwise
         inherited = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-        full_env = {**inherited, **(env or {}), MARK: self.mark}
+        full_env = {**inherited, **(env or {}), MARK: self.mark}  # a value None: unset
+        full_env = {key: value for key, value in full_env.items() if value is not None}
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [*(command or (sys.executable, "-m", "distrcomp")), *args], cwd=cwd, env=full_env,

