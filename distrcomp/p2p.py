@@ -797,6 +797,7 @@ class Engine:
                     if cython.compiled:  # compiled code runs no signal handler by itself
                         PyErr_CheckSignals()
         except BaseException:
+            self._recover_locks()
             self._lock_state()
             try:
                 self._abandon(request, keep)
@@ -806,6 +807,17 @@ class Engine:
         finally:
             if self._since:
                 self._blocked_until_now()
+
+    def _recover_locks(self) -> None:
+        """After an exception from a signal handler (Ctrl-C's KeyboardInterrupt) in :meth:`wait`,
+        in the plain-Python build: let go of the engine's locks if this thread still owns one.
+        The exception may have come between taking it and the ``try`` that lets it go, and
+        :meth:`wait` never runs holding either. (The compiled build runs no signal handler
+        there.)"""
+        if not cython.compiled:
+            for lock in (self._taking, self._lock):
+                if lock._is_owned():
+                    lock._release_save()
 
     def _abandon(self, request: Any, keep: tuple) -> None:
         """Keep ``request`` and the buffers in ``keep`` alive: a wait for them was interrupted,

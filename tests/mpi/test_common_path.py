@@ -220,27 +220,37 @@ def test_an_interrupt_while_send_waits_for_its_payload_propagates_and_the_messag
         np.testing.assert_array_equal(dc.recv(0), big * 2)
 
 
-@pytest.mark.mpi
-def test_a_lock_left_taken_by_an_interrupt_stops_nothing(dc):
+@pytest.mark.mpi(min_size=2)
+def test_a_lock_left_taken_by_an_interrupt_stops_nothing(dc, interrupt_after):
     # In the plain-Python build an exception from a signal handler can come between taking one
-    # of the engine's locks and the try that lets it go: the test above then left the taker's
-    # lock taken, and the next test's recv waited forever (seen in the Open MPI suite). Here
-    # the locks are left taken by hand, as that interrupt leaves them.
+    # of the engine's locks and the try that lets it go: the interrupted-send test above then
+    # left the taker's lock taken, and the next test's recv waited forever (seen in the Open
+    # MPI suite). Here node 0 takes it by hand, as that interrupt leaves it, then its send is
+    # interrupted; another thread of node 0 must then be able to receive.
     if p2p.compiled():
         pytest.skip("the compiled build runs no signal handler between its flag and its try")
-    engine = dc._engine
-    engine._lock.acquire()
-    engine._taking.acquire()
-    right, left = ring(dc)
-    dc.send(right, "after the interrupt")
-    assert dc.recv(left) == "after the interrupt"
-    # ... and the locks are free again for the other threads, not only for this one
-    got = []
-    dc.send(right, "to another thread")
-    reader = threading.Thread(target=lambda: got.append(dc.recv(left, timeout=60)))
-    reader.start()
-    reader.join()
-    assert got == ["to another thread"]
+    big = np.arange(1 << 20, dtype=np.float64)
+    if dc.node_id == 0:
+        dc._engine._taking.acquire()
+        with interrupt_after(0.3):
+            dc.send(1, big)
+        dc.comm.send("interrupted", dest=1, tag=98)
+        got = []
+
+        def read():
+            try:
+                got.append(dc.recv(1, timeout=60))
+            except TimeoutError as exc:
+                got.append(exc)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join()
+        assert got == ["to another thread"]
+    elif dc.node_id == 1:
+        assert dc.comm.recv(source=0, tag=98) == "interrupted"
+        np.testing.assert_array_equal(dc.recv(0), big)
+        dc.send(0, "to another thread")
 
 
 class _SendsWhilePickled:
