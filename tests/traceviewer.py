@@ -6,15 +6,14 @@ Chromium. Chromium is driven through its DevTools protocol over ``--remote-debug
 (NUL-terminated JSON on file descriptors 3 and 4), so no client library and no debugging port
 are needed.
 
-Run as a program, it does everything inside a network namespace of its own (``unshare --net``,
-or with ``--user`` where not root): vizviewer listens on every address of the namespace, which
-is only its loopback, and nothing the page might fetch can leave the machine. Usage::
+:func:`view` runs this file again as a program in a network namespace of its own (``unshare
+--net``, with ``--user`` where not root), where vizviewer listens on every address of the
+namespace, which is only its loopback, and nothing the page might fetch can leave the machine.
+It writes ``OUT_DIR/report.json`` and ``OUT_DIR/screenshot.png``, and ends vizviewer and
+Chromium (both in its process group, which :func:`view` kills as a whole in any case). By hand,
+for a picture of a trace (``docs/trace.png`` was made so, from ``examples/ring.py`` on 4 nodes)::
 
     python tests/traceviewer.py TRACE.json OUT_DIR [--zoom START_US END_US]
-
-It writes ``OUT_DIR/report.json`` (see :func:`_report`) and ``OUT_DIR/screenshot.png``, then
-ends vizviewer and Chromium (both children of its own process group, which the caller kills
-as a whole on a timeout).
 """
 
 from __future__ import annotations
@@ -68,7 +67,7 @@ def view(trace: Path, out: Path, zoom: tuple[float, float] | None = None,
 
     Blocks until it ends; on ``timeout`` seconds its whole process group is killed and
     TimeoutExpired raised. Raises CalledProcessError (with its output) if it failed."""
-    argv = [*namespace_argv(), sys.executable, __file__, str(trace), str(out)]
+    argv = [*namespace_argv(), sys.executable, __file__, "--inside", str(trace), str(out)]
     if zoom:
         argv += ["--zoom", *map(str, zoom)]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -190,8 +189,15 @@ _PROBE = """
 
 _SHOW = """
 (async () => {
-  for (const track of app.trace.workspace.flatTracks) if (track.hasChildren) track.expand();
-  const start = app.trace.traceInfo.start;
+  const workspace = app.trace.workspace, start = app.trace.traceInfo.start;
+  const groups = [...workspace.children].sort((a, b) => a.name.localeCompare(b.name));
+  for (const group of groups) workspace.addChildLast(group);  // node order, not Perfetto's
+  for (const track of workspace.flatTracks) if (track.hasChildren) track.expand();
+  // Perfetto draws the flows of an area selection whose category is shown
+  const uris = workspace.flatTracks.filter((t) => !t.hasChildren && t.uri).map((t) => t.uri);
+  app.trace.selection.selectArea({start, end: app.trace.traceInfo.end, trackUris: uris});
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  app.trace.flows.setCategoryVisible("message", true);
   app.trace.timeline.setViewportTime(start + %dn, start + %dn);
   await new Promise((resolve) => setTimeout(resolve, 500));
 })()
@@ -316,6 +322,13 @@ def _probe(devtools: _DevTools, out: Path, zoom: tuple[float, float] | None, dea
 
 
 if __name__ == "__main__":
-    trace_path, out_dir = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
-    zoom_us = (float(sys.argv[4]), float(sys.argv[5])) if sys.argv[3:4] == ["--zoom"] else None
-    (out_dir / "report.json").write_text(json.dumps(_report(trace_path, out_dir, zoom_us)))
+    args = sys.argv[1:]
+    inside = args[:1] == ["--inside"]  # run so by view(), in its network namespace
+    args = args[1:] if inside else args
+    trace_path, out_dir = Path(args[0]).resolve(), Path(args[1]).resolve()
+    zoom_us = (float(args[3]), float(args[4])) if args[2:3] == ["--zoom"] else None
+    if inside:
+        (out_dir / "report.json").write_text(json.dumps(_report(trace_path, out_dir, zoom_us)))
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        print(json.dumps(view(trace_path, out_dir, zoom_us), indent=1))
