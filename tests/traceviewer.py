@@ -84,9 +84,39 @@ def view(trace: Path, out: Path, zoom: tuple[float, float] | None = None,
                 os.killpg(process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    left = _survivors(out)
+    if left:
+        raise RuntimeError(f"processes of the viewer outlived it: {', '.join(left)}")
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed (exit {process.returncode}):\n{output}")
     return json.loads((out / "report.json").read_text())
+
+
+def _survivors(out: Path, bound: float = 15.0) -> list[str]:
+    """``pid (command)`` of the processes whose command line names ``out`` that are still alive
+    ``bound`` seconds from now (Chromium's crash handler ends a moment after Chromium); those
+    are then killed."""
+    needle = str(out).encode()
+    deadline = time.monotonic() + bound
+    while True:
+        found = {}
+        for name in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as handle:
+                    line = handle.read()
+            except (OSError, ValueError):
+                continue
+            if name.isdigit() and int(name) != os.getpid() and needle in line:
+                found[int(name)] = line.split(b"\0")[0].decode(errors="replace")
+        if not found or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return [f"{pid} ({command})" for pid, command in found.items()]
 
 
 def png_colours(data: bytes) -> int:
@@ -280,8 +310,13 @@ def _drive(viewer: subprocess.Popen, trace: Path, out: Path, zoom: tuple[float, 
     browser = subprocess.Popen(
         [chromium(), "--headless=new", "--no-sandbox", "--remote-debugging-pipe",
          f"--user-data-dir={out / 'chromium-profile'}", "--no-first-run", "--no-default-browser-check",
-         "--disable-gpu", "--disable-dev-shm-usage", f"--window-size={WIDTH},1000",
+         "--disable-gpu", "--disable-dev-shm-usage", "--disable-crash-reporter", "--disable-breakpad",
+         f"--window-size={WIDTH},1000",
          "--hide-scrollbars", "about:blank"],
+        # its home in OUT_DIR: its crash handler, which leaves the process group, is then known
+        # by OUT_DIR in its command line (--database), and nothing is written to the real home
+        env={**os.environ, "HOME": str(out), "XDG_CONFIG_HOME": str(out / ".config"),
+             "XDG_CACHE_HOME": str(out / ".cache")},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=False,
         preexec_fn=pipes)  # noqa: PLW1509 - this process runs no other thread
     os.close(to_chromium)
