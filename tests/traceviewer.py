@@ -63,10 +63,13 @@ def namespace_argv() -> list[str]:
 
 def view(trace: Path, out: Path, zoom: tuple[float, float] | None = None,
          timeout: float = 120) -> dict:
-    """Run this file as a program in a new network namespace on ``trace``; return its report.
+    """Open ``trace`` in vizviewer in headless Chromium; return the report (see :func:`_report`)
+    and leave the screenshot in ``out/screenshot.png``.
 
-    Blocks until it ends; on ``timeout`` seconds its whole process group is killed and
-    TimeoutExpired raised. Raises CalledProcessError (with its output) if it failed."""
+    Runs this file as a program in a new network namespace and blocks until it ends; on
+    ``timeout`` seconds its whole process group is killed and TimeoutExpired raised. Raises
+    RuntimeError with its output if it failed, or naming any Chromium process that outlived it
+    (then killed). A trace the viewer refuses is not an error: the report says so."""
     argv = [*namespace_argv(), sys.executable, __file__, "--inside", str(trace), str(out)]
     if zoom:
         argv += ["--zoom", *map(str, zoom)]
@@ -93,20 +96,20 @@ def view(trace: Path, out: Path, zoom: tuple[float, float] | None = None,
 
 
 def _survivors(out: Path, bound: float = 15.0) -> list[str]:
-    """``pid (command)`` of the processes whose command line names ``out`` that are still alive
-    ``bound`` seconds from now (Chromium's crash handler ends a moment after Chromium); those
-    are then killed."""
-    needle = str(out).encode()
+    """``pid (command)`` of the Chromium processes of ``out`` (their profile or crash database is
+    in it) still alive ``bound`` seconds from now (the crash handler, outside the process group,
+    ends a moment after Chromium); those are then killed."""
+    needles = (f"={out}/chromium-profile".encode(), f"={out}/.config/".encode())
     deadline = time.monotonic() + bound
     while True:
         found = {}
-        for name in os.listdir("/proc"):
+        for name in filter(str.isdigit, os.listdir("/proc")):
             try:
                 with open(f"/proc/{name}/cmdline", "rb") as handle:
                     line = handle.read()
-            except (OSError, ValueError):
+            except OSError:
                 continue
-            if name.isdigit() and int(name) != os.getpid() and needle in line:
+            if any(needle in line for needle in needles):
                 found[int(name)] = line.split(b"\0")[0].decode(errors="replace")
         if not found or time.monotonic() > deadline:
             break
@@ -237,6 +240,7 @@ _STATE = """
 JSON.stringify({
   loaded: !!(window.app && app.trace && app.trace.engine),
   busy: !!(window.app && app.isLoadingTrace),
+  dialog: Array.from(document.querySelectorAll(".pf-modal-dialog"), (d) => d.innerText).join("\\n"),
   text: document.body ? document.body.innerText : "",
 })
 """
@@ -266,8 +270,9 @@ def _high_pipe() -> tuple[int, int]:
 
 
 def _report(trace: Path, out: Path, zoom: tuple[float, float] | None) -> dict:
-    """What the viewer made of ``trace``: ``loaded`` (the UI opened it as a trace), ``text``
-    (the page's visible text: track names, and any error dialog), and, once loaded, what
+    """What the viewer made of ``trace``: ``loaded`` (the UI opened it as a trace), ``dialog``
+    (the text of any dialog the UI shows: its errors), ``text`` (the page's visible text: track
+    names, the status bar's import error notice), and, once loaded, what
     Perfetto's trace processor holds: ``processes`` (pid, name), ``threads`` (pid, tid, name),
     ``slices`` (pid, name, n), ``flows`` (how many flow arrows) and ``errors`` (its import
     error statistics). With ``zoom`` (microseconds from the trace's start), every track is
@@ -334,19 +339,20 @@ def _probe(devtools: _DevTools, out: Path, zoom: tuple[float, float] | None, dea
     session = devtools.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
     devtools.call("Page.enable", session)
     devtools.call("Page.navigate", session, url=f"http://127.0.0.1:{PORT}/")
-    state = {}
+    state = {"loaded": False, "dialog": "", "text": ""}
     while time.monotonic() < deadline:
         time.sleep(0.25)
         state = json.loads(_evaluate(devtools, session, _STATE))
-        if (state["loaded"] and not state["busy"]) or "Failed" in state["text"] or "rror" in state["text"]:
+        if (state["loaded"] and not state["busy"]) or state["dialog"]:
             break
-    report = {"loaded": state.get("loaded", False), "text": state.get("text", "")}
+    report = {key: state[key] for key in ("loaded", "dialog", "text")}
     if report["loaded"]:
         report.update(json.loads(_evaluate(devtools, session, _PROBE)))
         if zoom:  # for a picture: every track expanded, the time span shown
             _evaluate(devtools, session, _SHOW % (int(zoom[0] * 1000), int(zoom[1] * 1000)))
         time.sleep(1.0)  # the canvas is drawn on the next animation frames
-        report["text"] = json.loads(_evaluate(devtools, session, _STATE))["text"]
+        state = json.loads(_evaluate(devtools, session, _STATE))
+        report.update(dialog=state["dialog"], text=state["text"])
     clip = {}
     if zoom and report["loaded"]:  # the tracks only, not the empty space and panel below them
         height = 175 + 42 * len(report["processes"])

@@ -11,8 +11,10 @@ import errors), and reads the page's text for the track names and any error indi
 screenshot is then only checked not to be blank.
 
 The check cannot pass on a broken trace: the second test runs the same check on the same job's
-trace with its events removed, cut short (malformed JSON), and in the form this project wrote
-before the viewer showed its defects (pid and tid 0, string flow ids), and each must fail it.
+trace with its events removed, cut short (malformed JSON: vizviewer refuses it), with
+``traceEvents`` not a list (Perfetto's error dialog), and in the form this project wrote before
+the viewer showed its defects (pid and tid 0, string flow ids: node 0's slices on another track,
+no flows, an import error notice), and each must fail it.
 
 Skips with one line where Chromium, vizviewer or a network namespace is missing; CI sets
 ``DISTRCOMP_REQUIRE_VIEWER=1`` (and installs Chromium), which makes that a failure instead.
@@ -72,6 +74,7 @@ def check_drawn(report: dict, shot: bytes | None, nodes: int) -> None:
     names them, with exactly the message slices traffic.py made on each, and a flow per
     message; the screenshot is not blank."""
     assert report["loaded"], f"the viewer did not open the trace: {report['text'][-300:]}"
+    assert not report["dialog"], report["dialog"]
     text = report["text"]
     assert "error" not in text.lower() and "failed" not in text.lower(), text
     assert report["errors"] == [], report["errors"]
@@ -106,6 +109,10 @@ def _cut_short(trace: dict) -> str:
     return text[:len(text) // 2]
 
 
+def _not_a_list(trace: dict) -> str:
+    return json.dumps({**trace, "traceEvents": 5})
+
+
 def _as_before_the_fix(trace: dict) -> str:
     """Node N as pid N and tid 0, flow ids as strings: what trace.py wrote before this test."""
     events = []
@@ -119,7 +126,7 @@ def _as_before_the_fix(trace: dict) -> str:
     return json.dumps({**trace, "traceEvents": events})
 
 
-@pytest.mark.parametrize("spoil", [_without_events, _cut_short, _as_before_the_fix])
+@pytest.mark.parametrize("spoil", [_without_events, _cut_short, _not_a_list, _as_before_the_fix])
 def test_the_check_fails_on_a_broken_trace(tmp_path, traffic_trace, spoil):
     broken = tmp_path / "broken.json"
     broken.write_text(spoil(json.loads(traffic_trace.read_text())))
