@@ -178,8 +178,9 @@ def test_trace_is_trace_event_format(tmp_path):
     assert names == {"node 0 (localhost)", "node 1 (localhost)"}
     sends = [e for e in events if e["ph"] == "X" and e["name"].startswith("send to")]
     arrivals = [e for e in events if e["ph"] == "X" and e["name"].startswith("arrive from")]
-    assert sorted((e["pid"], e["name"]) for e in sends) == [(0, "send to 1")] * 3 + [(1, "send to 0")]
+    # node N is pid N + 1
+    assert sorted((e["pid"], e["name"]) for e in sends) == [(1, "send to 1")] * 3 + [(2, "send to 0")]
     assert len(arrivals) == 4
-    sent = sorted(e["args"]["bytes"] for e in sends if e["pid"] == 0)
+    sent = sorted(e["args"]["bytes"] for e in sends if e["pid"] == 1)
     assert sent[:2] == [8000, 8000] and 8000 < sent[2] < 8000 + 256  # the first with its head
     assert {e["args"]["tag"] for e in sends} == {0}
