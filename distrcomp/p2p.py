@@ -756,10 +756,11 @@ class Engine:
         return 0
 
     def _purge(self) -> None:
-        done = MPI.Request.Testsome([entry[0] for entry in self._pending]) or []
-        if done:
-            finished = set(done)
-            self._pending = [e for i, e in enumerate(self._pending) if i not in finished]
+        MPI.Request.Testsome([entry[0] for entry in self._pending])
+        # A completed request is MPI_REQUEST_NULL now (false), whether completed by this test
+        # or by another: one kept by an interrupted wait (_abandon) is also tested there, and
+        # once it completed there Testsome never named it again, so it stayed here for ever.
+        self._pending = [entry for entry in self._pending if entry[0]]
         self._purge_at = max(64, 2 * len(self._pending))
 
     # -------------------------------------------------------------------- wait

@@ -221,6 +221,30 @@ def test_an_interrupt_while_send_waits_for_its_payload_propagates_and_the_messag
 
 
 @pytest.mark.mpi(min_size=2)
+def test_sends_interrupted_twice_leave_nothing_pending(dc, interrupt_after):
+    # An interrupted send's payload request is kept twice: with the send's pending requests and
+    # with the interrupted waits'. The second interrupt tested (and so completed) the first's
+    # request there, and the pending list then kept it for ever: Testsome never names a
+    # completed request again.
+    big = np.arange(1 << 20, dtype=np.float64)
+    if dc.node_id == 0:
+        for step in range(2):
+            with interrupt_after(0.3):
+                dc.send(1, big + step)
+            dc.comm.send("interrupted", dest=1, tag=97)
+            assert dc.comm.recv(source=1, tag=96) == "received"
+        engine, deadline = dc._engine, time.monotonic() + 30
+        while engine._pending and time.monotonic() < deadline:
+            engine._purge()
+        assert not engine._pending
+    elif dc.node_id == 1:
+        for step in range(2):
+            assert dc.comm.recv(source=0, tag=97) == "interrupted"
+            np.testing.assert_array_equal(dc.recv(0), big + step)
+            dc.comm.send("received", dest=0, tag=96)
+
+
+@pytest.mark.mpi(min_size=2)
 def test_a_lock_left_taken_by_an_interrupt_stops_nothing(dc, interrupt_after):
     # In the plain-Python build an exception from a signal handler can come between taking one
     # of the engine's locks and the try that lets it go: the interrupted-send test above then
