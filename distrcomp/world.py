@@ -229,6 +229,8 @@ def _at_exit(world: World) -> None:
     if status:
         # The others may wait in a collective or a recv for this node: they never would end.
         _abort_job(world, f"exited with status {status}", status)
+        if _aborted:  # MPICH's MPI_Abort returned: no exit notice (see _aborted)
+            return
     world.engine.close()
     from . import diag
 
