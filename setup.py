@@ -28,6 +28,19 @@ from setuptools.command.build_py import build_py
 SOURCE = os.path.join("distrcomp", "p2p.py")
 
 
+def _load_build_module():
+    """distrcomp/_build.py by its path (the package itself is not importable here)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_distrcomp_build", os.path.join("distrcomp", "_build.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_BUILD = _load_build_module()
+
+
 def _say(text):
     print(f"distrcomp setup: {text}", file=sys.stderr)
 
@@ -92,6 +105,9 @@ class build_ext_per_mpi(build_ext):
         self.compiler.set_executable("linker_so", [ext.mpicc, *linker_so[1:]])
         try:
             super().build_extension(ext)
+            # what the binary was built from, checked at import (distrcomp._build)
+            with open(_BUILD.stamp_path(self.get_ext_fullpath(ext.name)), "w") as handle:
+                handle.write(_BUILD.source_stamp(SOURCE))
         except Exception as exc:  # noqa: BLE001 - no compiler, a broken MPI: the source runs instead
             _say(f"compiling {SOURCE} for {ext.abi} failed ({exc}); it will run as plain Python")
         finally:
@@ -99,8 +115,24 @@ class build_ext_per_mpi(build_ext):
             self.compiler.set_executable("compiler_so", compiler_so)
             self.compiler.set_executable("linker_so", linker_so)
 
+    def copy_extensions_to_source(self):
+        """--inplace (and editable installs): each binary's stamp goes with it."""
+        super().copy_extensions_to_source()
+        inplace = self.inplace
+        try:
+            for ext in self.extensions:
+                self.inplace = False
+                built = _BUILD.stamp_path(self.get_ext_fullpath(ext.name))
+                self.inplace = True
+                if os.path.exists(built):
+                    self.copy_file(built, _BUILD.stamp_path(self.get_ext_fullpath(ext.name)))
+        finally:
+            self.inplace = inplace
+
     def get_outputs(self):
-        return [path for path in super().get_outputs() if os.path.exists(path)]
+        binaries = [path for path in super().get_outputs() if os.path.exists(path)]
+        return binaries + [_BUILD.stamp_path(path) for path in binaries
+                           if os.path.exists(_BUILD.stamp_path(path))]
 
 
 class build_py_with_compat(build_py):

@@ -18,7 +18,26 @@ import warnings
 from types import ModuleType
 from typing import Any
 
-__all__ = ["compiled_twin", "mpi_abi", "pure_python_asked"]
+__all__ = ["compiled_twin", "mpi_abi", "pure_python_asked", "source_stamp", "stamp_path"]
+
+
+def source_stamp(source: str) -> str:
+    """What identifies the content of the file ``source``: its size and CRC-32, as text.
+
+    setup.py writes it beside each binary it builds (:func:`stamp_path`); a binary whose stamp
+    is not its source's was built from another version. Content, not modification times: pip
+    gives a wheel's files the time they were unpacked, in any order.
+    """
+    import zlib  # already loaded by numpy and mpi4py
+
+    with open(source, "rb") as handle:
+        data = handle.read()
+    return f"{len(data)} {zlib.crc32(data):08x}\n"
+
+
+def stamp_path(binary: str) -> str:
+    """Where the stamp of the source ``binary`` was built from is: ``binary`` + ``.source``."""
+    return binary + ".source"
 
 
 def pure_python_asked() -> bool:
@@ -38,9 +57,10 @@ def mpi_abi(MPI: Any) -> str | None:
 def compiled_twin(name: str, source: str, MPI: Any) -> ModuleType | None:
     """The compiled build of the module ``name`` whose source file is ``source``, loaded, for
     the ABI of the MPI that mpi4py loaded; None when there is none, when
-    ``DISTRCOMP_PURE_PYTHON=1``, or, with a RuntimeWarning that says why, when the source is
-    newer than the build (edited since, in a checkout) or the build does not load (made for
-    another MPI of the same ABI name, or broken)."""
+    ``DISTRCOMP_PURE_PYTHON=1``, or, with a RuntimeWarning that says why, when the build was
+    made from another version of the source (edited since, in a checkout: its
+    :func:`source_stamp` differs) or does not load (made for another MPI of the same ABI name,
+    or broken)."""
     if pure_python_asked():
         return None
     abi = mpi_abi(MPI)
@@ -53,10 +73,16 @@ def compiled_twin(name: str, source: str, MPI: Any) -> ModuleType | None:
             break
     else:
         return None
-    if os.path.getmtime(source) > os.path.getmtime(path):
-        warnings.warn(f"distrcomp: {os.path.basename(source)} changed after {os.path.basename(path)} "
-                      "was built from it (install distrcomp again to rebuild it); running "
-                      f"{os.path.basename(source)} as plain Python instead", RuntimeWarning, stacklevel=2)
+    try:
+        with open(stamp_path(path)) as handle:
+            built_from = handle.read()
+    except OSError:
+        built_from = None
+    if built_from != source_stamp(source):
+        warnings.warn(f"distrcomp: {os.path.basename(path)} was not built from this "
+                      f"{os.path.basename(source)} (changed since; install distrcomp again to "
+                      f"rebuild it); running {os.path.basename(source)} as plain Python instead",
+                      RuntimeWarning, stacklevel=2)
         return None
     spec = importlib.util.spec_from_file_location(name, path)
     previous = sys.modules.get(name)

@@ -4,6 +4,9 @@ DISTRCOMP_PURE_PYTHON=1) works."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -76,3 +79,46 @@ def test_the_engine_runs_where_cython_is_not_installed(tmp_path, pure):
     done = run_job(2, prog, env={"DISTRCOMP_PURE_PYTHON": pure}, timeout=120)
     assert done.returncode == 0, done.stderr
     assert sorted(done.stdout.splitlines()) == ["got 0", "got 1"], done.stdout
+
+
+STAMP_PROGRAM = """
+    import os, shutil, sys, warnings
+    from mpi4py import MPI
+    import distrcomp
+    from distrcomp._build import compiled_twin, mpi_abi, stamp_path
+
+    here = os.path.dirname(distrcomp.__file__)
+    place = sys.argv[1]  # a copy of the source and of its binary, as pip unpacks a wheel
+    binary = next(name for name in os.listdir(here)
+                  if name.startswith(f"p2p.{mpi_abi(MPI)}.") and name.endswith(".so"))
+    for name in (binary, binary + ".source", "p2p.py"):
+        shutil.copyfile(os.path.join(here, name), os.path.join(place, name))
+    source = os.path.join(place, "p2p.py")
+    later = os.path.getmtime(os.path.join(place, binary)) + 60
+    os.utime(source, (later, later))  # the source unpacked after the binary
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        print("same source:", compiled_twin("distrcomp.p2p", source, MPI) is not None)
+    with open(source, "a") as handle:
+        handle.write("# edited\\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        print("edited source:", compiled_twin("distrcomp.p2p", source, MPI) is not None)
+    print("warned:", "was not built from this p2p.py" in str(caught[0].message))
+"""
+
+
+def test_the_compiled_build_is_used_whatever_the_files_times_and_never_for_another_source(tmp_path):
+    # pip gives a wheel's files the time they are unpacked, in any order: p2p.py unpacked after
+    # its binary made a non-editable install run the plain-Python engine ("p2p.py changed after
+    # p2p.mpich...so was built from it"). The build now says which source it was built from.
+    if not compiled_built():
+        require_compiled("the compiled distrcomp.p2p")
+    program = tmp_path / "stamp.py"
+    program.write_text(textwrap.dedent(STAMP_PROGRAM))
+    place = tmp_path / "installed"
+    place.mkdir()
+    done = subprocess.run([sys.executable, str(program), str(place)], check=False, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "DISTRCOMP_PURE_PYTHON": ""})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["same source: True", "edited source: False", "warned: True"], done
