@@ -39,8 +39,12 @@ def _stopped_mpiexec(launcher: int) -> tuple[int, str]:
     pytest.fail("the launcher never started mpiexec")
 
 
-def _nodes_started(mark: str) -> bool:
-    """Whether a node's wrapper (``python -S -c ...``) of the job marked ``mark`` exists."""
+def _nodes_started(mark: str, witnesses: Path) -> bool:
+    """Whether a node's wrapper (``python -S -c ...``) of the job marked ``mark`` exists, or a
+    node's program has left its file in ``witnesses`` (a job that ran to its end before mpiexec
+    was stopped: its wrappers are gone, and so is the listener)."""
+    if any(witnesses.iterdir()):
+        return True
     for pid in processes_with_mark(mark):
         try:
             cmdline = Path(f"/proc/{pid.split()[0]}/cmdline").read_bytes().split(b"\0")
@@ -73,12 +77,15 @@ def test_a_flood_of_connections_during_start_up_locks_no_node_out(tmp_path):
     # a temporary directory too deep for a Unix socket's name: the launcher listens on TCP
     deep = tmp_path / ("d" * 120)
     deep.mkdir()
-    code = "import distrcomp as dc; dc.barrier(); print('node', dc.node_id, 'in')"
-    for _attempt in range(5):
+    for attempt in range(5):
+        witnesses = tmp_path / f"started-{attempt}"
+        witnesses.mkdir()
+        code = (f"import os; open(os.path.join({str(witnesses)!r}, str(os.getpid())), 'w').close(); "
+                "import distrcomp as dc; dc.barrier(); print('node', dc.node_id, 'in')")
         job = start(tmp_path, "run", "-n", "2", "--", sys.executable, "-c", code,
                     env={"TMPDIR": str(deep)})
         mpiexec, address = _stopped_mpiexec(job.proc.pid)
-        if not _nodes_started(job.mark):
+        if not _nodes_started(job.mark, witnesses):
             break
         os.killpg(mpiexec, signal.SIGCONT)  # stopped too late: a node may have connected
         job.wait(timeout=TIMEOUT)
