@@ -526,7 +526,8 @@ def _prepared(command: list[str], words: list[str], env: dict[str, str | None],
     """``command`` (``words`` as the nodes run them) checked before launch when it runs a
     Python script (``prog.py``, ``python -B prog.py``), see :func:`_check_script`, and changed
     to run the script through :mod:`distrcomp.runscript`, which sees any ``SystemExit`` that
-    ends it (a bare ``raise SystemExit(3)`` on one node then ends the job). When the script
+    ends it (a bare ``raise SystemExit(3)`` on one node then ends the job), when the
+    interpreter is one of the launcher's own environment (another may not have distrcomp). When the script
     imports ``message`` and the old library's ``message.py`` lies beside it (or among
     ``files``), it runs with the drop-in instead, and a line added to ``notes`` says so
     (printed once nothing can stop the launch for bad input)."""
@@ -541,7 +542,19 @@ def _prepared(command: list[str], words: list[str], env: dict[str, str | None],
     if old is not None:
         notes.append(f"{old} is the old DistrComp library's message module; {script} runs with "
                      "distrcomp's drop-in message module instead")
+    if old is None and not _in_this_environment(command[0]):
+        return command  # another Python, which may not have distrcomp: the script as given
     return script_command(command, index + len(command) - len(words), dropin=old is not None)
+
+
+def _in_this_environment(python: str) -> bool:
+    """Whether the interpreter ``python`` (a path, or a name looked up on PATH) lives beside the
+    launcher's own, in the same environment, which has distrcomp."""
+    import shutil
+
+    found = shutil.which(python)
+    here = os.path.dirname(os.path.abspath(sys.executable))
+    return found is not None and os.path.dirname(os.path.abspath(found)) == here
 
 
 def _check_script(script: str, env: dict[str, str | None]) -> bool:

@@ -97,6 +97,19 @@ def test_a_script_runs_as_python_runs_it_and_its_traceback_is_its_own(tmp_path):
     assert "ValueError: as python shows it\n" in done.stderr, done
 
 
+def test_a_script_run_by_another_python_runs_as_given(tmp_path):
+    # the runner needs distrcomp, which another interpreter (here the one this environment was
+    # made from) may not have: such a script is not run through it
+    other = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    if os.path.dirname(other) == os.path.dirname(os.path.abspath(sys.executable)):
+        pytest.skip("no other Python than this environment's")
+    (tmp_path / "plain.py").write_text("import sys\nprint('plain', sys.argv[1:])\n")
+    done = launch(tmp_path, "run", "-n", "1", "--no-tag", "--", other, "plain.py", "a",
+                  timeout=FAULT_BOUND * 2)
+    assert done.returncode == 0, done
+    assert done.stdout == "plain ['a']\n", done
+
+
 def test_exception_calls_abort_and_names_the_node(tmp_path):
     done = launch(tmp_path, "run", "-n", "3", program("raises.py"), timeout=FAULT_BOUND * 2)
     assert done.returncode == 1, done  # MPI_Abort's error code
