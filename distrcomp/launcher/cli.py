@@ -550,15 +550,14 @@ def _prepared(command: list[str], words: list[str], env: dict[str, str | None],
 def _in_this_environment(python: str) -> bool:
     """Whether the interpreter ``python`` (a path, or a name looked up on PATH as the nodes'
     exec will) lives beside the launcher's own, in the same environment, which has distrcomp.
-    (Not shutil.which: shutil is ~3 ms of the launcher's start-up, which delays every node.)"""
+    (shutil only for a bare name: it is ~3 ms of the launcher's start-up, which delays every
+    node, and ``prog.py`` runs with this interpreter's path.)"""
+    if os.sep not in python:
+        import shutil
+
+        python = shutil.which(python) or ""
     here = os.path.dirname(os.path.abspath(sys.executable))
-    if os.sep in python:
-        return os.path.dirname(os.path.abspath(python)) == here
-    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        candidate = os.path.join(folder or os.curdir, python)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return os.path.dirname(os.path.abspath(candidate)) == here
-    return False
+    return bool(python) and os.path.dirname(os.path.abspath(python)) == here
 
 
 def _check_script(script: str, env: dict[str, str | None]) -> bool:
