@@ -381,8 +381,8 @@ class Engine:
             # its next call takes it again and lets it go; a plain Lock stayed taken and every
             # later call waited forever. (The compiled build runs no signal handler there.)
             self._lock, self._taking = threading.RLock(), threading.RLock()
-            # The methods below, bound to the locks' own (C) methods: a call through a Python
-            # method costs more than the lock itself, several times per message.
+            # In place of the compiled build's _lock_state, _unlock_state and _start_taking (its
+            # flags): the locks' own (C) methods.
             self._lock_state, self._unlock_state = self._lock.acquire, self._lock._release_save
             self._start_taking = functools.partial(self._taking.acquire, False)
         self._arrived = threading.Condition()
@@ -464,37 +464,33 @@ class Engine:
     @cython.cfunc
     @cython.inline
     def _lock_state(self) -> cython.int:
-        """Take the lock of the engine's state (without the GIL while another thread holds it)."""
-        if cython.compiled:
-            # A flag set holding the GIL: no Python code runs between its test and its store. A
-            # thread that finds it set gives the GIL and the core away until it is cleared (no
-            # section holding it waits for anything).
-            while self._busy:
-                _yield_core()
-            self._busy = True
-        else:
-            self._lock.acquire()  # (bound in __init__ in this build)
+        """Take the lock of the engine's state (without the GIL while another thread holds it).
+
+        The compiled build's; the plain-Python build's are the lock's own methods, bound in
+        ``__init__`` over this one, :meth:`_unlock_state` and :meth:`_start_taking`."""
+        # A flag set holding the GIL: no Python code runs between its test and its store. A
+        # thread that finds it set gives the GIL and the core away until it is cleared (no
+        # section holding it waits for anything).
+        while self._busy:
+            _yield_core()
+        self._busy = True
         return 0
 
     @cython.cfunc
     @cython.inline
     def _unlock_state(self) -> cython.int:
-        if cython.compiled:
-            self._busy = False
-        else:
-            self._lock._release_save()  # (bound in __init__ in this build)
+        self._busy = False
         return 0
 
     @cython.cfunc
     @cython.inline
     def _start_taking(self) -> cython.bint:
         """Become the thread that takes messages from MPI, unless another one is; True if so."""
-        if cython.compiled:  # no Python code runs between the test and the store: the GIL is held
-            if self._taker:
-                return False
-            self._taker = True
-            return True
-        return self._taking.acquire(False)  # (bound in __init__ in this build)
+        # no Python code runs between the test and the store: the GIL is held
+        if self._taker:
+            return False
+        self._taker = True
+        return True
 
     @cython.cfunc
     def _release_taking(self) -> cython.int:
