@@ -53,7 +53,10 @@ def run_job(
     if isinstance(command, (str, Path)):
         command = [sys.executable, str(command)]
     argv = [*mpiexec_argv(n), *command]
-    full_env = {**os.environ, **(env or {})}
+    # Each node's output block-buffered, whatever the caller's PYTHONUNBUFFERED: unbuffered,
+    # print() writes its text and its newline apart, and mpiexec can then join one node's line
+    # to another's (only `distrcomp run` relays whole lines).
+    full_env = {**{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}, **(env or {})}
     # A session of its own, so that on timeout the whole job (mpiexec and every rank) is killed
     # and no rank outlives the test.
     with subprocess.Popen(
