@@ -111,6 +111,7 @@ CONTROL, OUT, ERR = 0, 1, 2
 # node → launcher
 EXIT = 4  # EXIT's payload: JSON {"returncode": N}
 STREAMS = 5  # no payload; carries the read ends of the stdout and stderr pipes (Unix socket only)
+NO_REPORT = 6  # no payload; the answer to DUMP when no process of the node handles SIGUSR1
 # launcher → node
 STOP, DUMP, BYE = 10, 11, 12
 STOP_GRACE = 3.0  # after STOP, seconds before the wrapper follows its signal with SIGKILL

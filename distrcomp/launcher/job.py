@@ -685,6 +685,8 @@ class Job:
             self.output.lines(node, "out", payload)
         elif kind == channel.ERR:
             self.output.lines(node, "err", payload)
+        elif kind == channel.NO_REPORT:
+            self.reports.decline(node)
         elif kind == channel.EXIT:
             result = self.results[node]
             if result.returncode is not None:
@@ -797,7 +799,8 @@ class Job:
         self.asked_until = None
         ended = {r.node: ("lost" if r.lost else f"exit code {r.returncode}")
                  for r in self.results if r.returncode is not None or r.lost}
-        found, details = render(self.reports.finish_round(), ended, self.spec.n)
+        reports, declined = self.reports.finish_round()
+        found, details = render(reports, ended, self.spec.n, declined)
         for line in self.reports.errors + found:
             self.output.note("err", line)
         self.reports.errors = []

@@ -436,10 +436,16 @@ class _Relay:
             self.kill_at = time.monotonic() + channel.STOP_GRACE
 
     def _dump(self) -> None:
-        """SIGUSR1 to each process of the node that handles it (distrcomp: faulthandler)."""
+        """SIGUSR1 to each process of the node that handles it (distrcomp: faulthandler); if
+        none does, no report will come, and the launcher hears so at once (NO_REPORT) instead
+        of waiting for one."""
+        asked = False
         for pid in self._members():
             if procs.catches(pid, signal.SIGUSR1):
                 procs.send_signal(pid, signal.SIGUSR1)
+                asked = True
+        if not asked:
+            self._send(channel.encode(channel.NO_REPORT))
 
     def _members(self) -> list[int]:
         members = procs.group_members(self.group, exclude=(self.stub, os.getpid()))

@@ -4,15 +4,16 @@ their stderr, and say what they mean.
 A node's line that starts with :data:`distrcomp.diag.MARK` is not relayed: :meth:`Reports.take`
 keeps it (a ``report`` or a ``profile``). A round of reports begins with :meth:`Reports.ask`
 (the launcher then tells every running node's wrapper to signal its processes) and is
-complete once every node asked has answered, or when the launcher gives up waiting;
-:func:`render` turns it into the findings of :mod:`.waitgraph` followed by each node's details.
+complete once every node asked has answered or its wrapper has said that no process there can
+(:meth:`Reports.decline`), or when the launcher gives up waiting; :func:`render` turns it into
+the findings of :mod:`.waitgraph` followed by each node's details.
 """
 
 from __future__ import annotations
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: job.py imports this
 if TYPE_CHECKING:  # module at every launch, whose start-up delays every node
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Collection, Mapping, Sequence
     from typing import Any
 
 __all__ = ["MARK", "Reports", "render"]
@@ -26,6 +27,7 @@ class Reports:
     def __init__(self) -> None:
         self.asked: set[int] = set()
         self.round: dict[int, dict[str, Any]] = {}
+        self.declined: set[int] = set()  # asked, and no process there can report
         self.profiles: dict[int, dict[str, Any]] = {}
         self.errors: list[str] = []
 
@@ -56,30 +58,39 @@ class Reports:
         """Begin a round of reports from ``nodes``."""
         self.asked = set(nodes)
         self.round = {}
+        self.declined = set()
+
+    def decline(self, node: int) -> None:
+        """``node`` has no process that can report (no distrcomp program runs there): this
+        round waits for no report from it."""
+        self.declined.add(node)
 
     def complete(self) -> bool:
-        """Every node asked in this round has answered."""
-        return self.asked <= set(self.round)
+        """Every node asked in this round has answered, or said it cannot."""
+        return self.asked <= set(self.round) | self.declined
 
-    def finish_round(self) -> dict[int, dict[str, Any] | None]:
-        """The round's reports by node (None: no answer); ends the round."""
+    def finish_round(self) -> tuple[dict[int, dict[str, Any] | None], set[int]]:
+        """The round's reports by node (None: no report) and the nodes that said they cannot
+        report; ends the round."""
         got = {node: self.round.get(node) for node in sorted(self.asked)}
-        self.asked, self.round = set(), {}
-        return got
+        declined = self.declined & self.asked
+        self.asked, self.round, self.declined = set(), {}, set()
+        return got, declined
 
 
 def render(reports: Mapping[int, Mapping[str, Any] | None], ended: Mapping[int, str],
-           n_node: int) -> tuple[list[str], dict[int, list[str]]]:
+           n_node: int, declined: Collection[int] = ()) -> tuple[list[str], dict[int, list[str]]]:
     """``(findings, details)``: the lines of :func:`.waitgraph.findings` (or one saying none
     was found), and per node the lines of its details (its call, what it holds, its stack with
-    the distrcomp call as its innermost line)."""
+    the distrcomp call as its innermost line). ``declined``: the nodes without a report that
+    said no process there handles SIGUSR1."""
     from .waitgraph import findings, label
 
-    found = findings(reports, ended, n_node) or ["no deadlock found among the reports"]
+    found = findings(reports, ended, n_node, declined) or ["no deadlock found among the reports"]
     details: dict[int, list[str]] = {}
     for node, report in sorted(reports.items()):
         if report is None:
-            details[node] = ["no report"]
+            details[node] = ["no distrcomp program" if node in declined else "no report"]
             continue
         call = report.get("call")
         if call is None:

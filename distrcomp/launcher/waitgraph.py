@@ -18,7 +18,7 @@ nodes the launcher saw end. It names, in this order:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Optional
 
 __all__ = ["findings", "label", "node_list"]
@@ -58,11 +58,13 @@ def node_list(nodes: list[int]) -> str:
     return ("node " if len(nodes) == 1 else "nodes ") + ", ".join(runs)
 
 
-def findings(reports: Mapping[int, Report], ended: Mapping[int, str], n_node: int) -> list[str]:
+def findings(reports: Mapping[int, Report], ended: Mapping[int, str], n_node: int,
+             declined: Collection[int] = ()) -> list[str]:
     """The lines that say why the job is stuck (empty if nothing is found).
 
     ``reports`` maps each node still running to its report (None: it did not answer);
-    ``ended`` maps each node that ended to how (``exit code 0``).
+    ``ended`` maps each node that ended to how (``exit code 0``); ``declined`` names the nodes
+    without a report whose wrapper said no process there handles SIGUSR1.
     """
     calls = {node: r["call"] for node, r in reports.items() if r is not None and r.get("call")}
     finished = set(ended) | {node for node, call in calls.items() if call["op"] == "exit"}
@@ -71,7 +73,11 @@ def findings(reports: Mapping[int, Report], ended: Mapping[int, str], n_node: in
     lines += _sends_to_idle(calls, reports, finished)
     lines += _collectives(calls)
     lines += _held(reports)
-    silent = [node for node, r in reports.items() if r is None]
+    without = [node for node, r in reports.items() if r is None and node in declined]
+    if without:
+        lines.append(f"{node_list(without)} {'runs' if len(without) == 1 else 'run'} no distrcomp "
+                     "program (no process there handles SIGUSR1)")
+    silent = [node for node, r in reports.items() if r is None and node not in declined]
     if silent:
         lines.append(f"{node_list(silent)} did not report (not distrcomp programs, or busy "
                      "where no Python runs)")

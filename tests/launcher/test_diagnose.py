@@ -89,6 +89,20 @@ def test_send_waiting_on_a_node_that_computes(tmp_path):
     assert "time.sleep(600)  # stands for a long computation" in done.stderr
 
 
+@pytest.mark.parametrize("command", [["sleep", "60"], ["python3", "-c", "import time; time.sleep(60)"]],
+                         ids=["sleep", "python-without-distrcomp"])
+def test_nodes_without_a_distrcomp_program_say_so_at_once(tmp_path, command):
+    # their wrappers answer the report order themselves: before, the launcher waited its 5 s
+    # for reports that never come and then said only that the nodes did not report
+    done = launch(tmp_path, "run", "-n", "2", "--timeout", "1", "--", *command,
+                  timeout=1 + BOUND)
+    assert done.returncode == 124, done
+    assert findings(done.stderr) == [
+        "nodes 0-1 run no distrcomp program (no process there handles SIGUSR1)"], done
+    for node in range(2):
+        assert f"[node {node} \u00b7 localhost] no distrcomp program" in done.stderr, done
+
+
 def test_sigusr1_reports_without_stopping(tmp_path):
     job = start(tmp_path, "run", "-n", "2", program("stuck.py"), str(tmp_path), "ring")
     wait_for_files([tmp_path / f"ready-{node}" for node in range(2)])

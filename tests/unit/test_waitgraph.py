@@ -87,6 +87,23 @@ def test_silent_nodes_are_named():
         "node 0 did not report (not distrcomp programs, or busy where no Python runs)"]
 
 
+def test_a_round_ends_once_every_node_answered_or_declined():
+    reports = Reports()
+    reports.ask([0, 1, 2])
+    reports.decline(1)
+    reports.decline(2)
+    assert not reports.complete()
+    reports.take(0, MARK + b'report {"node":0,"call":null,"held":[],"finished":[],"stack":""}\n')
+    assert reports.complete()
+    got, declined = reports.finish_round()
+    assert got[1] is None and declined == {1, 2}
+    found, details = render(got, {}, 4, declined)
+    assert found == ["nodes 1-2 run no distrcomp program (no process there handles SIGUSR1)"]
+    assert details[1] == details[2] == ["no distrcomp program"]
+    reports.ask([1])  # a new round forgets who declined the last one
+    assert not reports.complete()
+
+
 def test_reports_are_taken_out_of_the_stream_and_rendered():
     reports = Reports()
     reports.ask([0, 1])
@@ -96,7 +113,8 @@ def test_reports_are_taken_out_of_the_stream_and_rendered():
     assert not reports.complete()
     assert reports.take(1, MARK + b"report {broken\n") == b""
     assert reports.errors and "node 1 wrote a malformed report line" in reports.errors[0]
-    found, details = render(reports.finish_round(), {}, 2)
+    got, declined = reports.finish_round()
+    found, details = render(got, {}, 2, declined)
     assert found == ["node 0 holds 2 messages from node 1 with tag 3 that no recv has taken",
                      "node 1 did not report (not distrcomp programs, or busy where no Python runs)"]
     assert details[0] == [
