@@ -13,6 +13,7 @@ job's own are looked at: other MPI jobs run on the same machine, and may leave t
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -173,6 +174,7 @@ class Launch:
         )
         self.segments = SegmentWatch(self.proc.pid)
         self.input = stdin
+        self.read_err = b""  # what read_stderr_until took, put back in front by wait
         self.stdout = ""
         self.stderr = ""
         self.returncode: int | None = None
@@ -188,13 +190,28 @@ class Launch:
             pytest.fail(f"distrcomp did not finish within {timeout} s:\n{err.decode()[-3000:]}")
         self.elapsed = time.monotonic() - self.started
         self.stdout = out.decode("utf-8", "replace")
-        self.stderr = err.decode("utf-8", "replace")
+        self.stderr = (self.read_err + err).decode("utf-8", "replace")
         self.returncode = self.proc.returncode
         assert_no_leftovers(self.mark)
         left = sorted(name for name in self.segments.stop() & mpi_segments() if not in_use(name))
         if left:
             pytest.fail(f"the job's MPI left shared memory behind in /dev/shm: {', '.join(left)}")
         return self
+
+    def read_stderr_until(self, text: str, timeout: float = 60) -> str:
+        """Read the launcher's stderr while it runs until ``text`` is in it; return what was
+        read (kept for :meth:`wait`). Fails after ``timeout`` seconds or at its end."""
+        fd = self.proc.stderr.fileno()
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.read_err:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                pytest.fail(f"no {text!r} on stderr within {timeout} s:\n{self.read_err.decode()}")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                pytest.fail(f"stderr ended before {text!r}:\n{self.read_err.decode()}")
+            self.read_err += chunk
+        return self.read_err.decode("utf-8", "replace")
 
     def __repr__(self) -> str:
         return f"exit {self.returncode}\n--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}"
