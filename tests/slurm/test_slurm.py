@@ -47,11 +47,27 @@ def test_salloc_runs_one_node_per_task_tagged_with_slurm_node_names(on_login, no
     _ring_ok(job.stdout)
 
 
-def test_sbatch_script_runs_the_job_on_the_allocation(on_login, tmp_path, no_leftovers):
+def _job_end(slurm, job_id: str, timeout: float = 180) -> tuple[str, str]:
+    """``(JobState, ExitCode)`` of batch job ``job_id`` once it has ended. (``sbatch --wait``
+    polls every 2 to 10 s; scontrol shows the end as soon as it comes.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = slurm.run(["scontrol", "-o", "show", "job", job_id], timeout=30).stdout
+        state = re.search(r"\bJobState=(\S+)", shown)
+        assert state, shown
+        if state.group(1) not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+            return state.group(1), re.search(r"\bExitCode=(\S+)", shown).group(1)
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.2)
+
+
+def test_sbatch_script_runs_the_job_on_the_allocation(slurm, on_login, tmp_path, no_leftovers):
     (tmp_path / "job.sh").write_text(f"#!/bin/sh\nexec {' '.join(RUN)} {RING}\n")
-    job = on_login("sbatch", "--wait", "-N3", "-o", str(tmp_path / "out.txt"),
-                   "-e", str(tmp_path / "err.txt"), str(tmp_path / "job.sh"))
-    assert job.returncode == 0, (job, (tmp_path / "err.txt").read_text())
+    submitted = on_login("sbatch", "--parsable", "-N3", "-o", str(tmp_path / "out.txt"),
+                         "-e", str(tmp_path / "err.txt"), str(tmp_path / "job.sh"))
+    assert submitted.returncode == 0, submitted
+    ended = _job_end(slurm, submitted.stdout.strip().split(";")[0])
+    assert ended == ("COMPLETED", "0:0"), (ended, (tmp_path / "err.txt").read_text())
     _ring_ok((tmp_path / "out.txt").read_text())
 
 
