@@ -165,6 +165,9 @@ _ndarray = np.ndarray
 _loads = pickle.loads
 _index = operator.index
 _new_block_array = buffers.empty
+_np_empty = np.empty
+_BYTE = MPI.BYTE
+_MPI_ANY_SOURCE, _MPI_ANY_TAG = MPI.ANY_SOURCE, MPI.ANY_TAG  # MPI's values: not distrcomp's
 
 
 def compiled() -> bool:
@@ -269,8 +272,11 @@ class _Head:
     @cython.cfunc
     def new_array(self) -> object:
         """A new array of this head's dtype, shape and order, its memory nobody else's."""
-        if cython.compiled and self.typenum >= 0:  # numpy's C API, no Python call
-            return cnp.PyArray_SimpleNew(len(self.shape), cython.address(self.dims[0]), self.typenum)
+        if self.typenum >= 0:  # small, C order, a plain dtype: numpy's own allocation
+            if cython.compiled:  # numpy's C API, no Python call
+                return cnp.PyArray_SimpleNew(len(self.shape), cython.address(self.dims[0]),
+                                             self.typenum)
+            return _np_empty(self.shape, self.dtype)
         return _new_block_array(self.shape, self.dtype, self.fortran)
 
 
@@ -914,17 +920,17 @@ class Engine:
             return True
         status = self._status
         improbe = self.comm.improbe
-        message = improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+        message = improbe(_MPI_ANY_SOURCE, _MPI_ANY_TAG, status)
         if message is None:
             if not block:
                 return False
             for _ in range(_PROBE_SPINS - 1):  # as above
-                message = improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+                message = improbe(_MPI_ANY_SOURCE, _MPI_ANY_TAG, status)
                 if message is not None:
                     break
             else:
                 self._since = _now()
-                message = self.comm.mprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+                message = self.comm.mprobe(_MPI_ANY_SOURCE, _MPI_ANY_TAG, status)
                 self._blocked_until_now()
         self._message = message
         self._src = status.Get_source()
@@ -956,7 +962,7 @@ class Engine:
                 return self._mrecv_raw(buf.buf, buf.len)
             finally:
                 PyBuffer_Release(cython.address(buf))
-        self._message.Recv([buffer, MPI.BYTE])
+        self._message.Recv([buffer, _BYTE])
         return 0
 
     if cython.compiled:
@@ -974,7 +980,7 @@ class Engine:
             self._mrecv_raw(PyBytes_AS_STRING(data), self._count)
             return data
         buffer = bytearray(self._count)
-        self._message.Recv([buffer, MPI.BYTE])
+        self._message.Recv([buffer, _BYTE])
         return buffer
 
     @cython.cfunc
