@@ -252,7 +252,7 @@ class _Head:
     shape: tuple
     fortran: cython.bint
     nbytes: cython.Py_ssize_t
-    typenum: cython.int  # numpy's type number when new_array may use PyArray_SimpleNew, else -1
+    typenum: cython.int  # numpy's type number when new_array may allocate plainly, else -1
     dims: cnp.npy_intp[32]  # the shape, for PyArray_SimpleNew (the compiled build)
 
     def __init__(self, dtype: np.dtype, shape: tuple, order: str, nbytes: int) -> None:

@@ -42,6 +42,12 @@ def mpiexec_argv(n: int) -> list[str]:
     return [flavor.mpiexec, *flavor.oversubscribe_args(), "-n", str(n)]
 
 
+def caller_environ() -> dict[str, str]:
+    """This process's environment for a job it starts, without PYTHONUNBUFFERED: how a job's
+    output is buffered is the job's own choice (or its launcher's), never the test runner's."""
+    return {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+
+
 def run_job(
     n: int,
     command: str | Path | Sequence[str],
@@ -53,10 +59,10 @@ def run_job(
     if isinstance(command, (str, Path)):
         command = [sys.executable, str(command)]
     argv = [*mpiexec_argv(n), *command]
-    # Each node's output block-buffered, whatever the caller's PYTHONUNBUFFERED: unbuffered,
-    # print() writes its text and its newline apart, and mpiexec can then join one node's line
-    # to another's (only `distrcomp run` relays whole lines).
-    full_env = {**{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}, **(env or {})}
+    # Each node's output block-buffered: unbuffered, print() writes its text and its newline
+    # apart, and mpiexec can then join one node's line to another's (only `distrcomp run`
+    # relays whole lines).
+    full_env = {**caller_environ(), **(env or {})}
     # A session of its own, so that on timeout the whole job (mpiexec and every rank) is killed
     # and no rank outlives the test.
     with subprocess.Popen(

@@ -67,6 +67,7 @@ __all__ = [
     "ENV_WORKDIR",
     "ERR",
     "EXIT",
+    "NO_REPORT",
     "OUT",
     "STOP",
     "STOP_GRACE",

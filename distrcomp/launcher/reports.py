@@ -61,9 +61,10 @@ class Reports:
         self.declined = set()
 
     def decline(self, node: int) -> None:
-        """``node`` has no process that can report (no distrcomp program runs there): this
-        round waits for no report from it."""
-        self.declined.add(node)
+        """``node``'s wrapper found no process there that handles SIGUSR1: this round waits
+        for no report from it (ignored for a node this round did not ask)."""
+        if node in self.asked:
+            self.declined.add(node)
 
     def complete(self) -> bool:
         """Every node asked in this round has answered, or said it cannot."""
@@ -90,7 +91,7 @@ def render(reports: Mapping[int, Mapping[str, Any] | None], ended: Mapping[int, 
     details: dict[int, list[str]] = {}
     for node, report in sorted(reports.items()):
         if report is None:
-            details[node] = ["no distrcomp program" if node in declined else "no report"]
+            details[node] = ["no process handles SIGUSR1" if node in declined else "no report"]
             continue
         call = report.get("call")
         if call is None:

@@ -13,7 +13,10 @@ nodes the launcher saw end. It names, in this order:
   or called by some nodes while others wait elsewhere;
 * messages that arrived and that no ``recv`` has taken, and the tag the holder waits for
   (the "wrong tag" bug);
-* nodes that did not report (not distrcomp programs, or busy where no Python runs).
+* nodes where no process handles SIGUSR1, as their wrappers said (not distrcomp programs, or
+  not yet initialised distrcomp);
+* nodes that did not report although a process there handles SIGUSR1 (busy where no Python
+  runs, or a program whose SIGUSR1 handler is not distrcomp's).
 """
 
 from __future__ import annotations
@@ -73,14 +76,16 @@ def findings(reports: Mapping[int, Report], ended: Mapping[int, str], n_node: in
     lines += _sends_to_idle(calls, reports, finished)
     lines += _collectives(calls)
     lines += _held(reports)
-    without = [node for node, r in reports.items() if r is None and node in declined]
+    # a node that ended since it was asked had nothing left to signal: it is said to have ended
+    without = [node for node, r in reports.items()
+               if r is None and node in declined and node not in ended]
     if without:
-        lines.append(f"{node_list(without)} {'runs' if len(without) == 1 else 'run'} no distrcomp "
-                     "program (no process there handles SIGUSR1)")
+        lines.append(f"{node_list(without)}: no process there handles SIGUSR1 (not a distrcomp "
+                     "program, or one that has not initialised distrcomp yet)")
     silent = [node for node, r in reports.items() if r is None and node not in declined]
     if silent:
-        lines.append(f"{node_list(silent)} did not report (not distrcomp programs, or busy "
-                     "where no Python runs)")
+        lines.append(f"{node_list(silent)} did not report (busy where no Python runs, or a "
+                     "program whose SIGUSR1 handler is not distrcomp's)")
     return lines
 
 

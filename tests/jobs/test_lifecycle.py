@@ -292,7 +292,7 @@ def test_sends_pending_at_exit_are_waited_for_a_bounded_time_then_named(tmp_path
             dc.send(1, np.zeros(16 << 20)[::2])
             dc.send(1, np.zeros(16 << 20)[::2])
         else:
-            time.sleep(4)  # busy elsewhere, not receiving, past node 0's exit wait (1 s)
+            time.sleep(6)  # busy elsewhere, not receiving, past node 0's exit wait
     """)
     done = run_job(2, prog, timeout=60, env={"DISTRCOMP_EXIT_TIMEOUT": "1"})
     assert done.returncode == 0, done.stderr

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from conftest import caller_environ
 from tagged import TAGGED, tagged_lines  # noqa: F401 - re-exported for the launcher tests
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,8 +164,7 @@ class Launch:
                  pass_fds: Sequence[int] = ()) -> None:
         self.mark = uuid.uuid4().hex
         # the launcher decides the nodes' buffering unless the test says otherwise
-        inherited = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-        full_env = {**inherited, **(env or {}), MARK: self.mark}  # a value None: unset
+        full_env = {**caller_environ(), **(env or {}), MARK: self.mark}  # a value None: unset
         full_env = {key: value for key, value in full_env.items() if value is not None}
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
@@ -205,11 +205,13 @@ class Launch:
         deadline = time.monotonic() + timeout
         while text.encode() not in self.read_err:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            chunk = b""
+            if remaining > 0 and select.select([fd], [], [], remaining)[0]:
+                chunk = os.read(fd, 65536)
+            if not chunk:  # the time is up, or stderr ended: the job must not outlive the test
+                self.proc.kill()
+                self.proc.communicate()
                 pytest.fail(f"no {text!r} on stderr within {timeout} s:\n{self.read_err.decode()}")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                pytest.fail(f"stderr ended before {text!r}:\n{self.read_err.decode()}")
             self.read_err += chunk
         return self.read_err.decode("utf-8", "replace")
 

@@ -17,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from cluster.conftest import DistrcompRun
 from cluster.hosts import netns_processes
 from cluster.test_faults_across import WAITER, _await_ready, _user_process
@@ -47,17 +48,24 @@ def test_salloc_runs_one_node_per_task_tagged_with_slurm_node_names(on_login, no
     _ring_ok(job.stdout)
 
 
+_ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+          "BOOT_FAIL", "DEADLINE", "PREEMPTED"}  # Slurm's job states that are final
+
+
 def _job_end(slurm, job_id: str, timeout: float = 180) -> tuple[str, str]:
-    """``(JobState, ExitCode)`` of batch job ``job_id`` once it has ended. (``sbatch --wait``
-    polls every 2 to 10 s; scontrol shows the end as soon as it comes.)"""
+    """``(JobState, ExitCode)`` of batch job ``job_id`` once it has ended (cancelled, and the
+    test failed, after ``timeout`` seconds). ``sbatch --wait`` polls every 2 to 10 s; scontrol
+    shows the end as soon as it comes."""
     deadline = time.monotonic() + timeout
     while True:
         shown = slurm.run(["scontrol", "-o", "show", "job", job_id], timeout=30).stdout
-        state = re.search(r"\bJobState=(\S+)", shown)
-        assert state, shown
-        if state.group(1) not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
-            return state.group(1), re.search(r"\bExitCode=(\S+)", shown).group(1)
-        assert time.monotonic() < deadline, shown
+        state, code = re.search(r"\bJobState=(\S+)", shown), re.search(r"\bExitCode=(\S+)", shown)
+        assert state and code, shown
+        if state.group(1) in _ENDED:
+            return state.group(1), code.group(1)
+        if time.monotonic() > deadline:
+            slurm.run(["scancel", job_id], timeout=30)
+            pytest.fail(f"batch job {job_id} had not ended after {timeout} s: {shown}")
         time.sleep(0.2)
 
 

@@ -84,7 +84,8 @@ def test_held_messages_and_the_awaited_tag():
 
 def test_silent_nodes_are_named():
     assert findings({0: None, 1: report(1, None)}, {}, 2) == [
-        "node 0 did not report (not distrcomp programs, or busy where no Python runs)"]
+        ("node 0 did not report (busy where no Python runs, or a program whose SIGUSR1 handler "
+         "is not distrcomp's)")]
 
 
 def test_a_round_ends_once_every_node_answered_or_declined():
@@ -98,10 +99,15 @@ def test_a_round_ends_once_every_node_answered_or_declined():
     got, declined = reports.finish_round()
     assert got[1] is None and declined == {1, 2}
     found, details = render(got, {}, 4, declined)
-    assert found == ["nodes 1-2 run no distrcomp program (no process there handles SIGUSR1)"]
-    assert details[1] == details[2] == ["no distrcomp program"]
+    assert found == [("nodes 1-2: no process there handles SIGUSR1 (not a distrcomp program, or "
+                      "one that has not initialised distrcomp yet)")]
+    assert details[1] == details[2] == ["no process handles SIGUSR1"]
+    # a node that ended meanwhile (nothing left to signal) is said to have ended, nothing more
+    assert findings({1: None}, {1: "exit code 0"}, 2, {1}) == []
     reports.ask([1])  # a new round forgets who declined the last one
     assert not reports.complete()
+    reports.decline(0)  # not asked in this round
+    assert not reports.complete() and reports.finish_round() == ({1: None}, set())
 
 
 def test_reports_are_taken_out_of_the_stream_and_rendered():
@@ -116,7 +122,8 @@ def test_reports_are_taken_out_of_the_stream_and_rendered():
     got, declined = reports.finish_round()
     found, details = render(got, {}, 2, declined)
     assert found == ["node 0 holds 2 messages from node 1 with tag 3 that no recv has taken",
-                     "node 1 did not report (not distrcomp programs, or busy where no Python runs)"]
+                     ("node 1 did not report (busy where no Python runs, or a program whose "
+                      "SIGUSR1 handler is not distrcomp's)")]
     assert details[0] == [
         "blocked in recv(from 1) for 2.5 s; holds 2 messages not yet received: 2 from node 1 (tag 3)",
         '  File "p.py", line 2, in <module>', "  in distrcomp: recv(from 1)"]
