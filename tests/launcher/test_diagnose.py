@@ -19,7 +19,7 @@ NO_HANDLER = ("{}: no process there handles SIGUSR1 (not a distrcomp program, or
 BOUND = 60  # generous: the launcher's end after the time limit, on a loaded machine
 
 
-def stuck(tmp_path, n: int, scenario: str, limit: float = 5):
+def stuck(tmp_path, n: int, scenario: str, limit: float = 3):
     """``distrcomp run -n N --timeout LIMIT stuck.py DIR SCENARIO``, which must time out."""
     done = launch(tmp_path, "run", "-n", str(n), "--timeout", str(limit), program("stuck.py"),
                   str(tmp_path), scenario, timeout=limit + BOUND)
@@ -53,7 +53,7 @@ def test_two_node_recv_recv_cycle(tmp_path):
 
 
 def test_four_node_ring_of_recvs(tmp_path):
-    done = stuck(tmp_path, 4, "ring", limit=8)
+    done = stuck(tmp_path, 4, "ring", limit=5)
     assert findings(done.stderr) == [
         "deadlock: node 0 recv(from 1) -> node 1 recv(from 2) -> node 2 recv(from 3) -> node 3 "
         + "recv(from 0) -> node 0"], done
@@ -75,7 +75,7 @@ def test_tag_mismatch_names_the_held_message(tmp_path):
 
 
 def test_collectives_in_a_different_order(tmp_path):
-    done = stuck(tmp_path, 4, "order", limit=8)
+    done = stuck(tmp_path, 4, "order", limit=5)
     assert findings(done.stderr) == [
         "nodes 0-2 in barrier #1, node 3 in bcast(root=0) #1: collectives called in a different order",
     ], done
