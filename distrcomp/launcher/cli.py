@@ -527,9 +527,9 @@ def _prepared(command: list[str], words: list[str], env: dict[str, str | None],
     Python script (``prog.py``, ``python -B prog.py``), see :func:`_check_script`, and changed
     to run the script through :mod:`distrcomp.runscript`, which sees any ``SystemExit`` that
     ends it (a bare ``raise SystemExit(3)`` on one node then ends the job), when the
-    interpreter is one of the launcher's own environment (another may not have distrcomp). When the script
-    imports ``message`` and the old library's ``message.py`` lies beside it (or among
-    ``files``), it runs with the drop-in instead, and a line added to ``notes`` says so
+    interpreter is one of the launcher's own environment (another may not have distrcomp).
+    When the script imports ``message`` and the old library's ``message.py`` lies beside it (or
+    among ``files``), it runs with the drop-in instead, and a line added to ``notes`` says so
     (printed once nothing can stop the launch for bad input)."""
     from ..runscript import command as script_command
     from .script import python_script, shadowing_message

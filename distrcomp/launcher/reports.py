@@ -73,8 +73,7 @@ class Reports:
     def finish_round(self) -> tuple[dict[int, dict[str, Any] | None], set[int]]:
         """The round's reports by node (None: no report) and the nodes that said they cannot
         report; ends the round."""
-        got = {node: self.round.get(node) for node in sorted(self.asked)}
-        declined = self.declined & self.asked
+        got, declined = {node: self.round.get(node) for node in sorted(self.asked)}, self.declined
         self.asked, self.round, self.declined = set(), {}, set()
         return got, declined
 
